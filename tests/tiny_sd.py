@@ -1,0 +1,49 @@
+"""A tiny random Stable Diffusion pipeline built with diffusers/transformers PyTorch (the parity reference)."""
+import json
+import string
+from pathlib import Path
+
+SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
+
+
+def write_char_tokenizer(directory, max_length: int = 16) -> int:
+    """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits + ",.!?'-")
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + SPECIALS)}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": max_length, "bos_token": SPECIALS[0], "eos_token": SPECIALS[1],
+        "unk_token": SPECIALS[1], "pad_token": SPECIALS[1], "tokenizer_class": "CLIPTokenizer"}))
+    return len(vocab)
+
+
+def build_torch_pipeline(directory, *, seed: int = 0, scheduler: str = "LMSDiscreteScheduler"):
+    """Save a random tiny StableDiffusionPipeline to `directory`; returns the PyTorch pipeline."""
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    directory = Path(directory)
+    vocab_size = write_char_tokenizer(directory / "tokenizer")
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=4)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    text = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, hidden_size=32,
+        intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=3,
+        max_position_embeddings=16, vocab_size=vocab_size))
+    sched = getattr(diffusers, scheduler)(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    pipe = diffusers.StableDiffusionPipeline(
+        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(str(directory / "tokenizer")), scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(directory))
+    return pipe

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-from jaxprobe.models.load import config_fields
+from jaxprobe.models.config import Config
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -44,7 +44,7 @@ LMS_ORDER = 4  # diffusers' LMSDiscreteScheduler.step default, which its pipelin
 
 
 @dataclasses.dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(Config):
     """The scheduler_config.json fields the three schedulers read, named and defaulted as in diffusers.
 
     `timestep_spacing=None` means the scheduler's own diffusers default ('linspace' for LMS and Euler, 'leading'
@@ -86,12 +86,6 @@ class SchedulerConfig:
                 raise ValueError(f"{name}=True is not supported by jaxprobe.schedulers; set it to false")
         _check_choice("interpolation_type", self.interpolation_type, ("linear",))
         _check_choice("timestep_type", self.timestep_type, ("discrete",))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SchedulerConfig:
-        """From any diffusers scheduler_config.json dict; keys no scheduler here reads (and `_` metadata) are
-        ignored, as diffusers' `from_config` ignores them."""
-        return cls(**config_fields(cls, dict(d), what="scheduler"))
 
 
 def _check_choice(name: str, value, choices: tuple) -> None:

@@ -21,6 +21,11 @@ def tiny(tmp_path_factory):
     return directory, torch_pipe, load_pipeline(directory)
 
 
+def _use_scheduler(torch_pipe, directory, cls="LMSDiscreteScheduler"):
+    import diffusers
+    torch_pipe.scheduler = getattr(diffusers, cls).from_pretrained(str(directory / "scheduler"))
+
+
 def _torch_latents(torch_pipe, noise_nhwc, steps, guidance):
     out = torch_pipe(PROMPTS, num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
                      latents=torch.from_numpy(np.asarray(noise_nhwc).transpose(0, 3, 1, 2).copy()))
@@ -30,9 +35,8 @@ def _torch_latents(torch_pipe, noise_nhwc, steps, guidance):
 @pytest.mark.parametrize("scheduler, guidance", [("lms", 7.5), ("ddim", 3.0), ("euler", 1.0)])
 def test_final_latents_match_diffusers(tiny, scheduler, guidance):
     directory, torch_pipe, pipe = tiny
-    import diffusers
     cls = {"lms": "LMSDiscreteScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}[scheduler]
-    torch_pipe.scheduler = getattr(diffusers, cls).from_config(torch_pipe.scheduler.config)
+    _use_scheduler(torch_pipe, directory, cls)
     noise = sampling.initial_noise([3, 4], (8, 8, 4))
     ours = sampling.sample(pipe, PROMPTS, num_inference_steps=10, guidance_scale=guidance, latents=noise,
                            scheduler=scheduler)
@@ -42,7 +46,8 @@ def test_final_latents_match_diffusers(tiny, scheduler, guidance):
 
 
 def test_images_match_diffusers_decode(tiny):
-    _, torch_pipe, pipe = tiny
+    directory, torch_pipe, pipe = tiny
+    _use_scheduler(torch_pipe, directory)
     noise = sampling.initial_noise([0, 1], (8, 8, 4))
     ours = sampling.sample(pipe, PROMPTS, num_inference_steps=4, latents=noise)
     ref = torch_pipe(PROMPTS, num_inference_steps=4, output_type="np",

@@ -6,7 +6,6 @@ scheduler/ sub-directories, as `DiffusionPipeline.save_pretrained` writes them.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -53,32 +52,43 @@ def param_shapes(module) -> Any:
     return variables["params"]
 
 
-def _load(directory, build: Callable[[dict], Any], what: str, params: bool = True):
-    config = read_config(directory)
-    module = build(config)
-    if not params:
-        return module, None
+def _load(directory, build: Callable[..., Any], what: str, dtype=None):
+    module = build(read_config(directory), dtype=dtype)
     state = read_weights(directory)
     return module, convert.state_dict_to_params(state, param_shapes(module), what=f"{what} in {directory}")
 
 
+def build_unet(config: dict, *, dtype=None):
+    """UNet2DConditionModel from a config.json dict (no weights)."""
+    from jaxprobe.models import unet
+    return unet.UNet2DConditionModel(unet.UNetConfig.from_dict(config), **_dt(dtype))
+
+
+def build_vae(config: dict, *, dtype=None):
+    """AutoencoderKL from a config.json dict (no weights)."""
+    from jaxprobe.models import vae
+    return vae.AutoencoderKL(vae.VAEConfig.from_dict(config), **_dt(dtype))
+
+
+def build_text_encoder(config: dict, *, dtype=None):
+    """CLIPTextModel from a transformers config.json dict (no weights)."""
+    from jaxprobe.models import clip
+    return clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(config), **_dt(dtype))
+
+
 def load_unet(directory, *, dtype=None):
     """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params)."""
-    from jaxprobe.models import unet
-    return _load(directory, lambda c: unet.UNet2DConditionModel(unet.UNetConfig.from_dict(c), **_dt(dtype)), "UNet")
+    return _load(directory, build_unet, "UNet", dtype)
 
 
 def load_vae(directory, *, dtype=None):
     """AutoencoderKL from a diffusers `vae/` directory -> (module, params)."""
-    from jaxprobe.models import vae
-    return _load(directory, lambda c: vae.AutoencoderKL(vae.VAEConfig.from_dict(c), **_dt(dtype)), "VAE")
+    return _load(directory, build_vae, "VAE", dtype)
 
 
 def load_text_encoder(directory, *, dtype=None):
     """CLIPTextModel from a transformers `text_encoder/` directory -> (module, params)."""
-    from jaxprobe.models import clip
-    return _load(directory, lambda c: clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(c), **_dt(dtype)),
-                 "text encoder")
+    return _load(directory, build_text_encoder, "text encoder", dtype)
 
 
 def _dt(dtype):
@@ -112,9 +122,3 @@ def replace_dir(src: Path, dst: Path) -> None:
 def _rmtree(path: Path) -> None:
     import shutil
     shutil.rmtree(path, ignore_errors=True)
-
-
-def config_fields(cls, config: dict, *, what: str) -> dict:
-    """Keep the config.json entries that the dataclass `cls` knows; `_`-prefixed metadata is dropped."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in names}

@@ -1,0 +1,37 @@
+"""Model configs: frozen dataclasses read from and written back to diffusers/transformers `config.json` files.
+
+Each model file declares a `Config` subclass whose fields are the config.json keys it reads (same names and
+defaults as diffusers/transformers). `from_dict` keeps the known keys and rejects values that the Flax model does
+not implement; `to_dict` writes a config.json the PyTorch library loads back (class name and metadata included).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class. Subclasses set EXPORT (extra keys written to config.json, e.g. `_class_name`) and SUPPORTED
+    (field -> allowed values, for options of the reference implementation that are not implemented here)."""
+
+    EXPORT: ClassVar[dict] = {}
+    SUPPORTED: ClassVar[dict] = {}
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in names}
+        out = cls(**kept)
+        for name, allowed in cls.SUPPORTED.items():
+            if getattr(out, name) not in allowed:
+                raise ValueError(f"{cls.__name__}: {name}={getattr(out, name)!r} is not supported; "
+                                 f"supported: {', '.join(map(repr, allowed))}")
+        return out
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {**self.EXPORT, **fields}

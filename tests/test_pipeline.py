@@ -59,7 +59,8 @@ def test_seed_gives_same_image_whatever_the_batch(tiny):
     pipe = tiny[2]
     both = sampling.sample(pipe, PROMPTS, num_inference_steps=3, seed=[11, 12])
     alone = sampling.sample(pipe, PROMPTS[1:], num_inference_steps=3, seed=[12])
-    np.testing.assert_allclose(np.asarray(both.latents[1]), np.asarray(alone.latents[0]), atol=1e-5)
+    # Equal up to float reassociation across batch sizes (latents reach ~30 here).
+    np.testing.assert_allclose(np.asarray(both.latents[1]), np.asarray(alone.latents[0]), atol=1e-4, rtol=1e-4)
     assert not np.allclose(np.asarray(both.latents[0]), np.asarray(both.latents[1]))
 
 
@@ -91,8 +92,8 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
     directory, _, pipe = tiny
     with pytest.raises(ValueError, match="multiple of the VAE factor 2"):
         sampling.sample(pipe, PROMPTS, height=15, width=16)
-    with pytest.raises(ValueError, match="longer than the tokenizer's max length 16"):
-        sampling.sample(pipe, ["a very long prompt that cannot fit into sixteen tokens"])
+    with pytest.raises(ValueError, match="longer than the tokenizer's max length 32"):
+        sampling.sample(pipe, ["a very long prompt that cannot fit into thirty-two character tokens"])
     with pytest.raises(ValueError, match="lms"):
         sampling.sample(pipe, PROMPTS, scheduler="pndm-ish")
     broken = tmp_path / "broken"

@@ -6,7 +6,7 @@ from pathlib import Path
 SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
 
 
-def write_char_tokenizer(directory, max_length: int = 16) -> int:
+def write_char_tokenizer(directory, max_length: int = 32) -> int:
     """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def build_torch_pipeline(directory, *, seed: int = 0, scheduler: str = "LMSDiscr
     text = CLIPTextModel(CLIPTextConfig(
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, hidden_size=32,
         intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=3,
-        max_position_embeddings=16, vocab_size=vocab_size))
+        max_position_embeddings=32, vocab_size=vocab_size))
     sched = getattr(diffusers, scheduler)(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     pipe = diffusers.StableDiffusionPipeline(
         unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(),

@@ -24,6 +24,8 @@ LITERAL_NAMES = frozenset({"linear_1", "linear_2"})
 IGNORED_BUFFERS = ("position_ids", "num_batches_tracked")
 # Old (pre-0.14) diffusers VAE attention names, still found in SD v1 checkpoints.
 LEGACY_RENAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+# transformers 4 wrote CLIPTextModel weights under `text_model.` (SD v1-4's text_encoder/); transformers 5 does not.
+WRAPPER_PREFIXES = ("text_model.",)
 _MAX_LISTED = 12
 
 
@@ -52,6 +54,9 @@ def path_to_torch_key(path: tuple[str, ...]) -> str:
 
 
 def _legacy_rename(key: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
     parts = key.split(".")
     if len(parts) >= 2 and parts[-2] in LEGACY_RENAMES:
         parts[-2] = LEGACY_RENAMES[parts[-2]]

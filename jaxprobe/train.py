@@ -30,14 +30,19 @@ class TrainState:
 
 
 def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float, seed: int):
-    """One jitted update: grads of `loss_fn(params, batch, key)`, optax update, EMA update (state donated)."""
+    """One jitted update: grads of `loss_fn(params, batch, key)`, optax update, EMA update (state donated).
+
+    The EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step)).
+    """
 
     def step(state: TrainState, batch):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        # Warm-up of the decay (as in big_vision/timm): an EMA of a short run must not stay anchored at the init.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         return TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state), metrics
 

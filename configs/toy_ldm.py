@@ -1,0 +1,32 @@
+"""The shipped toy LDM: UNet2DConditionModel with SD v1's block structure (3 cross-attention down blocks + 1 plain,
+cross-attention mid block, 1 plain + 3 cross-attention up blocks; the paper's 16 attn1 layers) and a tiny
+CLIPTextModel trained jointly, on the toy VAE's 16x16x4 latents. Exports a diffusers pipeline directory.
+
+  python launch/train.py --config=configs/toy_ldm.py --config.vae_dir=runs/toy_vae/vae --workdir=runs/toy_ldm
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.model = "ldm"
+    c.seed = 0
+    c.vae_dir = "runs/toy_vae/vae"  # written by configs/toy_vae.py
+    c.resolution = 64
+    c.num_images = 8192
+    c.block_out_channels = (32, 64, 64, 64)
+    c.norm_num_groups = 32
+    c.attention_heads = 1  # UNet heads: one head keeps the 256-token attention cheap on a CPU
+    c.text_heads = 4
+    c.text_width = 64
+    c.text_layers = 2
+    c.max_length = 20
+    c.caption_dropout = 0.1
+    c.batch_size = 32
+    c.num_steps = 2000
+    c.lr = 8e-4
+    c.weight_decay = 1e-4
+    c.ema_decay = 0.995
+    c.checkpoint_every = 500
+    c.eval_every = 1000
+    return c

@@ -1,0 +1,27 @@
+"""The shipped toy VAE: AutoencoderKL, 64x64 toy-world images -> 16x16x4 latents (x4, like SD's x8 at 512).
+
+  python launch/train.py --config=configs/toy_vae.py --workdir=runs/toy_vae
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.model = "vae"
+    c.seed = 0
+    c.resolution = 64
+    c.num_images = 8192  # toy-world seeds 0..N-1 (train); held-out scenes start at eval_seed_offset
+    c.num_eval = 256
+    c.eval_seed_offset = 1_000_000
+    c.block_out_channels = (16, 32, 64)
+    c.layers_per_block = 1
+    c.norm_num_groups = 8
+    c.batch_size = 16
+    c.num_steps = 1200
+    c.lr = 1e-3
+    c.weight_decay = 1e-4
+    c.kl_weight = 1e-6
+    c.ema_decay = 0.998
+    c.checkpoint_every = 200
+    c.eval_every = 400
+    return c

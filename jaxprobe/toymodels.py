@@ -1,0 +1,200 @@
+"""The shipped toy models: a tiny VAE and a tiny text-conditioned LDM with SD v1's block structure, trained on the
+toy world. Same model classes as Stable Diffusion (AutoencoderKL, UNet2DConditionModel, CLIPTextModel), so every
+jaxprobe feature that runs on SD v1 runs on them, on a CPU.
+
+Data flows one way: render scenes (cached as .npz) -> train VAE -> encode latents -> train LDM + text encoder ->
+export a diffusers pipeline directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprobe import io, sampling, schedulers, train
+from jaxprobe.models import clip, pipeline, tokenizer, unet, vae
+from jaxprobe.toyworld import captions, render
+
+SD_V1_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+SD_V1_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+SCHEDULER_CONFIG = {"_class_name": "LMSDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+                    "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+
+
+def vae_config(c) -> vae.VAEConfig:
+    n = len(c.block_out_channels)
+    return vae.VAEConfig.from_dict(dict(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=list(c.block_out_channels),
+        layers_per_block=c.layers_per_block, norm_num_groups=c.norm_num_groups, sample_size=c.resolution,
+        down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n))
+
+
+def unet_config(c, latent_size: int) -> unet.UNetConfig:
+    return unet.UNetConfig.from_dict(dict(
+        sample_size=latent_size, in_channels=4, out_channels=4, block_out_channels=list(c.block_out_channels),
+        layers_per_block=2, down_block_types=list(SD_V1_DOWN), up_block_types=list(SD_V1_UP),
+        cross_attention_dim=c.text_width, attention_head_dim=c.attention_heads, norm_num_groups=c.norm_num_groups))
+
+
+def text_config(c, vocab_size: int) -> clip.CLIPTextConfig:
+    return clip.CLIPTextConfig.from_dict(dict(
+        vocab_size=vocab_size, hidden_size=c.text_width, intermediate_size=4 * c.text_width,
+        num_hidden_layers=c.text_layers, num_attention_heads=c.text_heads, max_position_embeddings=c.max_length,
+        hidden_act="quick_gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=c.text_width))
+
+
+def scene_data(workdir, *, num_images: int, resolution: int, seed_offset: int = 0) -> dict:
+    """Rendered toy scenes (rgb uint8 [N,H,W,3], captions), cached in `workdir/scenes_*.npz`."""
+    path = Path(workdir) / f"scenes_{resolution}px_{seed_offset}_{num_images}.npz"
+    if not path.exists():
+        batch = render.render_batch(list(range(seed_offset, seed_offset + num_images)), resolution=resolution)
+        with io.atomic_path(path) as tmp:
+            np.savez(tmp, rgb=batch["rgb"], caption=np.asarray(batch["caption"]))
+    with np.load(path) as data:
+        return {"rgb": data["rgb"], "caption": [str(s) for s in data["caption"]]}
+
+
+def to_unit(rgb: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1] (the VAE's input range)."""
+    return rgb.astype(np.float32) / 127.5 - 1.0
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """The batch for `step`: a fixed per-epoch permutation, so data depends only on the step (exact resume)."""
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+# ----------------------------------------------------------------------------------------------------- VAE
+def vae_loss_fn(model: vae.AutoencoderKL, kl_weight: float):
+    def loss_fn(params, x, key):
+        mean, logvar = model.apply({"params": params}, x, method="encode")
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        recon = model.apply({"params": params}, z, method="decode")
+        mse = jnp.mean((recon - x) ** 2)
+        kl = 0.5 * jnp.mean(jnp.sum(mean ** 2 + jnp.exp(logvar) - 1.0 - logvar, axis=(1, 2, 3)))
+        return mse + kl_weight * kl, {"mse": mse, "kl": kl}
+    return loss_fn
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+    return 10 * np.log10(4.0 / np.maximum(mse, 1e-12))
+
+
+def reconstruct(model, params, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    return np.concatenate([np.asarray(fn(params, x[i:i + batch])) for i in range(0, len(x), batch)])
+
+
+def train_vae(c, workdir) -> tuple[vae.AutoencoderKL, dict]:
+    """Train the toy VAE; returns the module (its scaling_factor set from the data) and EMA params."""
+    workdir = Path(workdir)
+    data = scene_data(workdir, num_images=c.num_images, resolution=c.resolution)
+    x = to_unit(data["rgb"])
+    model = vae.AutoencoderKL(vae_config(c))
+    params = model.init(jax.random.key(c.seed), *model.dummy_inputs())["params"]
+    opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr, min(100, c.num_steps // 10), c.num_steps), weight_decay=c.weight_decay)
+    held_out = to_unit(scene_data(workdir, num_images=c.num_eval, resolution=c.resolution,
+                                  seed_offset=c.eval_seed_offset)["rgb"])
+
+    def evaluate(state):
+        rec = reconstruct(model, state.ema_params, held_out[:16])
+        grid = np.concatenate([held_out[:16], rec], axis=2)
+        io.write_png(workdir / f"recon_{int(state.step):06d}.png", image_grid(grid))
+
+    state, _ = train.fit(workdir=workdir, params=params, loss_fn=vae_loss_fn(model, c.kl_weight),
+                         batch_fn=lambda s: x[batch_indices(s, len(x), c.batch_size, c.seed)], optimizer=opt,
+                         num_steps=c.num_steps, ema_decay=c.ema_decay, seed=c.seed,
+                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every, eval_fn=evaluate,
+                         desc="toy VAE")
+    mean = encode_mean(model, state.ema_params, x[:1024])
+    scaled = vae.VAEConfig.from_dict({**model.config.to_dict(), "scaling_factor": float(1.0 / mean.std())})
+    return vae.AutoencoderKL(scaled), jax.device_get(state.ema_params)
+
+
+def encode_mean(model, params, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode")[0])
+    return np.concatenate([np.asarray(fn(params, x[i:i + batch])) for i in range(0, len(x), batch)])
+
+
+# ----------------------------------------------------------------------------------------------------- LDM
+def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: jax.Array, drop_prob: float):
+    """Epsilon-prediction MSE; captions are dropped to the empty prompt with `drop_prob` (for CFG)."""
+    def loss_fn(params, batch, key):
+        z, ids = batch
+        k_t, k_n, k_d = jax.random.split(key, 3)
+        t = jax.random.randint(k_t, (z.shape[0],), 0, alphas_cumprod.shape[0])
+        noise = jax.random.normal(k_n, z.shape)
+        a = alphas_cumprod[t][:, None, None, None]
+        z_t = jnp.sqrt(a) * z + jnp.sqrt(1.0 - a) * noise
+        drop = jax.random.bernoulli(k_d, drop_prob, (z.shape[0], 1))
+        ids = jnp.where(drop, uncond_ids[None], ids)
+        context = text_model.apply({"params": params["text_encoder"]}, ids)
+        pred = unet_model.apply({"params": params["unet"]}, z_t, t, context)
+        mse = jnp.mean((pred - noise) ** 2)
+        return mse, {}
+    return loss_fn
+
+
+def train_ldm(c, workdir, vae_model, vae_params) -> pipeline.Pipeline:
+    """Train UNet + text encoder on the VAE's latents; returns the whole toy pipeline (EMA weights)."""
+    workdir = Path(workdir)
+    data = scene_data(workdir, num_images=c.num_images, resolution=c.resolution)
+    latents = encode_mean(vae_model, vae_params, to_unit(data["rgb"])) * vae_model.config.scaling_factor
+    tok_dir = workdir / "tokenizer"
+    vocab = tokenizer.build_word_tokenizer(captions.vocabulary(), tok_dir, max_length=c.max_length)
+    tok = pipeline.load_tokenizer(tok_dir)
+    ids = pipeline.tokenize(tok, data["caption"])
+    uncond = pipeline.tokenize(tok, [""])[0]
+    unet_model = unet.UNet2DConditionModel(unet_config(c, latents.shape[1]))
+    text_model = clip.CLIPTextModel(text_config(c, vocab))
+    k_u, k_t = jax.random.split(jax.random.key(c.seed))
+    params = {"unet": unet_model.init(k_u, *unet_model.dummy_inputs())["params"],
+              "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
+    sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
+    loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)), jnp.asarray(uncond),
+                          c.caption_dropout)
+    opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr, min(200, c.num_steps // 10), c.num_steps), weight_decay=c.weight_decay)
+
+    def make_pipe(p):
+        return pipeline.Pipeline(unet=unet_model, vae=vae_model, text_encoder=text_model, tokenizer=tok,
+                                 scheduler_config=dict(SCHEDULER_CONFIG),
+                                 params={"unet": p["unet"], "text_encoder": p["text_encoder"], "vae": vae_params})
+
+    prompts = data["caption"][:8]
+
+    def evaluate(state):
+        out = sampling.sample(make_pipe(state.ema_params), prompts, seed=0, num_inference_steps=15)
+        io.write_png(workdir / f"samples_{int(state.step):06d}.png", image_grid(out.images))
+
+    def batch_fn(s):
+        idx = batch_indices(s, len(latents), c.batch_size, c.seed)
+        return latents[idx], ids[idx]
+
+    state, _ = train.fit(workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn, optimizer=opt,
+                         num_steps=c.num_steps, ema_decay=c.ema_decay, seed=c.seed,
+                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every, eval_fn=evaluate,
+                         desc="toy LDM")
+    return make_pipe(jax.device_get(state.ema_params))
+
+
+def image_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
+    """[N,H,W,3] uint8 or [-1,1] float -> one uint8 grid image."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.round(np.clip(images / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
+    n, h, w, ch = images.shape
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, min(n, cols) * w, ch), np.uint8)
+    for i, im in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = im
+    return grid
+

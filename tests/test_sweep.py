@@ -1,0 +1,115 @@
+"""The probe sweep end to end on the tiny random pipeline: outputs, resume after a kill, bad input."""
+import csv
+import numpy as np
+import pytest
+
+from configs import toy_probe
+from jaxprobe import probes, store, sweep
+from tiny_sd import build_torch_pipeline
+
+PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_sd")
+    build_torch_pipeline(directory)
+    (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    return directory
+
+
+def _config(tiny_dir, data):
+    c = toy_probe.get_config()
+    c.pipeline_dir = str(tiny_dir)
+    c.prompts_file = str(tiny_dir / "prompts.txt")
+    c.data, c.resolution = data, 16
+    c.num_train, c.num_test, c.batch_size = 4, 4, 3
+    c.num_inference_steps, c.steps = 3, (0, 2)
+    c.probe.epochs = 2
+    if data == "generated":  # labels for the generated images, as a user of configs/sd_v1_paper.py supplies them
+        rng = np.random.default_rng(0)
+        labels = tiny_dir / "labels"
+        labels.mkdir(exist_ok=True)
+        np.save(labels / "saliency.npy", rng.random((8, 16, 16)) < 0.4)
+        np.save(labels / "depth.npy", rng.normal(size=(8, 16, 16)).astype(np.float32))
+        c.labels_dir = str(labels)
+    else:
+        c.models = ("trained", "randomized")
+    return c
+
+
+def _results(workdir):
+    with open(workdir / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
+    c = _config(tiny_dir, "generated")
+    summary = sweep.run(c, tmp_path / "run")
+    rows = _results(tmp_path / "run")
+    assert list(rows[0]) == ["model", "task", "layer", "step", "split", "metric", "value"]
+    cells = {(r["model"], r["task"], r["layer"], r["step"], r["split"], r["metric"]) for r in rows}
+    layers = {r["layer"] for r in rows if r["model"] == "trained"}
+    assert len(layers) == 6  # the tiny UNet's attn1 layers: down1 x2, mid, up0 x3
+    assert {r["layer"] for r in rows if r["model"] == "vae"} == {sweep.VAE_LAYER}
+    assert {r["step"] for r in rows} == {"0", "2"}
+    assert len(cells) == len(rows)
+    for model in ("trained", "randomized", "vae"):
+        assert set(summary[model]) == {"saliency", "depth"}
+    for name in ("heatmap_saliency_dice", "heatmap_depth_rmse", "curves_saliency_dice", "predictions"):
+        assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_killed_sweep_resumes_to_identical_results(tiny_dir, tmp_path, monkeypatch):
+    c = _config(tiny_dir, "encoded")
+    sweep.run(c, tmp_path / "full")
+
+    real_write, real_epoch = store.ActivationStore.write_chunk, probes.run_epoch
+    calls = {"chunks": 0, "epochs": 0}
+
+    def write_then_die(self, *a, **kw):
+        calls["chunks"] += 1
+        if calls["chunks"] == 2:
+            raise KeyboardInterrupt("killed while capturing")
+        return real_write(self, *a, **kw)
+
+    monkeypatch.setattr(store.ActivationStore, "write_chunk", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, tmp_path / "killed")
+    monkeypatch.setattr(store.ActivationStore, "write_chunk", real_write)
+
+    def epoch_then_die(*a, **kw):
+        calls["epochs"] += 1
+        if calls["epochs"] == 5:
+            raise KeyboardInterrupt("killed while fitting")
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(probes, "run_epoch", epoch_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, tmp_path / "killed")
+    monkeypatch.setattr(probes, "run_epoch", real_epoch)
+    sweep.run(c, tmp_path / "killed")
+    assert _results(tmp_path / "killed") == _results(tmp_path / "full")
+
+
+def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
+    c = _config(tiny_dir, "encoded")
+    with pytest.raises(ValueError, match="valid: generated, encoded"):
+        sweep.run(_with(c, data="imagined"), tmp_path / "a")
+    with pytest.raises(ValueError, match="empty split"):
+        sweep.run(_with(c, num_test=0), tmp_path / "b")
+    with pytest.raises(ValueError, match="out of range"):
+        sweep.run(_with(c, steps=(0, 7)), tmp_path / "c")
+    with pytest.raises(ValueError, match="matches no UNet module"):
+        sweep.run(_with(c, layers=("*attn3/to_out_0",)), tmp_path / "d")
+    sweep.run(_with(c, num_test=1, models=("trained",), tasks=("saliency",)), tmp_path / "e")
+    with pytest.raises(ValueError, match="another config"):
+        sweep.run(_with(c, num_test=2, models=("trained",), tasks=("saliency",)), tmp_path / "e")
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written for a rejected config
+
+
+def _with(c, **changes):
+    c = c.copy_and_resolve_references()
+    for k, v in changes.items():
+        setattr(c, k, v)
+    return c

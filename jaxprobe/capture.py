@@ -148,33 +148,20 @@ def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, g
     the dtype the activations are kept in.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("no prompts given")
     paths = select_layers(pipe.unet, layers)
     step_idx = select_steps(steps, num_inference_steps)
-    height, width = sampling.check_size(pipe, height, width)
-    f = pipe.vae_scale_factor
-    shape = (height // f, width // f, pipe.unet.config.in_channels)
-    if latents is None:
-        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        latents = sampling.initial_noise(seeds, shape)
-    elif tuple(latents.shape) != (len(prompts),) + shape:
-        raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
-    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
-    plan = sched.set_timesteps(num_inference_steps)
-    cfg = guidance_scale > 1.0
-    ids = sampling.encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=cfg)
+    req = sampling.prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                           seed=seed, height=height, width=width, scheduler=scheduler, latents=latents,
+                           negative_prompt=negative_prompt)
     dtype = jnp.dtype(dtype)
     store_dtype = None if store_dtype is None else jnp.dtype(store_dtype)
-    run = _compiled_sweep(_modules(pipe), sched, float(guidance_scale), dtype, paths, len(step_idx), store_dtype,
+    run = _compiled_sweep(_modules(pipe), req.sched, float(guidance_scale), dtype, paths, len(step_idx), store_dtype,
                           randomized_seed is not None, vae_baseline)
     slots = np.full(num_inference_steps, -1, np.int32)
     slots[list(step_idx)] = np.arange(len(step_idx))
     rparams = None if randomized_seed is None else _randomized_params(pipe, randomized_seed, dtype)
-    images, lat, bufs = run(sampling._params_for(pipe, dtype), rparams, jnp.asarray(ids),
-                            jnp.asarray(latents, jnp.float32), plan, jnp.asarray(slots))
+    images, lat, bufs = run(sampling.params_for(pipe, dtype), rparams, jnp.asarray(req.ids), req.noise, req.plan,
+                            jnp.asarray(slots))
     latent_hw = lat.shape[1:3]
     spatial = {kind: {k: to_spatial(v, latent_hw) if v.ndim == 4 else v for k, v in acts.items()}
                for kind, acts in bufs.items() if kind != "x0"}
@@ -228,18 +215,13 @@ def _compiled_sweep(modules, sched, guidance_scale, dtype, paths, n_keep, store_
     def step(params, rparams, plan, context, lat, state, i):
         """One denoising step -> (next latents, scheduler state, {kind: per-step outputs to keep})."""
         b = lat.shape[0]
-        lat_in = jnp.concatenate([lat, lat]) if cfg else lat
-        lat_in = sched.scale_model_input(plan, lat_in, i).astype(context.dtype)
+        lat_in = sampling.model_input(sched, plan, lat, i, cfg, context.dtype)
         t = plan.timesteps[i]
         pred, acts = unet_step(params["unet"], lat_in, t, context)
         kept = {"acts": {k: v[-b:] for k, v in acts.items()}}  # conditional half (second, as diffusers)
         if randomized:  # the same conditional inputs; only its captured layers are computed (XLA drops the rest)
             kept["randomized"] = unet_step(rparams, lat_in[-b:], t, context[-b:])[1]
-        pred = pred.astype(jnp.float32)
-        if cfg:
-            uncond, cond = jnp.split(pred, 2)
-            pred = uncond + guidance_scale * (cond - uncond)
-        lat, state, x0 = sched.step(plan, state, pred, i, lat)
+        lat, state, x0 = sampling.guided_step(sched, plan, state, pred, i, lat, guidance_scale)
         if vae_baseline:
             kept["x0"] = x0
         kept = {k: v if k == "x0" else {n: _store(a, store_dtype) for n, a in v.items()} for k, v in kept.items()}

@@ -59,19 +59,60 @@ def denoise(model_fn: ModelFn, sched, plan, unet_params, latents, context, *, gu
 
     def body(carry, i):
         lat, state = carry
-        lat_in = jnp.concatenate([lat, lat]) if cfg else lat
-        lat_in = sched.scale_model_input(plan, lat_in, i)
-        pred, aux = model_fn(unet_params, lat_in.astype(context.dtype), plan.timesteps[i], context, i)
-        pred = pred.astype(jnp.float32)
-        if cfg:
-            uncond, cond = jnp.split(pred, 2)
-            pred = uncond + guidance_scale * (cond - uncond)
-        lat, state, x0 = sched.step(plan, state, pred, i, lat)
+        pred, aux = model_fn(unet_params, model_input(sched, plan, lat, i, cfg, context.dtype), plan.timesteps[i],
+                             context, i)
+        lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, guidance_scale)
         return (lat, state), (aux, x0 if return_x0 else None)
 
     n = plan.timesteps.shape[0]
     (lat, _), (aux, x0) = jax.lax.scan(body, (latents, sched.init_state(plan, latents)), jnp.arange(n))
     return lat, aux, x0
+
+
+def model_input(sched, plan, lat, i, cfg: bool, dtype) -> jax.Array:
+    """The UNet input at step i: latents doubled for CFG (unconditional half first) and scheduler-scaled."""
+    lat_in = jnp.concatenate([lat, lat]) if cfg else lat
+    return sched.scale_model_input(plan, lat_in, i).astype(dtype)
+
+
+def guided_step(sched, plan, state, pred, i, lat, guidance_scale: float):
+    """Classifier-free guidance on a (doubled) prediction, then one scheduler step -> (latents, state, x0)."""
+    pred = pred.astype(jnp.float32)
+    if guidance_scale > 1.0:
+        uncond, cond = jnp.split(pred, 2)
+        pred = uncond + guidance_scale * (cond - uncond)
+    return sched.step(plan, state, pred, i, lat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A validated sampling request: token ids ([negatives,] prompts), unit noise [B,h,w,c], scheduler and plan."""
+
+    ids: np.ndarray
+    noise: jax.Array
+    sched: Any
+    plan: Any
+
+
+def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_scale: float, seed, height, width,
+            scheduler: str, latents, negative_prompt: str) -> Request:
+    """Check the arguments of `sample` and turn them into device inputs (see `sample` for their meaning)."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    height, width = check_size(pipe, height, width)
+    f = pipe.vae_scale_factor
+    shape = (height // f, width // f, pipe.unet.config.in_channels)
+    if latents is None:
+        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        latents = initial_noise(seeds, shape)
+    elif tuple(latents.shape) != (len(prompts),) + shape:
+        raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
+    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
+    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=guidance_scale > 1.0)
+    return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
+                   plan=sched.set_timesteps(num_inference_steps))
 
 
 def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True):
@@ -118,24 +159,10 @@ def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
     (multiplied by the scheduler's init sigma, as diffusers does with user latents).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("no prompts given")
-    height, width = check_size(pipe, height, width)
-    f = pipe.vae_scale_factor
-    shape = (height // f, width // f, pipe.unet.config.in_channels)
-    if latents is None:
-        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        latents = initial_noise(seeds, shape)
-    elif tuple(latents.shape) != (len(prompts),) + shape:
-        raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
-    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
-    plan = sched.set_timesteps(num_inference_steps)
-    cfg = guidance_scale > 1.0
-    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=cfg)
-    run = _compiled(pipe, sched, float(guidance_scale), jnp.dtype(dtype), model_fn, return_x0)
-    images, lat, aux, x0 = run(_params_for(pipe, dtype), jnp.asarray(ids), jnp.asarray(latents, jnp.float32), plan)
+    req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                  height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
+    run = _compiled(pipe, req.sched, float(guidance_scale), jnp.dtype(dtype), model_fn, return_x0)
+    images, lat, aux, x0 = run(params_for(pipe, dtype), jnp.asarray(req.ids), req.noise, req.plan)
     return SampleOutput(images=np.asarray(images), latents=lat, aux=aux, x0=x0)
 
 
@@ -144,7 +171,8 @@ def _params_cache(pipe, dtype):
     return cast_params(pipe.params, dtype)
 
 
-def _params_for(pipe, dtype):
+def params_for(pipe, dtype):
+    """The pipeline's params in the compute dtype (cast once per pipeline and dtype)."""
     dtype = jnp.dtype(dtype)
     return pipe.params if dtype == jnp.float32 else _params_cache(pipe, dtype)
 

@@ -2,6 +2,7 @@ r"""Benchmarks, each side by side with its reference in one run; results go to B
 
   python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
   python launch/bench.py probe       # every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
+  python launch/bench.py capture     # sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
 """
 import sys
 import tempfile
@@ -128,7 +129,55 @@ Speed-up: **{t_theirs / t_ours:.1f}x** (goal >= 20x). Command: `python launch/be
     print(body)
 
 
-BENCHES = {"sample": bench_sample, "probe": bench_probe}
+def bench_capture():
+    """Extra cost of recording activations: the shipped toy LDM (SD v1 block layout, 16 attn1 layers)."""
+    import jax
+    import numpy as np
+
+    from jaxprobe import benchmarks, capture, probes, sampling
+    from jaxprobe.models import load_pipeline
+    from jaxprobe.toyworld import render
+
+    pipe = load_pipeline(ROOT / "assets" / "toy_pipeline")
+    n = _BATCH.value * 8
+    prompts = [render.sample_scene(s).caption for s in range(n)]
+    labels = np.random.default_rng(0).random((n, 64, 64)) < 0.3  # timing only
+    kw = dict(num_inference_steps=_STEPS.value, seed=0)
+
+    def plain():
+        jax.block_until_ready(sampling.sample(pipe, prompts, **kw).latents)
+
+    def acts():
+        jax.block_until_ready(capture.capture_activations(pipe, prompts, **kw)[1])
+
+    def with_baselines():
+        r = capture.capture_sweep(pipe, prompts, randomized_seed=0, vae_baseline=True, **kw)
+        jax.block_until_ready((r.acts, r.randomized, r.vae))
+
+    def ridge():  # accumulate X^T X, X^T y for every layer x step; nothing else is kept
+        accs = probes.accumulate_ridge(None, capture.capture_activations(pipe, prompts, **kw)[1], labels, "saliency")
+        jax.block_until_ready(accs)
+
+    rows = [("sampling only (`sampling.sample`)", plain),
+            ("+ capture of 16 layers x every step (`capture_activations`)", acts),
+            ("+ randomized UNet on the same inputs + VAE-decoder baseline (`capture_sweep`)", with_baselines),
+            ("+ capture + streaming ridge statistics (`probes.accumulate_ridge`)", ridge)]
+    times = [(name, benchmarks.best_time(fn, repeats=_REPEATS.value)) for name, fn in rows]
+    base = times[0][1]
+    table = "\n".join(f"| {name} | {t:.3f} | {t / base:.2f}x |" for name, t in times)
+    body = f"""Shipped toy LDM (assets/toy_pipeline: SD v1 block layout, 16x16x4 latents, 64x64 images), batch {n},
+LMS {_STEPS.value} steps, CFG 7.5, fp32; {benchmarks.machine()}; best of {_REPEATS.value} after a warm-up.
+
+| pass | s / batch | vs sampling |
+| --- | ---: | ---: |
+{table}
+
+Goal for capture: <= 1.15x. Command: `python launch/bench.py capture`."""
+    benchmarks.write_section(_OUT.value, "capture", body)
+    print(body)
+
+
+BENCHES = {"sample": bench_sample, "probe": bench_probe, "capture": bench_capture}
 
 
 def main(argv):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "where the demo writes its outputs")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 16, "generated scenes in samples.png")
@@ -21,6 +21,7 @@ _FULL = flags.DEFINE_bool("full", False, "run the full configs/toy_probe.py swee
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     from configs import toy_probe
     from jaxprobe import report, sampling, sweep
     from jaxprobe.models import load_pipeline

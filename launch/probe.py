@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy_probe.py", "probe sweep config")
@@ -19,6 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkp
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     from jaxprobe import sweep
 
     c = _CONFIG.value

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so config files can import configs.*
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toy_sample.py", "sampling config")
@@ -18,6 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/samples", "where PNGs and sample
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     import jax.numpy as jnp
     from tqdm import tqdm
 

@@ -68,11 +68,12 @@ def make_dataset(c) -> Dataset:
         prompts = prompts[:n]
         if c.data == "generated":
             return Dataset(prompts=prompts)
-    scenes = render.render_batch(list(range(c.scene_seed_offset, c.scene_seed_offset + n)), c.resolution)
-    prompts = prompts or list(scenes["caption"])
-    if c.data == "generated":
-        return Dataset(prompts=prompts)
-    return Dataset(prompts=prompts, images=scenes["rgb"], salient=scenes["salient"], depth=scenes["depth"])
+    seeds = range(c.scene_seed_offset, c.scene_seed_offset + n)
+    if c.data == "generated":  # captions only: no need to render
+        return Dataset(prompts=[render.sample_scene(s).caption for s in seeds])
+    scenes = render.render_batch(list(seeds), c.resolution)
+    return Dataset(prompts=prompts or list(scenes["caption"]), images=scenes["rgb"], salient=scenes["salient"],
+                   depth=scenes["depth"])
 
 
 def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> None:
@@ -205,7 +206,7 @@ def _save_predictions(workdir, task, fitted, acts, test, truth, steps) -> None:
         np.savez(tmp, pred=np.asarray(pred), truth=truth[:len(k)], index=k, layer=np.str_(layer), step=step)
 
 
-def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Sequence[str]) -> dict:
+def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Sequence[str], data: Dataset) -> dict:
     """results.csv, summary.json and the figures, from the saved per-image scores."""
     rows, by_model = [], {}
     for model in c.models:
@@ -228,16 +229,15 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
         report.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
         report.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
                                     step=0)
-    _prediction_figure(c, workdir, act_store, figs / "predictions.png")
+    _prediction_figure(c, workdir, act_store, data, figs / "predictions.png")
     return summary
 
 
-def _prediction_figure(c, workdir, act_store, path) -> None:
+def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
     best = {t: np.load(workdir / "scores" / f"best_{t}.npz", allow_pickle=False) for t in c.tasks}
     if set(best) != {"saliency", "depth"}:
         return
     idx = best["saliency"]["index"]
-    data = make_dataset(c)
     images = data.images[idx] if data.images is not None else act_store.read("images")[idx]
     report.prediction_grid(path, images, best["saliency"]["truth"], best["saliency"]["pred"],
                            best["depth"]["truth"], best["depth"]["pred"],
@@ -260,7 +260,7 @@ def run(c, workdir) -> dict:
     capture_all(c, pipe, data, act_store)
     labels = labels_for(c, data, act_store)
     fit_and_score(c, workdir, act_store, labels, layers, steps)
-    return write_report(c, workdir, act_store, layers)
+    return write_report(c, workdir, act_store, layers, data)
 
 
 def headline(summary: dict) -> list[str]:

@@ -35,7 +35,6 @@ from flax import traverse_util
 from jaxprobe import io, metrics, toymodels, train
 from jaxprobe.models.config import Config
 from jaxprobe.models.load import replace_dir
-from jaxprobe.toyworld import render
 
 CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "model.safetensors", "metrics.json"
 
@@ -107,15 +106,10 @@ def to_unit(rgb) -> jax.Array:
 
 # ------------------------------------------------------------------------------------------- data and training
 def labelled_scenes(workdir, *, num_images: int, resolution: int, seed_offset: int = 0) -> dict:
-    """Toy scenes of seeds seed_offset.. with their labels, cached in `workdir/labelled_scenes_*.npz`:
+    """Toy scenes of seeds seed_offset.. with their labels (cached by `toymodels.scene_data`):
     rgb uint8 [N,R,R,3], depth float32 [N,R,R] (scene units, FAR for the sky), salient bool [N,R,R]."""
-    path = Path(workdir) / f"labelled_scenes_{resolution}px_{seed_offset}_{num_images}.npz"
-    if not path.exists():
-        batch = render.render_batch(range(seed_offset, seed_offset + num_images), resolution=resolution)
-        with io.atomic_path(path) as tmp:
-            np.savez(tmp, rgb=batch["rgb"], depth=batch["depth"], salient=batch["salient"])
-    with np.load(path) as data:
-        return {k: data[k] for k in ("rgb", "depth", "salient")}
+    return toymodels.scene_data(workdir, num_images=num_images, resolution=resolution, seed_offset=seed_offset,
+                                fields=("rgb", "depth", "salient"))
 
 
 def soft_dice_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:

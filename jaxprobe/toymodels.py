@@ -46,15 +46,17 @@ def text_config(c, vocab_size: int) -> clip.CLIPTextConfig:
         hidden_act="quick_gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=c.text_width))
 
 
-def scene_data(workdir, *, num_images: int, resolution: int, seed_offset: int = 0) -> dict:
-    """Rendered toy scenes (rgb uint8 [N,H,W,3], captions), cached in `workdir/scenes_*.npz`."""
-    path = Path(workdir) / f"scenes_{resolution}px_{seed_offset}_{num_images}.npz"
+def scene_data(workdir, *, num_images: int, resolution: int, seed_offset: int = 0,
+               fields: tuple[str, ...] = ("rgb", "caption")) -> dict:
+    """Rendered toy scenes of seeds seed_offset.. (the `render.render_batch` entries named in `fields`, e.g. rgb
+    uint8 [N,H,W,3], caption list[str], depth, salient), cached in `workdir/scenes_*.npz`."""
+    path = Path(workdir) / f"scenes_{'-'.join(fields)}_{resolution}px_{seed_offset}_{num_images}.npz"
     if not path.exists():
         batch = render.render_batch(list(range(seed_offset, seed_offset + num_images)), resolution=resolution)
         with io.atomic_path(path) as tmp:
-            np.savez(tmp, rgb=batch["rgb"], caption=np.asarray(batch["caption"]))
+            np.savez(tmp, **{k: np.asarray(batch[k]) for k in fields})
     with np.load(path) as data:
-        return {"rgb": data["rgb"], "caption": [str(s) for s in data["caption"]]}
+        return {k: [str(s) for s in data[k]] if k == "caption" else data[k] for k in fields}
 
 
 def to_unit(rgb: np.ndarray) -> np.ndarray:

@@ -22,11 +22,16 @@ def get_config():
     c.text_layers = 2
     c.max_length = 20
     c.caption_dropout = 0.1
+    c.snr_gamma = 5.0  # loss weight clip(SNR, snr_floor, snr_gamma) / SNR (toymodels.ldm_loss_fn); 0 = no clip
+    c.snr_floor = 1.0
     c.batch_size = 32
     c.num_steps = 2000
     c.lr = 8e-4
+    c.text_lr_scale = 10.0  # the text encoder trains at lr * this
     c.weight_decay = 1e-4
     c.ema_decay = 0.995
     c.checkpoint_every = 500
-    c.eval_every = 1000
+    c.eval_every = 500
+    c.labelers_dir = "assets/toy_labelers"  # evaluations measure generation quality with these ("" to skip)
+    c.quality_images = 64
     return c

@@ -257,6 +257,12 @@ def _randomized_params(pipe, seed, dtype):
     return params if dtype == jnp.float32 else sampling.cast_params(params, dtype)
 
 
+def randomized_pipeline(pipe, seed: int):
+    """The same pipeline with the UNet's weights permuted (the paper's randomized baseline; for encoded mode, where
+    `capture_encoded` runs it like any pipeline)."""
+    return dataclasses.replace(pipe, params={**pipe.params, "unet": _randomized_params(pipe, seed, jnp.float32)})
+
+
 def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, num_inference_steps=15,
                     scheduler="lms", store_dtype=None) -> dict[str, jax.Array]:
     """Capture the UNet on real images noised to each selected step's level (labels of the images stay exact).

@@ -46,6 +46,14 @@ def write_csv(path, rows: list[dict], columns: list[str]) -> None:
             writer.writerows(rows)
 
 
+def read_csv(path) -> list[dict[str, str]]:
+    """Rows of a CSV written by `write_csv` (values as strings); [] if the file does not exist yet."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _jsonable(x):
     if isinstance(x, (np.generic,)):
         return x.item()

@@ -85,7 +85,7 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
     todo = [k for k in chunks if not act_store.has_chunk(k)]
     random_pipe = None
     if c.data == "encoded" and "randomized" in c.models and todo:
-        random_pipe = randomized_pipeline(pipe, c.randomized_seed)
+        random_pipe = capture.randomized_pipeline(pipe, c.randomized_seed)
     for k in tqdm(todo, desc="capture", unit="batch", initial=len(chunks) - len(todo), total=len(chunks)):
         lo, hi = k * b, min(n, k * b + b)
         seeds = [c.seed + i for i in range(lo, hi)]
@@ -111,13 +111,6 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
             if model in c.models:
                 arrays.update({f"{model}/{layer}": np.asarray(a) for layer, a in acts.items()})
         act_store.write_chunk(k, arrays, {"prompts": data.prompts[lo:hi], "seeds": seeds})
-
-
-def randomized_pipeline(pipe, seed: int):
-    """The same pipeline with the UNet's weights permuted (the paper's randomized baseline)."""
-    from jaxprobe import baselines
-    return dataclasses.replace(pipe, params={**pipe.params, "unet": baselines.randomize_params(pipe.params["unet"],
-                                                                                                 seed)})
 
 
 def labels_for(c, data: Dataset, act_store: store.ActivationStore) -> dict[str, np.ndarray]:

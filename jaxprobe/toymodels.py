@@ -73,6 +73,20 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------- VAE
+def random_crops(images: np.ndarray, size: int, seed) -> np.ndarray:
+    """One random size x size crop of each [N,H,W,C] image, at offsets that are multiples of 8 (so the VAE's
+    downsampling grid stays aligned). The VAE is convolutional: training on crops is ~4x cheaper at half size and
+    it still runs on whole images, as SD's VAE trained at 256 runs at 512."""
+    n, h, w, _ = images.shape
+    if size == h == w:
+        return images
+    if size > min(h, w) or size % 8:
+        raise ValueError(f"crop_size must be a multiple of 8 and at most {min(h, w)}; got {size}")
+    rng = np.random.default_rng(seed)
+    ys, xs = (rng.integers(0, (d - size) // 8 + 1, n) * 8 for d in (h, w))
+    return np.stack([im[y:y + size, x:x + size] for im, y, x in zip(images, ys, xs)])
+
+
 def vae_loss_fn(model: vae.AutoencoderKL, kl_weight: float):
     def loss_fn(params, x, key):
         mean, logvar = model.apply({"params": params}, x, method="encode")
@@ -107,12 +121,17 @@ def train_vae(c, workdir) -> tuple[vae.AutoencoderKL, dict]:
                                   seed_offset=c.eval_seed_offset)["rgb"])
 
     def evaluate(state):
-        rec = reconstruct(model, state.ema_params, held_out[:16])
-        grid = np.concatenate([held_out[:16], rec], axis=2)
+        rec = reconstruct(model, state.ema_params, held_out)
+        grid = np.concatenate([held_out[:16], rec[:16]], axis=2)
         io.write_png(workdir / f"recon_{int(state.step):06d}.png", image_grid(grid))
+        print(f"step {int(state.step)}: held-out PSNR {psnr(np.clip(rec, -1, 1), held_out).mean():.2f} dB")
+
+    def batch_fn(s):
+        batch = x[batch_indices(s, len(x), c.batch_size, c.seed)]
+        return random_crops(batch, c.get("crop_size", 0) or c.resolution, seed=(c.seed, s))
 
     state, _ = train.fit(workdir=workdir, params=params, loss_fn=vae_loss_fn(model, c.kl_weight),
-                         batch_fn=lambda s: x[batch_indices(s, len(x), c.batch_size, c.seed)], optimizer=opt,
+                         batch_fn=batch_fn, optimizer=opt,
                          num_steps=c.num_steps, ema_decay=c.ema_decay, seed=c.seed,
                          checkpoint_every=c.checkpoint_every, eval_every=c.eval_every, eval_fn=evaluate,
                          desc="toy VAE")
@@ -127,8 +146,14 @@ def encode_mean(model, params, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------- LDM
-def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: jax.Array, drop_prob: float):
-    """Epsilon-prediction MSE; captions are dropped to the empty prompt with `drop_prob` (for CFG)."""
+def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: jax.Array, drop_prob: float,
+                snr_gamma: float = 0.0, snr_floor: float = 0.0):
+    """Epsilon-prediction MSE; captions are dropped to the empty prompt with `drop_prob` (for CFG).
+
+    Plain epsilon MSE weights each step's x0 error by its SNR, so the noisy steps, where layout and colour (what the
+    caption says) are decided, get almost no gradient. Each example's epsilon MSE is therefore weighted by
+    clip(SNR, snr_floor, snr_gamma) / SNR (0 = no clip): `snr_gamma` is Min-SNR-gamma (Hang et al. 2023; diffusers'
+    `--snr_gamma`), `snr_floor` = 1 the truncated-SNR weighting of Salimans & Ho (2022) that v-prediction implies."""
     def loss_fn(params, batch, key):
         z, ids = batch
         k_t, k_n, k_d = jax.random.split(key, 3)
@@ -140,13 +165,18 @@ def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: j
         ids = jnp.where(drop, uncond_ids[None], ids)
         context = text_model.apply({"params": params["text_encoder"]}, ids)
         pred = unet_model.apply({"params": params["unet"]}, z_t, t, context)
-        mse = jnp.mean((pred - noise) ** 2)
-        return mse, {}
+        mse = jnp.mean((pred - noise) ** 2, axis=(1, 2, 3))
+        snr = alphas_cumprod[t] / (1.0 - alphas_cumprod[t])
+        weight = jnp.clip(snr, snr_floor or None, snr_gamma or None) / snr
+        return jnp.mean(weight * mse), {"mse": jnp.mean(mse)}
     return loss_fn
 
 
-def train_ldm(c, workdir, vae_model, vae_params) -> pipeline.Pipeline:
-    """Train UNet + text encoder on the VAE's latents; returns the whole toy pipeline (EMA weights)."""
+def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipeline:
+    """Train UNet + text encoder on the VAE's latents; returns the whole toy pipeline (EMA weights).
+
+    With `labelers`, each evaluation also measures `generation_quality` on `c.quality_images` captions (seeds from
+    5,000,000: not the test's) and writes workdir/quality.csv, so a run shows when it reaches the goals."""
     workdir = Path(workdir)
     data = scene_data(workdir, num_images=c.num_images, resolution=c.resolution)
     latents = encode_mean(vae_model, vae_params, to_unit(data["rgb"])) * vae_model.config.scaling_factor
@@ -162,8 +192,14 @@ def train_ldm(c, workdir, vae_model, vae_params) -> pipeline.Pipeline:
               "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
     sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
     loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)), jnp.asarray(uncond),
-                          c.caption_dropout)
-    opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr, min(200, c.num_steps // 10), c.num_steps), weight_decay=c.weight_decay)
+                          c.caption_dropout, c.snr_gamma, c.snr_floor)
+    # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
+    # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
+    opt = optax.multi_transform(
+        {part: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr * scale, min(200, c.num_steps // 10),
+                                                               c.num_steps), weight_decay=c.weight_decay)
+         for part, scale in (("unet", 1.0), ("text_encoder", c.text_lr_scale))},
+        {"unet": "unet", "text_encoder": "text_encoder"})
 
     def make_pipe(p):
         return pipeline.Pipeline(unet=unet_model, vae=vae_model, text_encoder=text_model, tokenizer=tok,
@@ -173,8 +209,15 @@ def train_ldm(c, workdir, vae_model, vae_params) -> pipeline.Pipeline:
     prompts = data["caption"][:8]
 
     def evaluate(state):
-        out = sampling.sample(make_pipe(state.ema_params), prompts, seed=0, num_inference_steps=15)
-        io.write_png(workdir / f"samples_{int(state.step):06d}.png", image_grid(out.images))
+        step, pipe = int(state.step), make_pipe(state.ema_params)
+        out = sampling.sample(pipe, prompts, seed=0, num_inference_steps=15)
+        io.write_png(workdir / f"samples_{step:06d}.png", image_grid(out.images))
+        if labelers is not None and c.quality_images:
+            q = generation_quality(pipe, labelers, num_images=c.quality_images, seed_offset=5_000_000)
+            rows = [r for r in io.read_csv(workdir / "quality.csv") if int(r["step"]) < step]
+            rows.append({"step": step, "found": q["found"], "color_match": q["color_match"]})
+            io.write_csv(workdir / "quality.csv", rows, ["step", "found", "color_match"])
+            print(f"step {step}: salient object found {q['found']:.1%}, colour matches {q['color_match']:.1%}")
 
     def batch_fn(s):
         idx = batch_indices(s, len(latents), c.batch_size, c.seed)

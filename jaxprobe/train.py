@@ -5,7 +5,6 @@ and resumed from its last checkpoint continues with exactly the same loss curve 
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,8 +97,5 @@ def fit(*, workdir, params, loss_fn: LossFn, batch_fn: Callable[[int], Any], opt
 
 
 def _read_history(path: Path, up_to_step: int) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in io.read_csv(path)]
     return [r for r in rows if r["step"] <= up_to_step]

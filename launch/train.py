@@ -28,8 +28,10 @@ def main(argv):
         save_component(workdir / "vae", module, params)
         print(f"toy VAE written to {workdir / 'vae'} (scaling_factor {module.config.scaling_factor:.4f})")
     elif c.model == "ldm":
+        from jaxprobe import labelers
         vae_model, vae_params = load_vae(c.vae_dir)
-        pipe = toymodels.train_ldm(c, workdir, vae_model, vae_params)
+        lab = labelers.load_labelers(c.labelers_dir) if c.get("labelers_dir") else None
+        pipe = toymodels.train_ldm(c, workdir, vae_model, vae_params, lab)
         save_pipeline(workdir / "pipeline", pipe)
         print(f"toy pipeline written to {workdir / 'pipeline'}")
     elif c.model == "labelers":

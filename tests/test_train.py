@@ -42,3 +42,22 @@ def test_training_reduces_loss_and_ema_lags(tmp_path):
     state, hist = _fit(tmp_path / "run")
     assert hist[-1]["loss"] < 0.1 * hist[0]["loss"]
     assert not np.allclose(state.params["w"], state.ema_params["w"])
+
+
+def test_vae_random_crops_are_aligned_windows_fixed_by_the_seed():
+    import pytest
+    from jaxprobe import toymodels
+    images = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3)).astype(np.uint8)
+    crops = toymodels.random_crops(images, 32, seed=(0, 5))
+    assert crops.shape == (6, 32, 32, 3)
+    np.testing.assert_array_equal(crops, toymodels.random_crops(images, 32, seed=(0, 5)))
+    offsets = set()
+    for im, crop in zip(images, crops):
+        hits = [(y, x) for y in range(0, 33, 8) for x in range(0, 33, 8)
+                if np.array_equal(im[y:y + 32, x:x + 32], crop)]
+        assert len(hits) == 1
+        offsets.add(hits[0])
+    assert len(offsets) > 1  # every image gets its own crop
+    assert toymodels.random_crops(images, 64, seed=0) is images
+    with pytest.raises(ValueError, match="multiple of 8"):
+        toymodels.random_crops(images, 30, seed=0)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -270,10 +271,25 @@ def headline(summary: dict) -> list[str]:
     return lines
 
 
+def weights_fingerprint(*directories) -> str:
+    """sha256 of every weight and config file (*.safetensors, *.json) under the given directories ("" = none):
+    two sweeps with the same config but retrained weights must not share a workdir."""
+    digest = hashlib.sha256()
+    for directory in filter(None, directories):
+        for f in sorted(p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".json")):
+            digest.update(str(f.relative_to(directory)).encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_same_config(c, workdir: Path) -> None:
-    """A workdir belongs to one config: resuming with another would mix incompatible results."""
+    """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
+    results."""
     path = workdir / "config.json"
     current = json.loads(json.dumps(c.to_dict(), default=list))
+    current["weights_sha256"] = weights_fingerprint(c.pipeline_dir, c.labelers_dir)
     if path.exists():
         previous = json.loads(path.read_text())
         if previous != current:

@@ -108,6 +108,22 @@ def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
     assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written for a rejected config
 
 
+def test_a_workdir_refuses_retrained_weights(tiny_dir, tmp_path):
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    pipe_dir = shutil.copytree(tiny_dir, tmp_path / "pipe")
+    c = _with(_config(tiny_dir, "encoded"), pipeline_dir=str(pipe_dir), num_test=1, models=("trained",),
+              tasks=("saliency",))
+    sweep.run(c, tmp_path / "run")
+    weights = next(pipe_dir.glob("unet/*.safetensors"))
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0  # "retrained"
+    save_file(tensors, weights)
+    with pytest.raises(ValueError, match="weights_sha256"):
+        sweep.run(c, tmp_path / "run")
+
+
 def _with(c, **changes):
     c = c.copy_and_resolve_references()
     for k, v in changes.items():

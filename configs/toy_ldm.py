@@ -23,11 +23,11 @@ def get_config():
     c.max_length = 20
     c.caption_dropout = 0.1
     c.snr_gamma = 5.0  # loss weight clip(SNR, snr_floor, snr_gamma) / SNR (toymodels.ldm_loss_fn); 0 = no clip
-    c.snr_floor = 1.0
+    c.snr_floor = 0.0
     c.batch_size = 32
-    c.num_steps = 2000
-    c.lr = 8e-4
-    c.text_lr_scale = 10.0  # the text encoder trains at lr * this
+    c.num_steps = 1500
+    c.lr = 2e-3
+    c.text_lr_scale = 5.0  # the text encoder trains at lr * this
     c.weight_decay = 1e-4
     c.ema_decay = 0.995
     c.checkpoint_every = 500

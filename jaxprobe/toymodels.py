@@ -195,11 +195,11 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
                           c.caption_dropout, c.snr_gamma, c.snr_floor)
     # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
     # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
-    opt = optax.multi_transform(
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
         {part: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr * scale, min(200, c.num_steps // 10),
                                                                c.num_steps), weight_decay=c.weight_decay)
          for part, scale in (("unet", 1.0), ("text_encoder", c.text_lr_scale))},
-        {"unet": "unet", "text_encoder": "text_encoder"})
+        {"unet": "unet", "text_encoder": "text_encoder"}))
 
     def make_pipe(p):
         return pipeline.Pipeline(unet=unet_model, vae=vae_model, text_encoder=text_model, tokenizer=tok,

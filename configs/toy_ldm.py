@@ -22,8 +22,7 @@ def get_config():
     c.text_layers = 2
     c.max_length = 20
     c.caption_dropout = 0.1
-    c.snr_gamma = 5.0  # loss weight clip(SNR, snr_floor, snr_gamma) / SNR (toymodels.ldm_loss_fn); 0 = no clip
-    c.snr_floor = 0.0
+    c.snr_gamma = 5.0  # Min-SNR-gamma loss weight min(SNR, gamma) / SNR (toymodels.ldm_loss_fn); 0 = plain MSE
     c.batch_size = 32
     c.num_steps = 1500
     c.lr = 2e-3

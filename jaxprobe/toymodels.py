@@ -128,7 +128,7 @@ def train_vae(c, workdir) -> tuple[vae.AutoencoderKL, dict]:
 
     def batch_fn(s):
         batch = x[batch_indices(s, len(x), c.batch_size, c.seed)]
-        return random_crops(batch, c.get("crop_size", 0) or c.resolution, seed=(c.seed, s))
+        return random_crops(batch, c.crop_size or c.resolution, seed=(c.seed, s))
 
     state, _ = train.fit(workdir=workdir, params=params, loss_fn=vae_loss_fn(model, c.kl_weight),
                          batch_fn=batch_fn, optimizer=opt,
@@ -147,13 +147,12 @@ def encode_mean(model, params, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------- LDM
 def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: jax.Array, drop_prob: float,
-                snr_gamma: float = 0.0, snr_floor: float = 0.0):
+                snr_gamma: float = 0.0):
     """Epsilon-prediction MSE; captions are dropped to the empty prompt with `drop_prob` (for CFG).
 
-    Plain epsilon MSE weights each step's x0 error by its SNR, so the noisy steps, where layout and colour (what the
-    caption says) are decided, get almost no gradient. Each example's epsilon MSE is therefore weighted by
-    clip(SNR, snr_floor, snr_gamma) / SNR (0 = no clip): `snr_gamma` is Min-SNR-gamma (Hang et al. 2023; diffusers'
-    `--snr_gamma`), `snr_floor` = 1 the truncated-SNR weighting of Salimans & Ho (2022) that v-prediction implies."""
+    With `snr_gamma` > 0 each example's epsilon MSE is weighted by min(SNR, gamma) / SNR (Min-SNR-gamma, Hang et
+    al. 2023; diffusers' `--snr_gamma`): nearly clean steps, which only teach fine noise, stop dominating the
+    gradient, so a short run spends more of it on the noisy steps where layout and colour are decided."""
     def loss_fn(params, batch, key):
         z, ids = batch
         k_t, k_n, k_d = jax.random.split(key, 3)
@@ -167,7 +166,7 @@ def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: j
         pred = unet_model.apply({"params": params["unet"]}, z_t, t, context)
         mse = jnp.mean((pred - noise) ** 2, axis=(1, 2, 3))
         snr = alphas_cumprod[t] / (1.0 - alphas_cumprod[t])
-        weight = jnp.clip(snr, snr_floor or None, snr_gamma or None) / snr
+        weight = jnp.minimum(snr, snr_gamma) / snr if snr_gamma > 0 else jnp.ones_like(snr)
         return jnp.mean(weight * mse), {"mse": jnp.mean(mse)}
     return loss_fn
 
@@ -192,7 +191,7 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
               "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
     sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
     loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)), jnp.asarray(uncond),
-                          c.caption_dropout, c.snr_gamma, c.snr_floor)
+                          c.caption_dropout, c.snr_gamma)
     # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
     # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(

@@ -23,14 +23,15 @@ def get_config():
     c.max_length = 20
     c.caption_dropout = 0.1
     c.snr_gamma = 5.0  # Min-SNR-gamma loss weight min(SNR, gamma) / SNR (toymodels.ldm_loss_fn); 0 = plain MSE
+    c.logit_normal_timesteps = True  # t = 1000 * sigmoid(N(0, 1)): more of the middle steps, where colour is decided
     c.batch_size = 32
-    c.num_steps = 1500
+    c.num_steps = 1800
     c.lr = 2e-3
     c.text_lr_scale = 5.0  # the text encoder trains at lr * this
     c.weight_decay = 1e-4
     c.ema_decay = 0.995
     c.checkpoint_every = 500
-    c.eval_every = 500
+    c.eval_every = 600
     c.labelers_dir = "assets/toy_labelers"  # evaluations measure generation quality with these ("" to skip)
     c.quality_images = 64
     return c

@@ -54,6 +54,22 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = ()) -> None:
+    """A workdir belongs to one config: the first run writes `workdir/config.json`; a later run (a resume) with a
+    config that differs in any key outside `may_change` raises ValueError naming the keys (mixing them would
+    silently continue someone else's run). Keys in `may_change` (e.g. a longer schedule) are updated."""
+    path = Path(workdir) / "config.json"
+    current = json.loads(json.dumps(config, default=_jsonable))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in set(previous) | set(current)
+                         if k not in may_change and previous.get(k) != current.get(k))
+        if changed:
+            raise ValueError(f"{workdir} holds a {kind} with another config (differs in: {', '.join(changed)}); "
+                             "use a new --workdir or delete it")
+    write_json(path, current)
+
+
 def _jsonable(x):
     if isinstance(x, (np.generic,)):
         return x.item()

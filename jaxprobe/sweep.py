@@ -287,17 +287,8 @@ def weights_fingerprint(*directories) -> str:
 def _check_same_config(c, workdir: Path) -> None:
     """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
     results."""
-    path = workdir / "config.json"
-    current = json.loads(json.dumps(c.to_dict(), default=list))
-    current["weights_sha256"] = weights_fingerprint(c.pipeline_dir, c.labelers_dir)
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != current:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise ValueError(f"{workdir} holds a sweep with another config (differs in: {', '.join(changed)}); "
-                             "use a new --workdir or delete it")
-    else:
-        io.write_json(path, current)
+    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir, c.labelers_dir)},
+                     kind="sweep")
 
 
 def _dtype(name: str):

@@ -147,8 +147,11 @@ def encode_mean(model, params, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------- LDM
 def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: jax.Array, drop_prob: float,
-                snr_gamma: float = 0.0):
+                snr_gamma: float = 0.0, logit_normal_timesteps: bool = False):
     """Epsilon-prediction MSE; captions are dropped to the empty prompt with `drop_prob` (for CFG).
+
+    Timesteps are uniform, or with `logit_normal_timesteps` t = T * sigmoid(N(0, 1)) (SD3's logit-normal sampling,
+    Esser et al. 2024): most samples fall on the middle steps, where the caption changes the loss most.
 
     With `snr_gamma` > 0 each example's epsilon MSE is weighted by min(SNR, gamma) / SNR (Min-SNR-gamma, Hang et
     al. 2023; diffusers' `--snr_gamma`): nearly clean steps, which only teach fine noise, stop dominating the
@@ -156,7 +159,11 @@ def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: j
     def loss_fn(params, batch, key):
         z, ids = batch
         k_t, k_n, k_d = jax.random.split(key, 3)
-        t = jax.random.randint(k_t, (z.shape[0],), 0, alphas_cumprod.shape[0])
+        num_t = alphas_cumprod.shape[0]
+        if logit_normal_timesteps:
+            t = jnp.floor(num_t * jax.nn.sigmoid(jax.random.normal(k_t, (z.shape[0],)))).astype(jnp.int32)
+        else:
+            t = jax.random.randint(k_t, (z.shape[0],), 0, num_t)
         noise = jax.random.normal(k_n, z.shape)
         a = alphas_cumprod[t][:, None, None, None]
         z_t = jnp.sqrt(a) * z + jnp.sqrt(1.0 - a) * noise
@@ -191,7 +198,7 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
               "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
     sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
     loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)), jnp.asarray(uncond),
-                          c.caption_dropout, c.snr_gamma)
+                          c.caption_dropout, c.snr_gamma, c.logit_normal_timesteps)
     # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
     # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(

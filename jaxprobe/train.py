@@ -2,15 +2,21 @@
 
 Everything a step needs is a function of the step number (the batch and the PRNG key), so a run killed at any point
 and resumed from its last checkpoint continues with exactly the same loss curve as an uninterrupted run.
+
+Data parallel over every local device: the state is replicated and each batch is split along its first axis (XLA
+inserts the gradient all-reduce). On a TPU VM that is all its cores; on a CPU, `host_device_flags` splits the
+cores into devices, which runs the toy models' small convolutions ~1.3x faster than one multi-threaded device.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
@@ -48,6 +54,25 @@ def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_deca
     return jax.jit(step, donate_argnums=0)
 
 
+def host_device_flags(flags: str = "", cores: int | None = None) -> str:
+    """XLA_FLAGS that make the CPU platform one device per core (`fit` then runs data parallel over them); set it
+    before jax is imported. Accelerator platforms ignore it."""
+    if "xla_force_host_platform_device_count" in flags:
+        return flags
+    return f"{flags} --xla_force_host_platform_device_count={cores or os.cpu_count() or 1}".strip()
+
+
+def data_parallel(batch_size: int) -> tuple[jax.sharding.Sharding, jax.sharding.Sharding]:
+    """(replicated, split-along-axis-0) shardings over the local devices; ValueError if the batch does not split."""
+    devices = jax.local_devices()
+    if batch_size % len(devices):
+        raise ValueError(f"batch size {batch_size} does not split over the {len(devices)} local devices; "
+                         f"use a multiple of {len(devices)}")
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+
+
 def init_state(params, optimizer) -> TrainState:
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                       ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
@@ -67,7 +92,8 @@ def fit(*, workdir, params, loss_fn: LossFn, batch_fn: Callable[[int], Any], opt
       (final state, metrics history [{'step': s, 'loss': ...}, ...] from step 1, including resumed history).
     """
     workdir = Path(workdir)
-    state = init_state(params, optimizer)
+    replicated, split = data_parallel(len(jax.tree.leaves(batch_fn(0))[0]))
+    state = jax.device_put(init_state(params, optimizer), replicated)
     mngr = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
@@ -80,7 +106,7 @@ def fit(*, workdir, params, loss_fn: LossFn, batch_fn: Callable[[int], Any], opt
     last = min(num_steps, stop_after) if stop_after is not None else num_steps
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
     for s in range(start, last):
-        state, metrics = step_fn(state, batch_fn(s))
+        state, metrics = step_fn(state, jax.device_put(batch_fn(s), split))
         history.append({"step": s + 1, **{k: float(v) for k, v in metrics.items()}})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")

@@ -3,7 +3,11 @@ r"""Benchmarks, each side by side with its reference in one run; results go to B
   python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
   python launch/bench.py probe       # every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   python launch/bench.py capture     # sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
+  python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)
 """
+import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +24,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repeats (best is kept)")
 _PROBE_IMAGES = flags.DEFINE_integer("probe_images", 64, "training images for the probe benchmark")
 _PROBE_EPOCHS = flags.DEFINE_integer("probe_epochs", 3, "epochs for the probe benchmark (both sides)")
 _TORCH_PROBES = flags.DEFINE_integer("torch_probes", 4, "PyTorch probes timed per shape group (then scaled)")
+_TRAIN_WORKER = flags.DEFINE_boolean("train_worker", False, "internal: time one training step on this process's "
+                                     "devices and print JSON (the `train` benchmark runs one per device count)")
 
 
 def bench_sample():
@@ -177,7 +183,72 @@ Goal for capture: <= 1.15x. Command: `python launch/bench.py capture`."""
     print(body)
 
 
-BENCHES = {"sample": bench_sample, "probe": bench_probe, "capture": bench_capture}
+def _time_train_step() -> dict:
+    """Seconds per shipped-config toy LDM training step (batch split over this process's devices)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from configs import toy_ldm
+    from jaxprobe import benchmarks, schedulers, toymodels, train
+    from jaxprobe.models import clip, unet
+
+    c = toy_ldm.get_config()
+    unet_model = unet.UNet2DConditionModel(toymodels.unet_config(c, 16))
+    text_model = clip.CLIPTextModel(toymodels.text_config(c, 40))
+    params = {"unet": unet_model.init(jax.random.key(0), *unet_model.dummy_inputs())["params"],
+              "text_encoder": text_model.init(jax.random.key(1), *text_model.dummy_inputs())["params"]}
+    alphas = jnp.asarray(schedulers.alphas_cumprod(schedulers.SchedulerConfig.from_dict(toymodels.SCHEDULER_CONFIG)))
+    loss_fn = toymodels.ldm_loss_fn(unet_model, text_model, alphas, jnp.ones(c.max_length, jnp.int32),
+                                    c.caption_dropout, c.snr_gamma, c.logit_normal_timesteps)
+    optimizer = optax.adamw(c.lr)
+    replicated, split = train.data_parallel(c.batch_size)
+    state = jax.device_put(train.init_state(params, optimizer), replicated)
+    rng = np.random.default_rng(0)
+    batch = jax.device_put((rng.normal(size=(c.batch_size, 16, 16, 4)).astype(np.float32),
+                            rng.integers(0, 40, (c.batch_size, c.max_length)).astype(np.int32)), split)
+    step = train.make_step(loss_fn, optimizer, c.ema_decay, 0)
+
+    def run():
+        nonlocal state
+        for _ in range(5):
+            state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+
+    return {"seconds": benchmarks.best_time(run, repeats=_REPEATS.value) / 5, "batch": c.batch_size,
+            "devices": len(jax.local_devices()), "machine": benchmarks.machine()}
+
+
+def bench_train():
+    if _TRAIN_WORKER.value:
+        print(json.dumps(_time_train_step()))
+        return
+    from jaxprobe import benchmarks, train
+
+    runs = []
+    for cores in (1, os.cpu_count() or 1):
+        env = {**os.environ, "XLA_FLAGS": train.host_device_flags(os.environ.get("XLA_FLAGS", ""), cores=cores)}
+        out = subprocess.run([sys.executable, __file__, "train", "--train_worker", f"--repeats={_REPEATS.value}"],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    one, many = runs
+    rows = "\n".join(f"| {r['devices']} | {r['seconds']:.3f} | {r['batch'] / r['seconds']:.1f} |" for r in runs)
+    body = f"""Toy LDM training step (configs/toy_ldm.py: UNet + text encoder, Min-SNR loss, AdamW, EMA), batch {one['batch']},
+fp32; {one['machine']}; best of {_REPEATS.value} x 5 steps after a warm-up. The CPU is split into XLA devices with
+`train.host_device_flags` (what launch/train.py does) and `train.fit` splits each batch over them.
+
+| CPU devices | s / step | samples / s |
+| --- | ---: | ---: |
+{rows}
+
+Speed-up from data parallel over the cores: **{one['seconds'] / many['seconds']:.2f}x**. Command:
+`python launch/bench.py train`."""
+    benchmarks.write_section(_OUT.value, "train", body)
+    print(body)
+
+
+BENCHES = {"sample": bench_sample, "probe": bench_probe, "capture": bench_capture, "train": bench_train}
 
 
 def main(argv):

@@ -2,7 +2,10 @@ r"""Train the shipped toy models on the toy world (resumable: rerun the same com
 
   python launch/train.py --config=configs/toy_vae.py --workdir=runs/toy_vae   # -> runs/toy_vae/vae/
   python launch/train.py --config=configs/toy_ldm.py --workdir=runs/toy_ldm   # -> runs/toy_ldm/pipeline/
+
+On a CPU the training loop runs data parallel over one XLA device per core (`train.host_device_flags`).
 """
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +22,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-    from jaxprobe import toymodels
+    from jaxprobe import io, toymodels, train
+    os.environ["XLA_FLAGS"] = train.host_device_flags(os.environ.get("XLA_FLAGS", ""))  # before jax's first use
     from jaxprobe.models import load_vae, save_component, save_pipeline
 
     c, workdir = _CONFIG.value, Path(_WORKDIR.value)
+    # A resume may lengthen the schedule or change what evaluations do; anything else needs a new workdir.
+    io.claim_workdir(workdir, c.to_dict(), kind="training run",
+                     may_change=("num_steps", "eval_every", "checkpoint_every", "quality_images", "labelers_dir"))
     if c.model == "vae":
         module, params = toymodels.train_vae(c, workdir)
         save_component(workdir / "vae", module, params)

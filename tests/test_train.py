@@ -1,8 +1,15 @@
 """The training loop resumes after a kill with exactly the loss curve and weights of an uninterrupted run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxprobe import train
 
@@ -61,3 +68,47 @@ def test_vae_random_crops_are_aligned_windows_fixed_by_the_seed():
     assert toymodels.random_crops(images, 64, seed=0) is images
     with pytest.raises(ValueError, match="multiple of 8"):
         toymodels.random_crops(images, 30, seed=0)
+
+
+_TWO_DEVICES = """
+import json, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import jax, numpy as np, pytest
+import test_train
+from jaxprobe import train
+assert len(jax.local_devices()) == 2, jax.local_devices()
+work = pathlib.Path(sys.argv[2])
+full, hist = test_train._fit(work / "full")
+test_train._fit(work / "killed", stop_after=17)
+resumed, resumed_hist = test_train._fit(work / "killed")
+with pytest.raises(ValueError, match="multiple of 2"):
+    train.data_parallel(15)
+print(json.dumps({"loss": [h["loss"] for h in hist], "resumed_loss": [h["loss"] for h in resumed_hist],
+                  "resumed_equal": all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full),
+                                                                             jax.tree.leaves(resumed)))}))
+"""
+
+
+def test_data_parallel_on_two_devices_matches_one_and_resumes_exactly(tmp_path):
+    """`fit` splits each batch over the local devices: on 2 CPU devices the loss curve equals the 1-device one
+    (up to the all-reduce's summation order), and a killed run still resumes bit-identically."""
+    env = {**os.environ, "XLA_FLAGS": train.host_device_flags("--xla_cpu_enable_fast_math=false", cores=2),
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(Path(__file__).parent), str(tmp_path)], env=env,
+                         capture_output=True, text=True, check=True)
+    two = json.loads(out.stdout.strip().splitlines()[-1])
+    _, one_hist = _fit(tmp_path / "one")
+    np.testing.assert_allclose(two["loss"], [h["loss"] for h in one_hist], rtol=1e-5)
+    assert two["resumed_loss"] == two["loss"] and two["resumed_equal"]
+
+
+def test_a_workdir_refuses_to_resume_with_another_config(tmp_path):
+    from jaxprobe import io
+    config = {"lr": 2e-3, "num_steps": 100, "block_out_channels": (32, 64)}
+    io.claim_workdir(tmp_path, config, kind="training run", may_change=("num_steps",))
+    io.claim_workdir(tmp_path, config, kind="training run", may_change=("num_steps",))  # a plain resume
+    io.claim_workdir(tmp_path, {**config, "num_steps": 300}, kind="training run", may_change=("num_steps",))
+    with pytest.raises(ValueError, match=r"differs in: block_out_channels, lr\)"):
+        io.claim_workdir(tmp_path, {**config, "lr": 1e-3, "block_out_channels": (32, 32)}, kind="training run",
+                         may_change=("num_steps",))
+    assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 300  # the longer schedule is now the record

@@ -217,3 +217,15 @@ def test_tfds_round_trip_matches_render_scene(tmp_path):
                 if np.asarray(value).dtype.kind == "U":  # tfds returns strings as bytes
                     got = np.vectorize(bytes.decode)(np.asarray(got, object)) if np.ndim(got) else got.decode()
                 np.testing.assert_array_equal(np.asarray(got), np.asarray(value), err_msg=f"{split} {seed} {key}")
+
+
+def test_word_tokenizer_keeps_every_word_whole(tmp_path):
+    from jaxprobe.models import pipeline, tokenizer
+    tokenizer.build_word_tokenizer(captions.vocabulary(), tmp_path, max_length=20)
+    tok = pipeline.load_tokenizer(tmp_path)
+    for word in captions.vocabulary():
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+    text = "a large red sphere and a small blue cube on a checkered floor"
+    ids = pipeline.tokenize(tok, [text])[0]
+    assert list(ids[:15]) == [0] + [tok.convert_tokens_to_ids(w + "</w>") for w in text.split()] + [1]
+    assert (ids[15:] == 1).all()  # padded with EOS

@@ -186,9 +186,13 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
     workdir = Path(workdir)
     data = scene_data(workdir, num_images=c.num_images, resolution=c.resolution)
     latents = encode_mean(vae_model, vae_params, to_unit(data["rgb"])) * vae_model.config.scaling_factor
+    # Built once per workdir: the BPE trainer breaks ties arbitrarily, so a rebuild on resume could renumber tokens
+    # under the trained embeddings.
     tok_dir = workdir / "tokenizer"
-    vocab = tokenizer.build_word_tokenizer(captions.vocabulary(), tok_dir, max_length=c.max_length)
+    if not (tok_dir / "vocab.json").exists():
+        tokenizer.build_word_tokenizer(captions.vocabulary(), tok_dir, max_length=c.max_length)
     tok = pipeline.load_tokenizer(tok_dir)
+    vocab = len(tok)
     ids = pipeline.tokenize(tok, data["caption"])
     uncond = pipeline.tokenize(tok, [""])[0]
     unet_model = unet.UNet2DConditionModel(unet_config(c, latents.shape[1]))
@@ -231,8 +235,8 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
 
     state, _ = train.fit(workdir=workdir, params=params, loss_fn=loss_fn, batch_fn=batch_fn, optimizer=opt,
                          num_steps=c.num_steps, ema_decay=c.ema_decay, seed=c.seed,
-                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every, eval_fn=evaluate,
-                         desc="toy LDM")
+                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every,
+                         eval_fn=evaluate if c.eval_every else None, desc="toy LDM")
     return make_pipe(jax.device_get(state.ema_params))
 
 

@@ -112,3 +112,39 @@ def test_a_workdir_refuses_to_resume_with_another_config(tmp_path):
         io.claim_workdir(tmp_path, {**config, "lr": 1e-3, "block_out_channels": (32, 32)}, kind="training run",
                          may_change=("num_steps",))
     assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 300  # the longer schedule is now the record
+
+
+def test_toy_ldm_run_killed_mid_way_resumes_with_the_same_loss_curve(tmp_path, monkeypatch):
+    """The whole LDM path (render, encode, tokenizer, UNet + text encoder, Min-SNR loss, logit-normal timesteps,
+    two optimizers), tiny: a run killed after 2 of 4 steps resumes to the uninterrupted run's losses and weights."""
+    import functools
+    import shutil
+
+    from configs import toy_ldm, toy_vae
+    from jaxprobe import io, toymodels
+    from jaxprobe.models import tokenizer, vae
+    from jaxprobe.toyworld import captions
+
+    c = toy_ldm.get_config()
+    c.update(resolution=32, num_images=16, block_out_channels=(8, 8, 8, 8), norm_num_groups=4, text_width=16,
+             text_layers=1, batch_size=8, num_steps=4, checkpoint_every=2, eval_every=0, quality_images=0)
+    vc = toy_vae.get_config()
+    vc.update(resolution=32, block_out_channels=(8, 8, 8), norm_num_groups=4)
+    vae_model = vae.AutoencoderKL(toymodels.vae_config(vc))
+    vae_params = vae_model.init(jax.random.key(0), *vae_model.dummy_inputs())["params"]
+
+    # One tokenizer for both runs (the BPE trainer may number tokens differently per build; a workdir keeps its own).
+    tokenizer.build_word_tokenizer(captions.vocabulary(), tmp_path / "full" / "tokenizer", max_length=c.max_length)
+    shutil.copytree(tmp_path / "full" / "tokenizer", tmp_path / "killed" / "tokenizer")
+    full = toymodels.train_ldm(c, tmp_path / "full", vae_model, vae_params)
+    fit = train.fit
+    monkeypatch.setattr(train, "fit", functools.partial(fit, stop_after=2))
+    toymodels.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
+    monkeypatch.setattr(train, "fit", fit)
+    resumed = toymodels.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
+
+    losses = [[r["loss"] for r in io.read_csv(tmp_path / d / "metrics.csv")] for d in ("full", "killed")]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+    for part in ("unet", "text_encoder"):
+        for a, b in zip(jax.tree.leaves(full.params[part]), jax.tree.leaves(resumed.params[part])):
+            assert np.array_equal(np.asarray(a), np.asarray(b))

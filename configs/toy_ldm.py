@@ -31,7 +31,7 @@ def get_config():
     c.weight_decay = 1e-4
     c.ema_decay = 0.995
     c.checkpoint_every = 500
-    c.eval_every = 600
+    c.eval_every = 600  # sample grid + quality every N steps and at the end; 0 = none
     c.labelers_dir = "assets/toy_labelers"  # evaluations measure generation quality with these ("" to skip)
     c.quality_images = 64
     return c

@@ -52,7 +52,6 @@ def test_training_reduces_loss_and_ema_lags(tmp_path):
 
 
 def test_vae_random_crops_are_aligned_windows_fixed_by_the_seed():
-    import pytest
     from jaxprobe import toymodels
     images = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3)).astype(np.uint8)
     crops = toymodels.random_crops(images, 32, seed=(0, 5))

@@ -178,6 +178,26 @@ def ldm_loss_fn(unet_model, text_model, alphas_cumprod: jax.Array, uncond_ids: j
     return loss_fn
 
 
+def ldm_setup(c, latent_size: int, vocab_size: int, uncond_ids: np.ndarray):
+    """The LDM a config trains: (unet module, text module, initial params, loss_fn, optimizer)."""
+    unet_model = unet.UNet2DConditionModel(unet_config(c, latent_size))
+    text_model = clip.CLIPTextModel(text_config(c, vocab_size))
+    k_u, k_t = jax.random.split(jax.random.key(c.seed))
+    params = {"unet": unet_model.init(k_u, *unet_model.dummy_inputs())["params"],
+              "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
+    sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
+    loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)),
+                          jnp.asarray(uncond_ids), c.caption_dropout, c.snr_gamma, c.logit_normal_timesteps)
+    # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
+    # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
+        {part: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr * scale, min(200, c.num_steps // 10),
+                                                               c.num_steps), weight_decay=c.weight_decay)
+         for part, scale in (("unet", 1.0), ("text_encoder", c.text_lr_scale))},
+        {"unet": "unet", "text_encoder": "text_encoder"}))
+    return unet_model, text_model, params, loss_fn, opt
+
+
 def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipeline:
     """Train UNet + text encoder on the VAE's latents; returns the whole toy pipeline (EMA weights).
 
@@ -195,21 +215,7 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
     vocab = len(tok)
     ids = pipeline.tokenize(tok, data["caption"])
     uncond = pipeline.tokenize(tok, [""])[0]
-    unet_model = unet.UNet2DConditionModel(unet_config(c, latents.shape[1]))
-    text_model = clip.CLIPTextModel(text_config(c, vocab))
-    k_u, k_t = jax.random.split(jax.random.key(c.seed))
-    params = {"unet": unet_model.init(k_u, *unet_model.dummy_inputs())["params"],
-              "text_encoder": text_model.init(k_t, *text_model.dummy_inputs())["params"]}
-    sched = schedulers.SchedulerConfig.from_dict(SCHEDULER_CONFIG)
-    loss_fn = ldm_loss_fn(unet_model, text_model, jnp.asarray(schedulers.alphas_cumprod(sched)), jnp.asarray(uncond),
-                          c.caption_dropout, c.snr_gamma, c.logit_normal_timesteps)
-    # The text encoder gets its own (higher) learning rate: its embeddings start at CLIP's std 0.02, and at the
-    # UNet's rate they barely leave their random init in a short run, so captions stay hard to tell apart.
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
-        {part: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.lr * scale, min(200, c.num_steps // 10),
-                                                               c.num_steps), weight_decay=c.weight_decay)
-         for part, scale in (("unet", 1.0), ("text_encoder", c.text_lr_scale))},
-        {"unet": "unet", "text_encoder": "text_encoder"}))
+    unet_model, text_model, params, loss_fn, opt = ldm_setup(c, latents.shape[1], vocab, uncond)
 
     def make_pipe(p):
         return pipeline.Pipeline(unet=unet_model, vae=vae_model, text_encoder=text_model, tokenizer=tok,

@@ -186,23 +186,13 @@ Goal for capture: <= 1.15x. Command: `python launch/bench.py capture`."""
 def _time_train_step() -> dict:
     """Seconds per shipped-config toy LDM training step (batch split over this process's devices)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
 
     from configs import toy_ldm
-    from jaxprobe import benchmarks, schedulers, toymodels, train
-    from jaxprobe.models import clip, unet
+    from jaxprobe import benchmarks, toymodels, train
 
     c = toy_ldm.get_config()
-    unet_model = unet.UNet2DConditionModel(toymodels.unet_config(c, 16))
-    text_model = clip.CLIPTextModel(toymodels.text_config(c, 40))
-    params = {"unet": unet_model.init(jax.random.key(0), *unet_model.dummy_inputs())["params"],
-              "text_encoder": text_model.init(jax.random.key(1), *text_model.dummy_inputs())["params"]}
-    alphas = jnp.asarray(schedulers.alphas_cumprod(schedulers.SchedulerConfig.from_dict(toymodels.SCHEDULER_CONFIG)))
-    loss_fn = toymodels.ldm_loss_fn(unet_model, text_model, alphas, jnp.ones(c.max_length, jnp.int32),
-                                    c.caption_dropout, c.snr_gamma, c.logit_normal_timesteps)
-    optimizer = optax.adamw(c.lr)
+    *_, params, loss_fn, optimizer = toymodels.ldm_setup(c, 16, 40, np.ones(c.max_length, np.int32))
     replicated, split = train.data_parallel(c.batch_size)
     state = jax.device_put(train.init_state(params, optimizer), replicated)
     rng = np.random.default_rng(0)
@@ -234,7 +224,7 @@ def bench_train():
         runs.append(json.loads(out.strip().splitlines()[-1]))
     one, many = runs
     rows = "\n".join(f"| {r['devices']} | {r['seconds']:.3f} | {r['batch'] / r['seconds']:.1f} |" for r in runs)
-    body = f"""Toy LDM training step (configs/toy_ldm.py: UNet + text encoder, Min-SNR loss, AdamW, EMA), batch {one['batch']},
+    body = f"""Toy LDM training step (configs/toy_ldm.py via `toymodels.ldm_setup`: UNet + text encoder, loss, optimizer, EMA), batch {one['batch']},
 fp32; {one['machine']}; best of {_REPEATS.value} x 5 steps after a warm-up. The CPU is split into XLA devices with
 `train.host_device_flags` (what launch/train.py does) and `train.fit` splits each batch over them.
 

@@ -5,7 +5,7 @@ and resumed from its last checkpoint continues with exactly the same loss curve 
 
 Data parallel over every local device: the state is replicated and each batch is split along its first axis (XLA
 inserts the gradient all-reduce). On a TPU VM that is all its cores; on a CPU, `host_device_flags` splits the
-cores into devices, which runs the toy LDM step ~1.2x faster than one multi-threaded device (bench: train).
+cores into devices, which runs the toy LDM step 1.13x faster than one multi-threaded device (bench: train).
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_vae_reconstructs_held_out_scenes_at_25_db(pipe):
 def test_generated_scenes_show_the_captioned_salient_object(pipe):
     quality = toymodels.generation_quality(pipe, labelers.load_labelers(ASSETS / "toy_labelers"), num_images=128)
     assert quality["images"].dtype == np.uint8 and len(quality["images"]) == 128
-    # Goals: found >= 0.9 (met: 0.96 measured), colour >= 0.8 (not met: 0.61 measured, README). The colour bar
+    # Goals: found >= 0.9 (met: 0.93 measured), colour >= 0.8 (not met: 0.67 measured, README). The colour bar
     # tests the level reached with a margin (chance is 1/6), so a regression still fails.
     assert quality["found"] >= 0.9, quality["found"]
-    assert quality["color_match"] >= 0.5, quality["color_match"]
+    assert quality["color_match"] >= 0.6, quality["color_match"]

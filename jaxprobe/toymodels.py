@@ -270,17 +270,19 @@ def vae_psnr(vae_model, vae_params, *, num_images: int = 256, seed_offset: int =
 
 
 def generation_quality(pipe, labelers, *, num_images: int = 128, seed_offset: int = 4_000_000, batch_size: int = 32,
-                       min_pixels: int = 8) -> dict:
-    """Does the toy LDM draw what its caption says? Captions of unseen scenes, 15 LMS steps, CFG 7.5 (image k
-    sampled with seed k); the labelers find the salient object (>= min_pixels salient pixels), and its mean colour
-    (`captions.nearest_color`) is compared with the caption's first (salient) object's colour word.
+                       min_pixels: int = 8, num_inference_steps: int = 15, guidance_scale: float = 7.5) -> dict:
+    """Does the toy LDM draw what its caption says? Captions of unseen scenes, by default 15 LMS steps and CFG 7.5
+    (the goals' setting; image k sampled with seed k); the labelers find the salient object (>= min_pixels salient
+    pixels), and its mean colour (`captions.nearest_color`) is compared with the caption's first (salient) object's
+    colour word.
 
     Returns {'found': fraction with a salient object, 'color_match': fraction of ALL images whose salient region
     has the caption's colour, 'images', 'captions', 'salient'}.
     """
     prompts = [render.sample_scene(s).caption for s in range(seed_offset, seed_offset + num_images)]
     images = np.concatenate([
-        sampling.sample(pipe, prompts[i:i + batch_size], seed=i, num_inference_steps=15, guidance_scale=7.5).images
+        sampling.sample(pipe, prompts[i:i + batch_size], seed=i, num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale).images
         for i in range(0, num_images, batch_size)])
     salient, _ = labelers.label(images)
     found = salient.sum(axis=(1, 2)) >= min_pixels

@@ -52,3 +52,11 @@ def test_generated_scenes_show_the_captioned_salient_object(pipe):
     # tests the level reached with a margin (chance is 1/6), so a regression still fails.
     assert quality["found"] >= 0.9, quality["found"]
     assert quality["color_match"] >= 0.6, quality["color_match"]
+
+
+def test_generated_colours_follow_the_caption_at_a_milder_guidance_scale(pipe):
+    # At CFG 7.5 guidance overshoots hue (purple is pushed to blue); at CFG 5 the same model draws the caption's
+    # colour 83% of the time (README), so what it lacks at 7.5 is calibration, not knowledge of the colours.
+    quality = toymodels.generation_quality(pipe, labelers.load_labelers(ASSETS / "toy_labelers"), num_images=128,
+                                           guidance_scale=5.0)
+    assert quality["color_match"] >= 0.75, quality["color_match"]

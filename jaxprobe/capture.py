@@ -155,7 +155,7 @@ def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, g
                            negative_prompt=negative_prompt)
     dtype = jnp.dtype(dtype)
     store_dtype = None if store_dtype is None else jnp.dtype(store_dtype)
-    run = _compiled_sweep(_modules(pipe), req.sched, float(guidance_scale), dtype, paths, len(step_idx), store_dtype,
+    run = _compiled_sweep(_modules(pipe), req.sched, req.guidance, dtype, paths, len(step_idx), store_dtype,
                           randomized_seed is not None, vae_baseline)
     slots = np.full(num_inference_steps, -1, np.int32)
     slots[list(step_idx)] = np.arange(len(step_idx))
@@ -203,11 +203,12 @@ def _modules(pipe) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_sweep(modules, sched, guidance_scale, dtype, paths, n_keep, store_dtype, randomized, vae_baseline):
+def _compiled_sweep(modules, sched, guidance, dtype, paths, n_keep, store_dtype, randomized, vae_baseline):
     """One jitted program: text encoder, the denoising scan with its capture buffers, image decode and the VAE
     baseline. Cached so that every batch of a sweep reuses the compilation."""
     unet, text, vae = (m.clone(dtype=dtype) for m in modules)
-    cfg = guidance_scale > 1.0
+    cfg = sampling.uses_cfg(guidance)
+    weights = jnp.asarray(guidance, jnp.float32)
 
     def unet_step(p, lat_in, t, context):
         return apply_capturing(unet, p, paths, lat_in, jnp.broadcast_to(t, (lat_in.shape[0],)), context)
@@ -221,7 +222,7 @@ def _compiled_sweep(modules, sched, guidance_scale, dtype, paths, n_keep, store_
         kept = {"acts": {k: v[-b:] for k, v in acts.items()}}  # conditional half (second, as diffusers)
         if randomized:  # the same conditional inputs; only its captured layers are computed (XLA drops the rest)
             kept["randomized"] = unet_step(rparams, lat_in[-b:], t, context[-b:])[1]
-        lat, state, x0 = sampling.guided_step(sched, plan, state, pred, i, lat, guidance_scale)
+        lat, state, x0 = sampling.guided_step(sched, plan, state, pred, i, lat, weights[i])
         if vae_baseline:
             kept["x0"] = x0
         kept = {k: v if k == "x0" else {n: _store(a, store_dtype) for n, a in v.items()} for k, v in kept.items()}

@@ -42,8 +42,8 @@ def unet_model_fn(unet) -> ModelFn:
     return fn
 
 
-def denoise(model_fn: ModelFn, sched, plan, unet_params, latents, context, *, guidance_scale: float,
-            return_x0: bool = False):
+def denoise(model_fn: ModelFn, sched, plan, unet_params, latents, context, *,
+            guidance_scale: float | Sequence[float], return_x0: bool = False):
     """Run every step of `plan` with classifier-free guidance. Traceable; call it inside jit.
 
     Args:
@@ -51,20 +51,23 @@ def denoise(model_fn: ModelFn, sched, plan, unet_params, latents, context, *, gu
       sched, plan: a scheduler and its `set_timesteps` plan (`jaxprobe.schedulers`).
       latents: [B,h,w,c] initial latents, already multiplied by `plan.init_noise_sigma`.
       context: [2B,T,D] text embeddings, unconditional half first (as diffusers), or [B,T,D] without CFG.
-      guidance_scale: CFG weight; <= 1 disables CFG (one UNet batch of B), as diffusers does.
+      guidance_scale: CFG weight, or one per step (`guidance_schedule`); <= 1 at every step disables CFG (one UNet
+        batch of B), as diffusers does.
     Returns:
       (final latents [B,h,w,c], aux stacked over steps, x0 [steps,B,h,w,c] or None).
     """
-    cfg = guidance_scale > 1.0
+    n = plan.timesteps.shape[0]
+    weights = guidance_schedule(guidance_scale, n)
+    cfg = uses_cfg(weights)
+    weights = jnp.asarray(weights, jnp.float32)
 
     def body(carry, i):
         lat, state = carry
         pred, aux = model_fn(unet_params, model_input(sched, plan, lat, i, cfg, context.dtype), plan.timesteps[i],
                              context, i)
-        lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, guidance_scale)
+        lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
         return (lat, state), (aux, x0 if return_x0 else None)
 
-    n = plan.timesteps.shape[0]
     (lat, _), (aux, x0) = jax.lax.scan(body, (latents, sched.init_state(plan, latents)), jnp.arange(n))
     return lat, aux, x0
 
@@ -75,10 +78,30 @@ def model_input(sched, plan, lat, i, cfg: bool, dtype) -> jax.Array:
     return sched.scale_model_input(plan, lat_in, i).astype(dtype)
 
 
-def guided_step(sched, plan, state, pred, i, lat, guidance_scale: float):
-    """Classifier-free guidance on a (doubled) prediction, then one scheduler step -> (latents, state, x0)."""
+def guidance_schedule(guidance_scale: float | Sequence[float], num_steps: int) -> tuple[float, ...]:
+    """The CFG weight of every step: one float for all, or one per step (e.g. strong guidance early only, as in
+    guidance-interval sampling). A tuple, so that it can key a jit cache."""
+    if np.ndim(guidance_scale) == 0:
+        return (float(guidance_scale),) * num_steps
+    weights = tuple(float(w) for w in guidance_scale)
+    if len(weights) != num_steps:
+        raise ValueError(f"guidance schedule has {len(weights)} weights for {num_steps} steps; give one per step "
+                         f"or one float")
+    if not all(np.isfinite(weights)):
+        raise ValueError(f"guidance schedule has a non-finite weight: {weights}")
+    return weights
+
+
+def uses_cfg(weights: tuple[float, ...]) -> bool:
+    """Whether sampling doubles the batch for CFG: some step's weight is > 1 (diffusers' rule, per step)."""
+    return max(weights) > 1.0
+
+
+def guided_step(sched, plan, state, pred, i, lat, guidance_scale):
+    """Classifier-free guidance on a doubled prediction (unconditional half first; a prediction of lat's batch size
+    is used as is), then one scheduler step -> (latents, state, x0). `guidance_scale` may be traced."""
     pred = pred.astype(jnp.float32)
-    if guidance_scale > 1.0:
+    if pred.shape[0] == 2 * lat.shape[0]:
         uncond, cond = jnp.split(pred, 2)
         pred = uncond + guidance_scale * (cond - uncond)
     return sched.step(plan, state, pred, i, lat)
@@ -92,9 +115,10 @@ class Request:
     noise: jax.Array
     sched: Any
     plan: Any
+    guidance: tuple[float, ...]
 
 
-def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_scale: float, seed, height, width,
+def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_scale, seed, height, width,
             scheduler: str, latents, negative_prompt: str) -> Request:
     """Check the arguments of `sample` and turn them into device inputs (see `sample` for their meaning)."""
     if not prompts:
@@ -109,10 +133,11 @@ def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_
         latents = initial_noise(seeds, shape)
     elif tuple(latents.shape) != (len(prompts),) + shape:
         raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
+    guidance = guidance_schedule(guidance_scale, num_inference_steps)
     sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
-    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=guidance_scale > 1.0)
+    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=uses_cfg(guidance))
     return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
-                   plan=sched.set_timesteps(num_inference_steps))
+                   plan=sched.set_timesteps(num_inference_steps), guidance=guidance)
 
 
 def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True):
@@ -149,19 +174,21 @@ def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
     return height, width
 
 
-def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15, guidance_scale: float = 7.5,
+def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
+           guidance_scale: float | Sequence[float] = 7.5,
            seed: int | Sequence[int] = 0, height: int | None = None, width: int | None = None,
            scheduler: str = "lms", dtype=jnp.float32, latents: jax.Array | None = None,
            negative_prompt: str = "", model_fn: ModelFn | None = None, return_x0: bool = False) -> SampleOutput:
     """Generate images for `prompts` with `pipe` (from `jaxprobe.models.load_pipeline`).
 
     `seed` is one int (image k gets seed + k) or one per prompt. `latents` [B,h,w,c] unit noise overrides the seeds
-    (multiplied by the scheduler's init sigma, as diffusers does with user latents).
+    (multiplied by the scheduler's init sigma, as diffusers does with user latents). `guidance_scale` is one CFG
+    weight or one per step (`guidance_schedule`).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                   height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
-    run = _compiled(pipe, req.sched, float(guidance_scale), jnp.dtype(dtype), model_fn, return_x0)
+    run = _compiled(pipe, req.sched, req.guidance, jnp.dtype(dtype), model_fn, return_x0)
     images, lat, aux, x0 = run(params_for(pipe, dtype), jnp.asarray(req.ids), req.noise, req.plan)
     return SampleOutput(images=np.asarray(images), latents=lat, aux=aux, x0=x0)
 
@@ -178,7 +205,7 @@ def params_for(pipe, dtype):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(pipe, sched, guidance_scale, dtype, model_fn, return_x0):
+def _compiled(pipe, sched, guidance, dtype, model_fn, return_x0):
     unet = pipe.unet.clone(dtype=dtype)
     text = pipe.text_encoder.clone(dtype=dtype)
     vae = pipe.vae.clone(dtype=dtype)
@@ -189,7 +216,7 @@ def _compiled(pipe, sched, guidance_scale, dtype, model_fn, return_x0):
         context = text.apply({"params": params["text_encoder"]}, ids)
         lat = noise * plan.init_noise_sigma
         lat, aux, x0 = denoise(model_fn, sched, plan, params["unet"], lat, context,
-                               guidance_scale=guidance_scale, return_x0=return_x0)
+                               guidance_scale=guidance, return_x0=return_x0)
         return decode_to_uint8(vae, params["vae"], lat), lat, aux, x0
 
     return run

@@ -270,9 +270,11 @@ def vae_psnr(vae_model, vae_params, *, num_images: int = 256, seed_offset: int =
 
 
 def generation_quality(pipe, labelers, *, num_images: int = 128, seed_offset: int = 4_000_000, batch_size: int = 32,
-                       min_pixels: int = 8, num_inference_steps: int = 15, guidance_scale: float = 7.5) -> dict:
+                       min_pixels: int = 8, num_inference_steps: int = 15,
+                       guidance_scale: float | tuple[float, ...] = 7.5) -> dict:
     """Does the toy LDM draw what its caption says? Captions of unseen scenes, by default 15 LMS steps and CFG 7.5
-    (the goals' setting; image k sampled with seed k); the labelers find the salient object (>= min_pixels salient
+    (the goals' setting; image k sampled with seed k; `guidance_scale` may be one weight per step, see
+    `sampling.guidance_schedule`); the labelers find the salient object (>= min_pixels salient
     pixels), and its mean colour (`captions.nearest_color`) is compared with the caption's first (salient) object's
     colour word.
 

@@ -45,6 +45,34 @@ def test_final_latents_match_diffusers(tiny, scheduler, guidance):
     assert ours.images.shape == (2, 16, 16, 3) and ours.images.dtype == np.uint8
 
 
+def test_per_step_guidance_matches_diffusers_changing_its_scale_between_steps(tiny):
+    # diffusers reads pipe.guidance_scale afresh at every step, so a step-end callback that sets the next step's
+    # weight is the reference for a schedule (its documented way to change CFG during sampling).
+    directory, torch_pipe, pipe = tiny
+    _use_scheduler(torch_pipe, directory)
+    schedule = (7.5, 7.5, 6.0, 4.0, 3.0, 2.0)
+    noise = sampling.initial_noise([5, 6], (8, 8, 4))
+
+    def next_scale(p, i, t, kwargs):
+        p._guidance_scale = schedule[min(i + 1, len(schedule) - 1)]
+        return {}
+
+    ref = torch_pipe(PROMPTS, num_inference_steps=6, guidance_scale=schedule[0], output_type="latent",
+                     callback_on_step_end=next_scale,
+                     latents=torch.from_numpy(np.asarray(noise).transpose(0, 3, 1, 2).copy())).images
+    ours = sampling.sample(pipe, PROMPTS, num_inference_steps=6, guidance_scale=schedule, latents=noise)
+    np.testing.assert_allclose(np.asarray(ours.latents), ref.numpy().transpose(0, 2, 3, 1), atol=1e-3, rtol=0)
+    constant = sampling.sample(pipe, PROMPTS, num_inference_steps=6, guidance_scale=7.5, latents=noise)
+    as_schedule = sampling.sample(pipe, PROMPTS, num_inference_steps=6, guidance_scale=(7.5,) * 6, latents=noise)
+    np.testing.assert_array_equal(np.asarray(as_schedule.latents), np.asarray(constant.latents))
+    assert np.abs(np.asarray(ours.latents) - np.asarray(constant.latents)).max() > 1e-2  # the schedule matters
+
+
+def test_a_guidance_schedule_needs_one_weight_per_step(tiny):
+    with pytest.raises(ValueError, match="3 weights for 4 steps"):
+        sampling.sample(tiny[2], PROMPTS, num_inference_steps=4, guidance_scale=(7.5, 5.0, 3.0))
+
+
 def test_images_match_diffusers_decode(tiny):
     directory, torch_pipe, pipe = tiny
     _use_scheduler(torch_pipe, directory)

@@ -54,9 +54,12 @@ def test_generated_scenes_show_the_captioned_salient_object(pipe):
     assert quality["color_match"] >= 0.6, quality["color_match"]
 
 
-def test_generated_colours_follow_the_caption_at_a_milder_guidance_scale(pipe):
-    # At CFG 7.5 guidance overshoots hue (purple is pushed to blue); at CFG 5 the same model draws the caption's
-    # colour 83% of the time (README), so what it lacks at 7.5 is calibration, not knowledge of the colours.
+@pytest.mark.parametrize("guidance, bar", [
+    (5.0, 0.75),  # measured 0.828: what the model lacks at 7.5 is calibration, not knowledge of the colours
+    ((7.5,) * 5 + (5.0,) * 10, 0.78),  # measured 0.836: 7.5 is harmless while the layout is chosen (README)
+])
+def test_generated_colours_follow_the_caption_when_later_steps_guide_less(pipe, guidance, bar):
+    # At CFG 7.5 in every step guidance overshoots hue in the later steps (purple is pushed to blue).
     quality = toymodels.generation_quality(pipe, labelers.load_labelers(ASSETS / "toy_labelers"), num_images=128,
-                                           guidance_scale=5.0)
-    assert quality["color_match"] >= 0.75, quality["color_match"]
+                                           guidance_scale=guidance)
+    assert quality["color_match"] >= bar, quality["color_match"]

@@ -27,6 +27,7 @@ from jaxprobe.models import load_pipeline
 
 MODELS = ("trained", "randomized", "vae")
 DATA_MODES = ("generated", "encoded")
+PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`probes.fit_ridge_sweep`), no epochs
 VAE_LAYER = "decoder/mid_block/attentions_0"
 
 
@@ -49,6 +50,8 @@ def _check(c) -> None:
     bad = [t for t in c.tasks if t not in probes.TASKS]
     if bad:
         raise ValueError(f"config.tasks has {bad}; valid: {', '.join(probes.TASKS)}")
+    if c.probe.kind not in PROBE_KINDS:
+        raise ValueError(f"config.probe.kind={c.probe.kind!r}; valid: {', '.join(PROBE_KINDS)}")
     if c.num_train < 1 or c.num_test < 1:
         raise ValueError(f"empty split: num_train={c.num_train}, num_test={c.num_test} (both must be >= 1)")
     if c.data == "encoded" and "vae" in c.models:
@@ -152,11 +155,14 @@ def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: di
             continue
         names = [VAE_LAYER] if model == "vae" else list(layers)
         acts = {layer: act_store.read(f"{model}/{layer}") for layer in names}
-        p = c.probe
-        fitted = probes.fit_sweep({k: np.asarray(v[train]) for k, v in acts.items()}, labels[task][train], task,
-                                  kind=p.kind, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                                  label_mode=p.label_mode, hidden=p.hidden,
-                                  checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
+        p, train_acts = c.probe, {k: np.asarray(v[train]) for k, v in acts.items()}
+        if p.kind == "ridge":  # lambda per probe on a seeded fifth of the train split
+            fitted, _ = probes.fit_ridge_sweep(train_acts, labels[task][train], task, seed=p.seed)
+        else:
+            fitted = probes.fit_sweep(train_acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
+                                      batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
+                                      hidden=p.hidden,
+                                      checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
         for split, idx in (("train", train), ("test", test)):
             scores = probes.evaluate_sweep(fitted, {k: np.asarray(v[idx]) for k, v in acts.items()},
                                            labels[task][idx], task)

@@ -92,10 +92,33 @@ def test_killed_sweep_resumes_to_identical_results(tiny_dir, tmp_path, monkeypat
     assert _results(tmp_path / "killed") == _results(tmp_path / "full")
 
 
+def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir, tmp_path):
+    c = _with(_config(tiny_dir, "encoded"), models=("trained",))
+    c.probe.kind = "ridge"
+    sweep.run(c, tmp_path / "run")
+    act_store = store.ActivationStore(tmp_path / "run" / "activations")
+    labels = sweep.labels_for(c, sweep.make_dataset(c), act_store)
+    layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
+    acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
+    for task in c.tasks:
+        fitted, _ = probes.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], task, seed=0)
+        scores = probes.evaluate_sweep(fitted, {k: v[4:] for k, v in acts.items()}, labels[task][4:], task)
+        expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
+                    for (layer, i), ms in scores.items() for m, v in ms.items()}
+        got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")
+               if r["task"] == task and r["split"] == "test"}
+        assert got.keys() == expected.keys()
+        np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
+
+
 def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
     c = _config(tiny_dir, "encoded")
     with pytest.raises(ValueError, match="valid: generated, encoded"):
         sweep.run(_with(c, data="imagined"), tmp_path / "a")
+    lasso = _with(c)
+    lasso.probe.kind = "lasso"
+    with pytest.raises(ValueError, match="valid: linear, mlp, ridge"):
+        sweep.run(lasso, tmp_path / "a")
     with pytest.raises(ValueError, match="empty split"):
         sweep.run(_with(c, num_test=0), tmp_path / "b")
     with pytest.raises(ValueError, match="out of range"):

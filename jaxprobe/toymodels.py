@@ -101,6 +101,24 @@ def vae_loss_fn(model: vae.AutoencoderKL, kl_weight: float):
     return loss_fn
 
 
+def decoder_loss_fn(model: vae.AutoencoderKL):
+    """Reconstruction MSE of the posterior *mean*, which is what the LDM's latents are and what sampling decodes."""
+    def loss_fn(params, x, key):
+        del key
+        mean, _ = model.apply({"params": params}, x, method="encode")
+        mse = jnp.mean((model.apply({"params": params}, jax.lax.stop_gradient(mean), method="decode") - x) ** 2)
+        return mse, {"mse": mse}
+    return loss_fn
+
+
+def decoder_only(optimizer) -> optax.GradientTransformation:
+    """`optimizer` on the decoder side (decoder, post_quant_conv); the encoder side is frozen, so latents -- and an
+    LDM trained on them -- stay valid (as SD's fine-tuned VAE decoders keep the encoder)."""
+    def labels(params):
+        return {k: "train" if k in ("decoder", "post_quant_conv") else "freeze" for k in params}
+    return optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
@@ -123,11 +141,11 @@ def train_vae(c, workdir) -> tuple[vae.AutoencoderKL, dict]:
     held_out = to_unit(scene_data(workdir, num_images=c.num_eval, resolution=c.resolution,
                                   seed_offset=c.eval_seed_offset)["rgb"])
 
-    def evaluate(state):
-        rec = reconstruct(model, state.ema_params, held_out)
+    def evaluate(step, params):
+        rec = reconstruct(model, params, held_out)
         grid = np.concatenate([held_out[:16], rec[:16]], axis=2)
-        io.write_png(workdir / f"recon_{int(state.step):06d}.png", image_grid(grid))
-        print(f"step {int(state.step)}: held-out PSNR {psnr(np.clip(rec, -1, 1), held_out).mean():.2f} dB")
+        io.write_png(workdir / f"recon_{step:06d}.png", image_grid(grid))
+        print(f"step {step}: held-out PSNR {psnr(np.clip(rec, -1, 1), held_out).mean():.2f} dB")
 
     def batch_fn(s):
         batch = x[batch_indices(s, len(x), c.batch_size, c.seed)]
@@ -136,11 +154,21 @@ def train_vae(c, workdir) -> tuple[vae.AutoencoderKL, dict]:
     state, _ = train.fit(workdir=workdir, params=params, loss_fn=vae_loss_fn(model, c.kl_weight),
                          batch_fn=batch_fn, optimizer=opt,
                          num_steps=c.num_steps, ema_decay=c.ema_decay, seed=c.seed,
-                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every, eval_fn=evaluate,
-                         desc="toy VAE")
-    mean = encode_mean(model, state.ema_params, x[:1024])
+                         checkpoint_every=c.checkpoint_every, eval_every=c.eval_every,
+                         eval_fn=lambda st: evaluate(int(st.step), st.ema_params), desc="toy VAE")
+    params = jax.device_get(state.ema_params)
+    mean = encode_mean(model, params, x[:1024])
     scaled = vae.VAEConfig.from_dict({**model.config.to_dict(), "scaling_factor": float(1.0 / mean.std())})
-    return vae.AutoencoderKL(scaled), jax.device_get(state.ema_params)
+    if c.get("decoder_steps"):  # then the decoder alone, on posterior means, with its own checkpoints
+        dec_opt = decoder_only(optax.adamw(optax.cosine_decay_schedule(c.decoder_lr, c.decoder_steps),
+                                           weight_decay=c.weight_decay))
+        state, _ = train.fit(workdir=workdir / "decoder", params=params, loss_fn=decoder_loss_fn(model),
+                             batch_fn=lambda s: batch_fn(c.num_steps + s), optimizer=dec_opt,
+                             num_steps=c.decoder_steps, ema_decay=c.ema_decay, seed=c.seed,
+                             checkpoint_every=c.checkpoint_every, desc="toy VAE decoder",
+                             eval_fn=lambda st: evaluate(c.num_steps + int(st.step), st.params))
+        params = jax.device_get(state.params)  # the cosine schedule ends at 0: the last iterate, not an EMA lagging it
+    return vae.AutoencoderKL(scaled), params
 
 
 def encode_mean(model, params, x: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -274,12 +302,12 @@ def vae_psnr(vae_model, vae_params, *, num_images: int = 256, seed_offset: int =
 
 def generation_quality(pipe, labelers, *, num_images: int = 128, seed_offset: int = 4_000_000, batch_size: int = 32,
                        min_pixels: int = 8, num_inference_steps: int = 15,
-                       guidance_scale: float | tuple[float, ...] = 7.5) -> dict:
+                       guidance_scale: float | tuple[float, ...] = 7.5, scheduler: str = "lms") -> dict:
     """Does the toy LDM draw what its caption says? Captions of unseen scenes, by default 15 LMS steps and CFG 7.5
     (the goals' setting; image k sampled with seed k; `guidance_scale` may be one weight per step, see
-    `sampling.guidance_schedule`); the labelers find the salient object (>= min_pixels salient
-    pixels), and its mean colour (`captions.nearest_color`) is compared with the caption's first (salient) object's
-    colour word.
+    `sampling.guidance_schedule`; `scheduler` as in `sampling.sample`); the labelers find the salient object
+    (>= min_pixels salient pixels), and its mean colour (`captions.nearest_color`) is compared with the caption's
+    first (salient) object's colour word.
 
     Returns {'found': fraction with a salient object, 'color_match': fraction of ALL images whose salient region
     has the caption's colour, 'images', 'captions', 'salient'}.
@@ -287,7 +315,7 @@ def generation_quality(pipe, labelers, *, num_images: int = 128, seed_offset: in
     prompts = [render.sample_scene(s).caption for s in range(seed_offset, seed_offset + num_images)]
     images = np.concatenate([
         sampling.sample(pipe, prompts[i:i + batch_size], seed=i, num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale).images
+                        guidance_scale=guidance_scale, scheduler=scheduler).images
         for i in range(0, num_images, batch_size)])
     salient, _ = labelers.label(images)
     found = salient.sum(axis=(1, 2)) >= min_pixels

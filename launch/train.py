@@ -29,7 +29,8 @@ def main(argv):
     c, workdir = _CONFIG.value, Path(_WORKDIR.value)
     # A resume may lengthen the schedule or change what evaluations do; anything else needs a new workdir.
     io.claim_workdir(workdir, c.to_dict(), kind="training run",
-                     may_change=("num_steps", "eval_every", "checkpoint_every", "quality_images", "labelers_dir"))
+                     may_change=("num_steps", "decoder_steps", "eval_every", "checkpoint_every", "quality_images",
+                                 "labelers_dir"))
     if c.model == "vae":
         module, params = toymodels.train_vae(c, workdir)
         save_component(workdir / "vae", module, params)

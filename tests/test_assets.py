@@ -45,21 +45,23 @@ def test_vae_reconstructs_held_out_scenes_at_25_db(pipe):
     assert psnr.mean() >= 25.0, f"mean PSNR {psnr.mean():.2f} dB on 256 held-out scenes"
 
 
-def test_generated_scenes_show_the_captioned_salient_object(pipe):
-    quality = toymodels.generation_quality(pipe, labelers.load_labelers(ASSETS / "toy_labelers"), num_images=128)
+@pytest.fixture(scope="module")
+def labeler():
+    return labelers.load_labelers(ASSETS / "toy_labelers")
+
+
+def test_generated_scenes_show_the_captioned_salient_object(pipe, labeler):
+    # The goals' setting: 15 LMS steps, CFG 7.5. Measured 0.992 found, 0.859 colour (README; chance is 1/6).
+    quality = toymodels.generation_quality(pipe, labeler, num_images=128)
     assert quality["images"].dtype == np.uint8 and len(quality["images"]) == 128
-    # Goals: found >= 0.9 (met: 0.93 measured), colour >= 0.8 (not met: 0.67 measured, README). The colour bar
-    # tests the level reached with a margin (chance is 1/6), so a regression still fails.
     assert quality["found"] >= 0.9, quality["found"]
-    assert quality["color_match"] >= 0.6, quality["color_match"]
+    assert quality["color_match"] >= 0.8, quality["color_match"]
 
 
-@pytest.mark.parametrize("guidance, bar", [
-    (5.0, 0.75),  # measured 0.828: what the model lacks at 7.5 is calibration, not knowledge of the colours
-    ((7.5,) * 5 + (5.0,) * 10, 0.78),  # measured 0.836: 7.5 is harmless while the layout is chosen (README)
-])
-def test_generated_colours_follow_the_caption_when_later_steps_guide_less(pipe, guidance, bar):
-    # At CFG 7.5 in every step guidance overshoots hue in the later steps (purple is pushed to blue).
-    quality = toymodels.generation_quality(pipe, labelers.load_labelers(ASSETS / "toy_labelers"), num_images=128,
-                                           guidance_scale=guidance)
-    assert quality["color_match"] >= bar, quality["color_match"]
+@pytest.mark.parametrize("scheduler", ["euler", "ddim"])
+def test_the_other_schedulers_draw_the_caption_too(pipe, labeler, scheduler):
+    # Measured on 128 captions: euler 0.953, ddim 0.906 colour. DDIM fails this (0.12) if the shipped
+    # scheduler_config.json lets it clip the x0 latents to [-1, 1] (toymodels.SCHEDULER_CONFIG).
+    quality = toymodels.generation_quality(pipe, labeler, num_images=64, scheduler=scheduler)
+    assert quality["found"] >= 0.9, quality["found"]
+    assert quality["color_match"] >= 0.85, quality["color_match"]

@@ -147,3 +147,26 @@ def test_toy_ldm_run_killed_mid_way_resumes_with_the_same_loss_curve(tmp_path, m
     for part in ("unet", "text_encoder"):
         for a, b in zip(jax.tree.leaves(full.params[part]), jax.tree.leaves(resumed.params[part])):
             assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_toy_vae_decoder_phase_trains_the_decoder_and_leaves_the_encoder_bit_identical(tmp_path):
+    """`decoder_steps` fine-tunes the decoder on posterior means after the VAE run; the encoder (so every latent an
+    LDM was trained on) must not move by one bit, and the decoder's reconstruction of the means must improve."""
+    from configs import toy_vae
+    from jaxprobe import toymodels
+
+    c = toy_vae.get_config()
+    c.update(resolution=32, num_images=16, num_eval=4, block_out_channels=(8, 8, 8), norm_num_groups=4, crop_size=16,
+             batch_size=8, num_steps=4, checkpoint_every=4, eval_every=0, decoder_steps=0)
+    model, before = toymodels.train_vae(c, tmp_path)
+    c.update(decoder_steps=6, decoder_lr=1e-2)
+    _, after = toymodels.train_vae(c, tmp_path)  # the VAE run resumes finished; then the decoder phase
+
+    for side in ("encoder", "quant_conv"):
+        for a, b in zip(jax.tree.leaves(before[side]), jax.tree.leaves(after[side])):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(before["decoder"]), jax.tree.leaves(after["decoder"])))
+    x = toymodels.to_unit(toymodels.scene_data(tmp_path, num_images=16, resolution=32)["rgb"])
+    loss = toymodels.decoder_loss_fn(model)
+    assert float(loss(after, x, None)[0]) < float(loss(before, x, None)[0])

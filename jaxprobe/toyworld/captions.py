@@ -13,14 +13,17 @@ import numpy as np
 from matplotlib.colors import rgb_to_hsv
 
 SHAPES = ("sphere", "cube", "cylinder", "cone")
-# name -> linear RGB in [0, 1]; saturated, hues >= 24 degrees apart, none near the grey floor or the pale sky.
+# name -> linear RGB in [0, 1]: the six hues of the colour wheel, 60 degrees apart, at one saturation and value, so
+# their mean is grey. Classifier-free guidance extrapolates away from the unconditional prediction, which leans to
+# the palette's mean colour; about a grey mean that only saturates a colour, about a warm one it turns hues (the
+# previous palette, red / orange / yellow / green / blue / purple, had purple drawn blue at CFG 7.5).
 COLORS = {
-    "red": (0.85, 0.10, 0.08),
-    "orange": (0.95, 0.48, 0.05),
-    "yellow": (0.90, 0.80, 0.08),
-    "green": (0.12, 0.68, 0.18),
-    "blue": (0.10, 0.28, 0.90),
-    "purple": (0.55, 0.15, 0.80),
+    "red": (0.85, 0.12, 0.12),
+    "yellow": (0.85, 0.85, 0.12),
+    "green": (0.12, 0.85, 0.12),
+    "cyan": (0.12, 0.85, 0.85),
+    "blue": (0.12, 0.12, 0.85),
+    "magenta": (0.85, 0.12, 0.85),
 }
 SIZES = ("small", "large")
 SCENE_WORDS = ("a", "and", "on", "checkered", "floor")

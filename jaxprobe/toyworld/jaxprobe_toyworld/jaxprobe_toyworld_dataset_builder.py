@@ -40,8 +40,11 @@ class ToyWorldConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Procedural scenes with exact depth, salient-object mask, per-object masks/boxes and a caption."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "2.0.0": "Palette: red, yellow, green, cyan, blue, magenta (60 degrees apart) instead of orange and purple.",
+    }
     BUILDER_CONFIGS = [
         ToyWorldConfig(name="128px", description="128x128 scenes", resolution=128),
         ToyWorldConfig(name="64px", description="64x64 scenes (the shipped toy models' data)", resolution=64),

@@ -21,7 +21,7 @@ from jaxprobe.toyworld import captions, render
 SD_V1_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 SD_V1_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 # SD v1's noise schedule and sampler options. Without clip_sample=False a DDIM (diffusers' or ours) built from this
-# file clips the predicted x0 *latents* to [-1, 1] (its pixel-space default) and draws no objects at all.
+# file clips the predicted x0 *latents* to [-1, 1] (its pixel-space default) and draws washed-out scenes.
 SCHEDULER_CONFIG = {"_class_name": "LMSDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
                     "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
                     "steps_offset": 1, "clip_sample": False}

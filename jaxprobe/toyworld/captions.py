@@ -13,10 +13,10 @@ import numpy as np
 from matplotlib.colors import rgb_to_hsv
 
 SHAPES = ("sphere", "cube", "cylinder", "cone")
-# name -> linear RGB in [0, 1]: the six hues of the colour wheel, 60 degrees apart, at one saturation and value, so
-# their mean is grey. Classifier-free guidance extrapolates away from the unconditional prediction, which leans to
-# the palette's mean colour; about a grey mean that only saturates a colour, about a warm one it turns hues (the
-# previous palette, red / orange / yellow / green / blue / purple, had purple drawn blue at CFG 7.5).
+# name -> linear RGB in [0, 1]: the six hues of the colour wheel, 60 degrees apart, at one saturation and value (their
+# mean is grey). A sampler's overshoot under strong guidance has 30 degrees of hue before a colour changes its name;
+# the previous palette (red / orange / yellow / green / blue / purple, 24-50 degrees between neighbours) had purple
+# drawn blue by 15-step LMS at CFG 7.5 (README).
 COLORS = {
     "red": (0.85, 0.12, 0.12),
     "yellow": (0.85, 0.85, 0.12),

@@ -1,7 +1,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-test demo test bench
+.PHONY: install install-test demo test test-slow bench
 
 install:
 	$(PIP) -e .
@@ -12,8 +12,13 @@ install-test:
 demo: install
 	$(PY) launch/demo.py --workdir=runs/demo
 
+# Fast tier: parity, units and small end-to-end runs.
 test: install-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results.
+test-slow: install-test
+	$(PY) -m pytest -q -m slow tests
 
 bench:
 	$(PIP) -e '.[bench]'

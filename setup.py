@@ -29,7 +29,7 @@ setup(
     name="jaxprobe",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["jaxprobe", "jaxprobe.*"]),
+    packages=find_packages(include=["jaxprobe", "jaxprobe.*", "configs", "configs.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL,
     extras_require={

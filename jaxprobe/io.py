@@ -1,29 +1,60 @@
-"""Atomic writes (temp file + rename) for everything jaxprobe saves: PNG, JSON, CSV."""
+"""The one place jaxprobe writes files: atomically (temp + rename, nothing half-written on failure) and readable
+by others as any file the user makes (the umask decides, not the temp file's private mode)."""
 from __future__ import annotations
 
 import contextlib
 import csv
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temp path beside `path`; rename it over `path` only if the block finishes."""
+    """Yield a temp path beside `path`; rename it over `path` only if the block finishes (removed otherwise)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a temp directory beside `path`; on success it replaces `path` (an existing directory is swapped out
+    and removed), on failure it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_png(path, image: np.ndarray) -> None:
@@ -35,7 +66,7 @@ def write_png(path, image: np.ndarray) -> None:
 
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
 def write_csv(path, rows: list[dict], columns: list[str]) -> None:
@@ -59,7 +90,7 @@ def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ..
     config that differs in any key outside `may_change` raises ValueError naming the keys (mixing them would
     silently continue someone else's run). Keys in `may_change` (e.g. a longer schedule) are updated."""
     path = Path(workdir) / "config.json"
-    current = json.loads(json.dumps(config, default=_jsonable))
+    current = json.loads(json.dumps(config, default=jsonable))
     if path.exists():
         previous = json.loads(path.read_text())
         changed = sorted(k for k in set(previous) | set(current)
@@ -70,7 +101,8 @@ def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ..
     write_json(path, current)
 
 
-def _jsonable(x):
+def jsonable(x):
+    """`json.dumps(default=...)` for numpy scalars and arrays."""
     if isinstance(x, (np.generic,)):
         return x.item()
     if isinstance(x, np.ndarray):

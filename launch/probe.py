@@ -1,27 +1,24 @@
 r"""Probe every layer x step of a diffusion model for salient objects and depth, with baselines; resumable.
 
-  python launch/probe.py --config=configs/toy_probe.py --workdir=runs/toy_probe
+  python launch/probe.py --config=configs/scene/toy_probe.py --workdir=runs/toy_probe
 
 Writes results.csv (model,task,layer,step,split,metric,value), summary.json and figures/ to --workdir. A killed
 run resumes when the same command is run again.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from jaxprobe.scene import sweep
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/toy_probe.py", "probe sweep config")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/scene/toy_probe.py", "probe sweep config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkpoints, results and figures")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-    from jaxprobe import sweep
-
     c = _CONFIG.value
     if not c.pipeline_dir:
         raise app.UsageError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")

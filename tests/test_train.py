@@ -36,6 +36,7 @@ def _fit(workdir, **kw):
                      optimizer=optax.adamw(0.1), num_steps=30, checkpoint_every=10, ema_decay=0.9, **kw)
 
 
+@pytest.mark.slow  # kill-and-resume
 def test_resume_after_kill_is_bit_identical(tmp_path):
     full, full_hist = _fit(tmp_path / "full")
     _fit(tmp_path / "killed", stop_after=17)  # checkpoints at 10 and at the kill (17)
@@ -52,11 +53,11 @@ def test_training_reduces_loss_and_ema_lags(tmp_path):
 
 
 def test_vae_random_crops_are_aligned_windows_fixed_by_the_seed():
-    from jaxprobe import toymodels
+    from jaxprobe.toy import data
     images = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3)).astype(np.uint8)
-    crops = toymodels.random_crops(images, 32, seed=(0, 5))
+    crops = data.random_crops(images, 32, seed=(0, 5))
     assert crops.shape == (6, 32, 32, 3)
-    np.testing.assert_array_equal(crops, toymodels.random_crops(images, 32, seed=(0, 5)))
+    np.testing.assert_array_equal(crops, data.random_crops(images, 32, seed=(0, 5)))
     offsets = set()
     for im, crop in zip(images, crops):
         hits = [(y, x) for y in range(0, 33, 8) for x in range(0, 33, 8)
@@ -64,9 +65,9 @@ def test_vae_random_crops_are_aligned_windows_fixed_by_the_seed():
         assert len(hits) == 1
         offsets.add(hits[0])
     assert len(offsets) > 1  # every image gets its own crop
-    assert toymodels.random_crops(images, 64, seed=0) is images
+    assert data.random_crops(images, 64, seed=0) is images
     with pytest.raises(ValueError, match="multiple of 8"):
-        toymodels.random_crops(images, 30, seed=0)
+        data.random_crops(images, 30, seed=0)
 
 
 _TWO_DEVICES = """
@@ -88,6 +89,7 @@ print(json.dumps({"loss": [h["loss"] for h in hist], "resumed_loss": [h["loss"] 
 """
 
 
+@pytest.mark.slow  # multi-device
 def test_data_parallel_on_two_devices_matches_one_and_resumes_exactly(tmp_path):
     """`fit` splits each batch over the local devices: on 2 CPU devices the loss curve equals the 1-device one
     (up to the all-reduce's summation order), and a killed run still resumes bit-identically."""
@@ -113,34 +115,37 @@ def test_a_workdir_refuses_to_resume_with_another_config(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 300  # the longer schedule is now the record
 
 
+@pytest.mark.slow  # kill-and-resume
 def test_toy_ldm_run_killed_mid_way_resumes_with_the_same_loss_curve(tmp_path, monkeypatch):
     """The whole LDM path (render, encode, tokenizer, UNet + text encoder, Min-SNR loss, logit-normal timesteps,
     two optimizers), tiny: a run killed after 2 of 4 steps resumes to the uninterrupted run's losses and weights."""
     import functools
     import shutil
 
-    from configs import toy_ldm, toy_vae
-    from jaxprobe import io, toymodels
+    from configs.toy import ldm as toy_ldm
+    from configs.toy import vae as toy_vae
+    from jaxprobe import io
     from jaxprobe.models import tokenizer, vae
-    from jaxprobe.toyworld import captions
+    from jaxprobe.toy import recipes
+    from jaxprobe.toy.world import captions
 
     c = toy_ldm.get_config()
     c.update(resolution=32, num_images=16, block_out_channels=(8, 8, 8, 8), norm_num_groups=4, text_width=16,
              text_layers=1, batch_size=8, num_steps=4, checkpoint_every=2, eval_every=0, quality_images=0)
     vc = toy_vae.get_config()
     vc.update(resolution=32, block_out_channels=(8, 8, 8), norm_num_groups=4)
-    vae_model = vae.AutoencoderKL(toymodels.vae_config(vc))
+    vae_model = vae.AutoencoderKL(recipes.vae_config(vc))
     vae_params = vae_model.init(jax.random.key(0), *vae_model.dummy_inputs())["params"]
 
     # One tokenizer for both runs (the BPE trainer may number tokens differently per build; a workdir keeps its own).
     tokenizer.build_word_tokenizer(captions.vocabulary(), tmp_path / "full" / "tokenizer", max_length=c.max_length)
     shutil.copytree(tmp_path / "full" / "tokenizer", tmp_path / "killed" / "tokenizer")
-    full = toymodels.train_ldm(c, tmp_path / "full", vae_model, vae_params)
+    full = recipes.train_ldm(c, tmp_path / "full", vae_model, vae_params)
     fit = train.fit
     monkeypatch.setattr(train, "fit", functools.partial(fit, stop_after=2))
-    toymodels.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
+    recipes.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
     monkeypatch.setattr(train, "fit", fit)
-    resumed = toymodels.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
+    resumed = recipes.train_ldm(c, tmp_path / "killed", vae_model, vae_params)
 
     losses = [[r["loss"] for r in io.read_csv(tmp_path / d / "metrics.csv")] for d in ("full", "killed")]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
@@ -152,21 +157,21 @@ def test_toy_ldm_run_killed_mid_way_resumes_with_the_same_loss_curve(tmp_path, m
 def test_toy_vae_decoder_phase_trains_the_decoder_and_leaves_the_encoder_bit_identical(tmp_path):
     """`decoder_steps` fine-tunes the decoder on posterior means after the VAE run; the encoder (so every latent an
     LDM was trained on) must not move by one bit, and the decoder's reconstruction of the means must improve."""
-    from configs import toy_vae
-    from jaxprobe import toymodels
+    from configs.toy import vae as toy_vae
+    from jaxprobe.toy import data, recipes
 
     c = toy_vae.get_config()
     c.update(resolution=32, num_images=16, num_eval=4, block_out_channels=(8, 8, 8), norm_num_groups=4, crop_size=16,
              batch_size=8, num_steps=4, checkpoint_every=4, eval_every=0, decoder_steps=0)
-    model, before = toymodels.train_vae(c, tmp_path)
+    model, before = recipes.train_vae(c, tmp_path)
     c.update(decoder_steps=6, decoder_lr=1e-2)
-    _, after = toymodels.train_vae(c, tmp_path)  # the VAE run resumes finished; then the decoder phase
+    _, after = recipes.train_vae(c, tmp_path)  # the VAE run resumes finished; then the decoder phase
 
     for side in ("encoder", "quant_conv"):
         for a, b in zip(jax.tree.leaves(before[side]), jax.tree.leaves(after[side])):
             assert np.array_equal(np.asarray(a), np.asarray(b))
     assert any(not np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree.leaves(before["decoder"]), jax.tree.leaves(after["decoder"])))
-    x = toymodels.to_unit(toymodels.scene_data(tmp_path, num_images=16, resolution=32)["rgb"])
-    loss = toymodels.decoder_loss_fn(model)
+    x = data.to_unit(data.scene_data(tmp_path, num_images=16, resolution=32)["rgb"])
+    loss = recipes.decoder_loss_fn(model)
     assert float(loss(after, x, None)[0]) < float(loss(before, x, None)[0])

@@ -1,23 +1,7 @@
 """A tiny random Stable Diffusion pipeline built with diffusers/transformers PyTorch (the parity reference)."""
-import json
-import string
 from pathlib import Path
 
-SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
-
-
-def write_char_tokenizer(directory, max_length: int = 32) -> int:
-    """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    chars = list(string.ascii_lowercase + string.digits + ",.!?'-")
-    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + SPECIALS)}
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "model_max_length": max_length, "bos_token": SPECIALS[0], "eos_token": SPECIALS[1],
-        "unk_token": SPECIALS[1], "pad_token": SPECIALS[1], "tokenizer_class": "CLIPTokenizer"}))
-    return len(vocab)
+from jaxprobe.testing import write_char_tokenizer
 
 
 def build_torch_pipeline(directory, *, seed: int = 0, scheduler: str = "LMSDiscreteScheduler"):

@@ -1,49 +1,127 @@
 """Load and save diffusers / transformers component directories as Flax (module, params). No torch.
 
-A component directory holds `config.json` and `diffusion_pytorch_model.safetensors` (diffusers) or
-`model.safetensors` (transformers). A pipeline directory holds unet/, vae/, text_encoder/, tokenizer/ and
-scheduler/ sub-directories, as `DiffusionPipeline.save_pretrained` writes them.
+A component directory holds `config.json` and safetensors weights named as diffusers
+(`diffusion_pytorch_model.safetensors`) or transformers (`model.safetensors`) write them, in the forms that
+downloads actually have:
+
+  - a weight *variant* `<name>.<variant>.safetensors` (`save_pretrained(variant="fp16")`); a snapshot of a repo's
+    fp16 variant often holds nothing else, so with no `variant=` a lone variant is read;
+  - sharded: an index whose `weight_map` names the shard files. Both libraries' `_add_variant` name a variant's index
+    `<name>.safetensors.index.<variant>.json` (shards `<name>.<variant>-00001-of-00002.safetensors`); older
+    uploads use `<name>.<variant>.safetensors.index.json`, which is read too.
+
+Half-precision tensors are cast to float32 by `convert.state_dict_to_params` (params are always float32; `dtype` is
+only the modules' compute dtype). A pipeline directory holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/
+sub-directories, as `DiffusionPipeline.save_pretrained` writes them.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
+import safetensors
 import safetensors.numpy
 
+from jaxprobe import io
 from jaxprobe.models import convert
 
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
+WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
+# <name>[.<variant>].safetensors[.index[.<variant>].json]; shards are reached through their index only.
+_WEIGHTS_RE = re.compile(r"(?P<name>diffusion_pytorch_model|model)(?:\.(?P<v1>[^.]+))?\.safetensors"
+                         r"(?P<index>\.index(?:\.(?P<v2>[^.]+))?\.json)?")
+_SHARD_SUFFIX = re.compile(r"-\d+-of-\d+$")
 
 
-def read_config(directory: str | os.PathLike) -> dict:
-    """config.json of a component directory, with a clear error if there is none."""
-    path = Path(directory) / "config.json"
+def read_json(path: str | os.PathLike, what: str) -> dict:
+    """A JSON object file; a broken one is a ValueError naming `what` and the path, not a bare JSONDecodeError."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} is not a JSON object")
+    return obj
+
+
+def read_config(directory: str | os.PathLike, *, what: str = "component") -> dict:
+    """config.json of a component directory, with a clear error if there is none or it is broken."""
+    directory = Path(os.path.abspath(directory))
+    if not directory.exists():
+        raise FileNotFoundError(f"{what} directory {directory} does not exist")
+    path = directory / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a diffusers/transformers component directory: no config.json")
-    return json.loads(path.read_text())
+    return read_json(path, f"{what} config")
 
 
-def read_weights(directory: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of the component's safetensors file(s) (sharded files are merged), as numpy."""
-    directory = Path(directory)
-    for name in WEIGHT_FILES:
-        index = directory / (name + ".index.json")
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state = {}
-            for shard in shards:
-                state.update(safetensors.numpy.load_file(directory / shard))
-            return state
-        if (directory / name).is_file():
-            return safetensors.numpy.load_file(directory / name)
-    raise FileNotFoundError(f"no weights in {directory}: expected one of {', '.join(WEIGHT_FILES)} "
-                            "(PyTorch .bin/.ckpt files are pickles and are not read)")
+def weight_variants(directory: str | os.PathLike) -> dict[str | None, Path]:
+    """The weight file (single safetensors or shard index) of each variant in `directory`; key None = plain weights.
+
+    Where one variant has several candidates, an index beats a single file and diffusers names beat transformers
+    ones (the order `read_weights` always used).
+    """
+    candidates: dict[str | None, list] = {}
+    for path in Path(directory).iterdir():
+        m = _WEIGHTS_RE.fullmatch(path.name)
+        if m and path.is_file() and not _SHARD_SUFFIX.search(m["v1"] or ""):
+            rank = (WEIGHT_NAMES.index(m["name"]), m["index"] is None, path.name)
+            candidates.setdefault(m["v1"] or m["v2"], []).append((rank, path))
+    return {variant: min(c)[1] for variant, c in candidates.items()}
+
+
+def read_weights(directory: str | os.PathLike, *, variant: str | None = None,
+                 what: str = "component") -> dict[str, np.ndarray]:
+    """All tensors of the component's weights (plain or `variant`; shards merged), as numpy in their stored dtype.
+
+    Without `variant`, the plain weights are read, or the only variant if there is exactly one; several variants
+    and no plain weights is ambiguous, so it is an error rather than a guess.
+    """
+    directory = Path(os.path.abspath(directory))
+    found = weight_variants(directory) if directory.is_dir() else {}
+    if variant is None and None not in found:
+        if len(found) > 1:
+            raise ValueError(f"{what} directory {directory} has no plain weights but several variants "
+                             f"({', '.join(sorted(found))}): pass variant= one of them")
+        variant = next(iter(found), None)
+    if variant not in found:
+        have = ", ".join(sorted(v or "plain" for v in found)) or "none"
+        raise FileNotFoundError(
+            f"no {variant + ' variant ' if variant else ''}{what} weights in {directory} (found: {have}); expected "
+            f"{' or '.join(_add_variant(f, variant) for f in WEIGHT_FILES)} or its sharded index "
+            "(PyTorch .bin/.ckpt files are pickles and are not read)")
+    path = found[variant]
+    if path.suffix != ".json":
+        return _read_safetensors(path, what)
+    weight_map = read_json(path, f"{what} weight index").get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{what} weight index {path} has no weight_map")
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (directory / shard).is_file():
+            raise FileNotFoundError(f"{what} weight shard {directory / shard} listed in {path} is missing")
+        state.update(_read_safetensors(directory / shard, what))
+    return state
+
+
+def _add_variant(filename: str, variant: str | None) -> str:
+    """`x.safetensors` -> `x.fp16.safetensors` (diffusers' and transformers' `_add_variant`)."""
+    if variant is None:
+        return filename
+    stem, ext = filename.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def _read_safetensors(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        return safetensors.numpy.load_file(path)
+    except safetensors.SafetensorError as e:
+        raise ValueError(f"{what} weights {path} are unreadable (truncated or not safetensors): {e}") from e
 
 
 def param_shapes(module) -> Any:
@@ -52,9 +130,10 @@ def param_shapes(module) -> Any:
     return variables["params"]
 
 
-def _load(directory, build: Callable[..., Any], what: str, dtype=None):
-    module = build(read_config(directory), dtype=dtype)
-    state = read_weights(directory)
+def _load(directory, build: Callable[..., Any], what: str, dtype=None, variant=None):
+    directory = Path(os.path.abspath(directory))
+    module = build(read_config(directory, what=what), dtype=dtype)
+    state = read_weights(directory, variant=variant, what=what)
     return module, convert.state_dict_to_params(state, param_shapes(module), what=f"{what} in {directory}")
 
 
@@ -76,19 +155,19 @@ def build_text_encoder(config: dict, *, dtype=None):
     return clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(config), **_dt(dtype))
 
 
-def load_unet(directory, *, dtype=None):
-    """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params)."""
-    return _load(directory, build_unet, "UNet", dtype)
+def load_unet(directory, *, dtype=None, variant=None):
+    """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params); `variant` as in `read_weights`."""
+    return _load(directory, build_unet, "UNet", dtype, variant)
 
 
-def load_vae(directory, *, dtype=None):
-    """AutoencoderKL from a diffusers `vae/` directory -> (module, params)."""
-    return _load(directory, build_vae, "VAE", dtype)
+def load_vae(directory, *, dtype=None, variant=None):
+    """AutoencoderKL from a diffusers `vae/` directory -> (module, params); `variant` as in `read_weights`."""
+    return _load(directory, build_vae, "VAE", dtype, variant)
 
 
-def load_text_encoder(directory, *, dtype=None):
-    """CLIPTextModel from a transformers `text_encoder/` directory -> (module, params)."""
-    return _load(directory, build_text_encoder, "text encoder", dtype)
+def load_text_encoder(directory, *, dtype=None, variant=None):
+    """CLIPTextModel from a transformers `text_encoder/` dir -> (module, params); `variant` as in `read_weights`."""
+    return _load(directory, build_text_encoder, "text encoder", dtype, variant)
 
 
 def _dt(dtype):
@@ -100,25 +179,7 @@ def save_component(directory, module, params, *, weights_name: str = "diffusion_
 
     The module's config dataclass must provide `to_dict()` giving the original config.json fields back.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    (tmp / "config.json").write_text(json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n")
-    safetensors.numpy.save_file(convert.params_to_state_dict(params), tmp / weights_name, metadata={"format": "pt"})
-    replace_dir(tmp, directory)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`, replacing an existing `dst` with as short a window as the filesystem allows."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        _rmtree(old)
-    else:
-        os.replace(src, dst)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
+    with io.atomic_dir(directory) as tmp:
+        (tmp / "config.json").write_text(json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        safetensors.numpy.save_file(convert.params_to_state_dict(params), tmp / weights_name,
+                                    metadata={"format": "pt"})

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxprobe import io
 from jaxprobe.models import load
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -47,6 +47,8 @@ class Pipeline:
 
 def load_tokenizer(directory):
     """A CLIP tokenizer from a local `tokenizer/` directory (vocab.json + merges.txt or tokenizer.json)."""
+    # transformers is only a tokenizer here: without torch it would advise at import that models are unavailable.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import CLIPTokenizer
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"no tokenizer directory at {directory}")
@@ -65,29 +67,32 @@ def tokenize(tokenizer, prompts) -> np.ndarray:
     return np.asarray(ids, dtype=np.int32)
 
 
-def load_pipeline(directory, *, dtype=None) -> Pipeline:
-    """A diffusers pipeline directory -> Pipeline (fp32 params; `dtype` is the modules' compute dtype)."""
-    directory = Path(directory)
+def load_pipeline(directory, *, dtype=None, variant=None) -> Pipeline:
+    """A diffusers pipeline directory -> Pipeline (fp32 params; `dtype` is the modules' compute dtype).
+
+    `variant` (e.g. "fp16") picks each model's `<name>.<variant>.safetensors`; without it, each model reads its
+    plain weights or its only variant (see `load.read_weights`).
+    """
+    directory = Path(os.path.abspath(directory))  # absolute for the messages; symlinks kept
+    if not directory.exists():  # not "missing unet/, vae/, ...": the whole path is wrong
+        raise FileNotFoundError(f"pipeline directory {directory} does not exist (not a diffusers pipeline directory)")
     missing = [c for c in COMPONENTS if not (directory / c).is_dir()]
     if missing:
         raise FileNotFoundError(f"{directory} is not a diffusers pipeline directory: missing {', '.join(missing)}/")
-    unet, unet_p = load.load_unet(directory / "unet", dtype=dtype)
-    vae, vae_p = load.load_vae(directory / "vae", dtype=dtype)
-    text, text_p = load.load_text_encoder(directory / "text_encoder", dtype=dtype)
+    unet, unet_p = load.load_unet(directory / "unet", dtype=dtype, variant=variant)
+    vae, vae_p = load.load_vae(directory / "vae", dtype=dtype, variant=variant)
+    text, text_p = load.load_text_encoder(directory / "text_encoder", dtype=dtype, variant=variant)
     if text.config.hidden_size != unet.config.cross_attention_dim:
         raise ValueError(f"text encoder width {text.config.hidden_size} does not match the UNet's "
                          f"cross_attention_dim {unet.config.cross_attention_dim}")
-    sched = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
+    sched = load.read_json(directory / "scheduler" / "scheduler_config.json", "scheduler config")
     return Pipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=load_tokenizer(directory / "tokenizer"),
                     scheduler_config=sched, params={"unet": unet_p, "vae": vae_p, "text_encoder": text_p})
 
 
 def save_pipeline(directory, pipe: Pipeline) -> None:
     """Write `pipe` as a diffusers StableDiffusionPipeline directory, atomically."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with io.atomic_dir(directory) as tmp:
         load.save_component(tmp / "unet", pipe.unet, pipe.params["unet"])
         load.save_component(tmp / "vae", pipe.vae, pipe.params["vae"])
         load.save_component(tmp / "text_encoder", pipe.text_encoder, pipe.params["text_encoder"],
@@ -96,10 +101,6 @@ def save_pipeline(directory, pipe: Pipeline) -> None:
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(pipe.scheduler_config, indent=2))
         (tmp / "model_index.json").write_text(json.dumps(_model_index(pipe), indent=2))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    load.replace_dir(tmp, directory)
 
 
 def _model_index(pipe: Pipeline) -> dict:

@@ -1,0 +1,306 @@
+"""Text-to-image sampling: the whole denoising loop is one `lax.scan` inside one `jit`, and the only one in jaxprobe.
+
+At every step the scan calls a `Hook` in place of the plain UNet call. The default hook is the plain UNet; capture
+records activations with one (`jaxprobe.scene.capture`), interventions edit them with another, and baselines run
+a second network on the same inputs, all through `jaxprobe.hooks` and this one scan. What a hook returns for the
+steps the caller keeps is written into [B, S, ...] buffers carried by the scan, so unkept steps cost no memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe.diffusion import schedulers
+
+
+class Modules(NamedTuple):
+    """A pipeline's Flax modules in the compute dtype. Flax modules hash by config, so pipelines of one
+    architecture (training checkpoints, a pipeline with permuted weights) share one compilation."""
+
+    unet: Any
+    text_encoder: Any
+    vae: Any
+
+
+class Hook:
+    """What the sampling scan runs at each step in place of the plain UNet call, and what it keeps.
+
+    Subclass as a frozen dataclass: its fields are static configuration and key the jit cache (one compilation
+    per configuration, not one per closure). Arrays it needs at run time (probe params, permuted weights, targets)
+    come in as `extra`, a pytree that `sample` passes into the jitted program as an argument.
+    """
+
+    keep_x0 = False  # also keep each kept step's predicted clean latents (x0, UNet space), under "x0"
+
+    def step(self, unet, params, extra, lat_in, t, context, i, b):
+        """The UNet call at step i -> (noise prediction for lat_in's batch, pytree to keep for this step).
+
+        lat_in [B', h, w, c] is the scaled model input, t [B'] its timesteps, context [B', T, D] the text
+        embeddings, i the traced step index and b the number of images: B' = 2b under CFG (unconditional half
+        first), so `[-b:]` is always the conditional half.
+        """
+        del extra, i, b
+        return unet.apply({"params": params}, lat_in, t, context), {}
+
+    def finish(self, modules: Modules, params, extra, kept):
+        """After the scan, inside the same jit: the kept {'aux': [B, S, ...], 'x0'?} -> the caller's result."""
+        del modules, params, extra
+        return kept
+
+
+PLAIN = Hook()
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+    """images uint8 [B,H,W,3]; latents [B,h,w,c] (final, unscaled by the VAE factor); kept: what the hook kept
+    for the kept steps (see `Hook.finish`), or None when no step is kept."""
+
+    images: np.ndarray
+    latents: jax.Array
+    kept: Any = None
+
+
+def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale: float | Sequence[float],
+            hook: Hook = PLAIN, extra=None, slots: jax.Array | None = None, n_keep: int = 0):
+    """Run every step of `plan` with classifier-free guidance. Traceable; call it inside jit.
+
+    Args:
+      sched, plan: a scheduler and its `set_timesteps` plan (`jaxprobe.diffusion.schedulers`).
+      unet, unet_params: the UNet module and its params, called through `hook.step`.
+      latents: [B,h,w,c] initial latents, already multiplied by `plan.init_noise_sigma`.
+      context: [2B,T,D] text embeddings, unconditional half first (as diffusers), or [B,T,D] without CFG.
+      guidance_scale: CFG weight, or one per step (`guidance_schedule`); <= 1 at every step disables CFG (one UNet
+        batch of B), as diffusers does.
+      slots: [steps] int, the buffer slot each step's hook output goes to (-1: not kept); n_keep: the slot count.
+    Returns:
+      (final latents [B,h,w,c], {'aux': hook outputs [B, n_keep, ...], 'x0': [B, n_keep, h, w, c]} or None).
+    """
+    n = plan.timesteps.shape[0]
+    weights = guidance_schedule(guidance_scale, n)
+    cfg = uses_cfg(weights)
+    weights = jnp.asarray(weights, jnp.float32)
+
+    def step(lat, state, i):
+        lat_in = model_input(sched, plan, lat, i, cfg, context.dtype)
+        t = jnp.broadcast_to(plan.timesteps[i], (lat_in.shape[0],))
+        pred, aux = hook.step(unet, unet_params, extra, lat_in, t, context, i, lat.shape[0])
+        lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
+        return lat, state, {"aux": aux, "x0": x0} if hook.keep_x0 else {"aux": aux}
+
+    state = sched.init_state(plan, latents)
+    if not n_keep:
+        (lat, _), _ = jax.lax.scan(lambda c, i: (step(*c, i)[:2], None), (latents, state), jnp.arange(n))
+        return lat, None
+    shapes = jax.eval_shape(step, latents, state, 0)[2]
+    bufs = jax.tree.map(lambda s: jnp.zeros((s.shape[0], n_keep) + s.shape[1:], s.dtype), shapes)
+
+    def body(carry, i):
+        lat, state, bufs = carry
+        lat, state, kept = step(lat, state, i)
+        return (lat, state, jax.tree.map(lambda buf, x: _keep(buf, x, slots[i]), bufs, kept)), None
+
+    (lat, _, bufs), _ = jax.lax.scan(body, (latents, state, bufs), jnp.arange(n))
+    return lat, bufs
+
+
+def _keep(buf: jax.Array, x: jax.Array, slot: jax.Array) -> jax.Array:
+    """Write x [B, ...] into buf [B, S, ...] at slot `slot`; slot < 0 (step not kept) leaves buf as it is."""
+    s = jnp.maximum(slot, 0)
+    old = jax.lax.dynamic_index_in_dim(buf, s, axis=1, keepdims=False)
+    return jax.lax.dynamic_update_index_in_dim(buf, jnp.where(slot >= 0, x.astype(buf.dtype), old), s, axis=1)
+
+
+def select_steps(steps: Sequence[int] | None, num_steps: int) -> tuple[int, ...]:
+    """Step indices (None = all), in the given order; negative indices count from the end. Out-of-range or
+    repeated steps are an error."""
+    if steps is None:
+        return tuple(range(num_steps))
+    out = []
+    for s in steps:
+        if not -num_steps <= s < num_steps:
+            raise ValueError(f"step {s} is out of range for {num_steps} sampling steps (0..{num_steps - 1})")
+        if s % num_steps in out:
+            raise ValueError(f"step {s} is selected twice (steps {list(steps)} for {num_steps} sampling steps)")
+        out.append(s % num_steps)
+    if not out:
+        raise ValueError("no steps selected")
+    return tuple(out)
+
+
+def model_input(sched, plan, lat, i, cfg: bool, dtype) -> jax.Array:
+    """The UNet input at step i: latents doubled for CFG (unconditional half first) and scheduler-scaled."""
+    lat_in = jnp.concatenate([lat, lat]) if cfg else lat
+    return sched.scale_model_input(plan, lat_in, i).astype(dtype)
+
+
+def guidance_schedule(guidance_scale: float | Sequence[float], num_steps: int) -> tuple[float, ...]:
+    """The CFG weight of every step: one float for all, or one per step (e.g. strong guidance early only, as in
+    guidance-interval sampling). A tuple, so that it can key a jit cache."""
+    if np.ndim(guidance_scale) == 0:
+        return (float(guidance_scale),) * num_steps
+    weights = tuple(float(w) for w in guidance_scale)
+    if len(weights) != num_steps:
+        raise ValueError(f"guidance schedule has {len(weights)} weights for {num_steps} steps; give one per step "
+                         f"or one float")
+    if not all(np.isfinite(weights)):
+        raise ValueError(f"guidance schedule has a non-finite weight: {weights}")
+    return weights
+
+
+def uses_cfg(weights: tuple[float, ...]) -> bool:
+    """Whether sampling doubles the batch for CFG: some step's weight is > 1 (diffusers' rule, per step)."""
+    return max(weights) > 1.0
+
+
+def guided_step(sched, plan, state, pred, i, lat, guidance_scale):
+    """Classifier-free guidance on a doubled prediction (unconditional half first; a prediction of lat's batch size
+    is used as is), then one scheduler step -> (latents, state, x0). `guidance_scale` may be traced."""
+    pred = pred.astype(jnp.float32)
+    if pred.shape[0] == 2 * lat.shape[0]:
+        uncond, cond = jnp.split(pred, 2)
+        pred = uncond + guidance_scale * (cond - uncond)
+    return sched.step(plan, state, pred, i, lat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A validated sampling request: token ids ([negatives,] prompts), unit noise [B,h,w,c], scheduler and plan."""
+
+    ids: np.ndarray
+    noise: jax.Array
+    sched: Any
+    plan: Any
+    guidance: tuple[float, ...]
+
+
+def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_scale, seed, height, width,
+            scheduler: str, latents, negative_prompt: str) -> Request:
+    """Check the arguments of `sample` and turn them into device inputs (see `sample` for their meaning)."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    height, width = check_size(pipe, height, width)
+    f = pipe.vae_scale_factor
+    shape = (height // f, width // f, pipe.unet.config.in_channels)
+    if latents is None:
+        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        latents = initial_noise(seeds, shape)
+    elif tuple(latents.shape) != (len(prompts),) + shape:
+        raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
+    guidance = guidance_schedule(guidance_scale, num_inference_steps)
+    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
+    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=uses_cfg(guidance))
+    return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
+                   plan=sched.set_timesteps(num_inference_steps), guidance=guidance)
+
+
+def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True):
+    """Token ids for [negative x B, prompts] (CFG) or [prompts], ready for the text encoder."""
+    ids = pipe.tokenize(list(prompts))
+    if cfg:
+        ids = np.concatenate([pipe.tokenize([negative_prompt] * len(prompts)), ids])
+    return ids
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> jax.Array:
+    """Unit Gaussian latents [B,*shape], one key per image: image k depends only on seeds[k], not on the batch."""
+    return jax.vmap(lambda s: jax.random.normal(jax.random.key(s), shape))(jnp.asarray(seeds, jnp.uint32))
+
+
+def cast_params(params, dtype):
+    """Floating-point params cast once to the compute dtype (bf16 sampling keeps the scheduler in fp32)."""
+    return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+
+
+def decode_to_uint8(vae, vae_params, latents):
+    """Unscaled latents -> uint8 NHWC images, as diffusers' (x / 2 + 0.5).clamp(0, 1) * 255 rounding."""
+    x = vae.apply({"params": vae_params}, latents / vae.config.scaling_factor, method="decode")
+    return jnp.round(jnp.clip(x.astype(jnp.float32) / 2 + 0.5, 0, 1) * 255).astype(jnp.uint8)
+
+
+def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
+    """Default or validated image size: a multiple of the VAE factor."""
+    height = height or pipe.default_size
+    width = width or pipe.default_size
+    f = pipe.vae_scale_factor
+    if height % f or width % f:
+        raise ValueError(f"image size {height}x{width} is not a multiple of the VAE factor {f}")
+    return height, width
+
+
+def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
+           guidance_scale: float | Sequence[float] = 7.5,
+           seed: int | Sequence[int] = 0, height: int | None = None, width: int | None = None,
+           scheduler: str = "lms", dtype=jnp.float32, latents: jax.Array | None = None,
+           negative_prompt: str = "", hook: Hook = PLAIN, extra=None,
+           keep_steps: Sequence[int] | None = ()) -> SampleOutput:
+    """Generate images for `prompts` with `pipe` (from `jaxprobe.models.load_pipeline`).
+
+    `seed` is one int (image k gets seed + k) or one per prompt. `latents` [B,h,w,c] unit noise overrides the seeds
+    (multiplied by the scheduler's init sigma, as diffusers does with user latents). `guidance_scale` is one CFG
+    weight or one per step (`guidance_schedule`). `hook` runs at every step (see `Hook`), with `extra` traced into
+    the program; what it returns at `keep_steps` (`select_steps`: None = all, () = none) comes back in `kept`.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                  height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
+    kept_steps = select_steps(keep_steps, num_inference_steps) if keep_steps is None or len(keep_steps) else ()
+    slots = np.full(num_inference_steps, -1, np.int32)
+    slots[list(kept_steps)] = np.arange(len(kept_steps))
+    dtype = jnp.dtype(dtype)
+    run = _compiled(modules(pipe), req.sched, req.guidance, dtype, hook, len(kept_steps))
+    images, lat, kept = run(params_for(pipe, dtype), extra, jnp.asarray(req.ids), req.noise, req.plan,
+                            jnp.asarray(slots))
+    return SampleOutput(images=np.asarray(images), latents=lat, kept=kept)
+
+
+def modules(pipe) -> Modules:
+    """The pipeline's modules: the jit cache key (see `Modules`)."""
+    return Modules(pipe.unet, pipe.text_encoder, pipe.vae)
+
+
+@functools.lru_cache(maxsize=16)
+def _params_cache(pipe, dtype):
+    return cast_params(pipe.params, dtype)
+
+
+def params_for(pipe, dtype):
+    """The pipeline's params in the compute dtype (cast once per pipeline and dtype)."""
+    dtype = jnp.dtype(dtype)
+    return pipe.params if dtype == jnp.float32 else _params_cache(pipe, dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(mods: Modules, sched, guidance, dtype, hook: Hook, n_keep: int):
+    """One jitted program: text encoder, the denoising scan with the hook, the hook's finish and the image decode.
+    Cached, so that every batch of a sweep reuses the compilation."""
+    mods = Modules(*(m.clone(dtype=dtype) for m in mods))
+
+    @jax.jit
+    def run(params, extra, ids, noise, plan, slots):
+        context = mods.text_encoder.apply({"params": params["text_encoder"]}, ids)
+        lat = noise * plan.init_noise_sigma
+        lat, kept = denoise(sched, plan, mods.unet, params["unet"], lat, context, guidance_scale=guidance,
+                            hook=hook, extra=extra, slots=slots, n_keep=n_keep)
+        if n_keep:
+            kept = hook.finish(mods, params, extra, kept)
+        return decode_to_uint8(mods.vae, params["vae"], lat), lat, kept
+
+    return run
+
+
+def read_prompts(prompts: str = "", prompts_file: str = "") -> list[str]:
+    """Prompts from a '|'-separated string or a file with one prompt per line (blank lines skipped)."""
+    text = Path(prompts_file).read_text().splitlines() if prompts_file else prompts.split("|")
+    out = [p.strip() for p in text if p.strip()]
+    if not out:
+        raise ValueError("no prompts: set --config.prompts='a|b' or --config.prompts_file")
+    return out

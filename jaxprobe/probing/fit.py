@@ -1,0 +1,153 @@
+"""Fit every probe of a sweep by SGD: the probes of a shape group are stacked and trained together, one jitted,
+`jax.vmap`-ed Optax step per batch and a `lax.scan` over the batches, so that an epoch is one device call. All
+probes of a group see the same per-epoch permutation of the images. Fits checkpoint per epoch (orbax) and resume
+bit-identically.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+
+from jaxprobe.probing.probes import (
+    KINDS,
+    Params,
+    ProbeId,
+    check_acts,
+    check_labels,
+    check_sweep,
+    group_probes,
+    init_probe,
+    prepare_targets,
+    probe_key,
+    probe_loss,
+    unstack,
+)
+from jaxprobe.validate import check_choice
+
+
+@flax.struct.dataclass
+class FitState:
+    """Training state of a group of G probes: every leaf of `params`/`opt_state` has a leading [G] axis."""
+    epoch: jax.Array  # int32 scalar: epochs completed
+    params: Params
+    opt_state: Any
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "task", "channels", "lr", "hidden"))
+def init_state(keys: jax.Array, kind: str, task: str, channels: int, *, lr: float = 1e-3,
+               hidden: int = 256) -> FitState:
+    """Stacked fresh probes and Adam states for the G probes of a group; keys [G] (one per probe)."""
+    params = jax.vmap(lambda k: init_probe(k, kind, task, channels, hidden=hidden))(keys)
+    return FitState(epoch=jnp.asarray(0, jnp.int32), params=params, opt_state=jax.vmap(optax.adam(lr).init)(params))
+
+
+@functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr"), donate_argnums=0)
+def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: str, batch_size: int = 4,
+              lr: float = 1e-3) -> tuple[FitState, jax.Array]:
+    """One epoch for a group, as one device call: x [N, G, h, w, C], target [N, ...] -> (state, mean loss [G]).
+
+    The images are shuffled by a permutation that depends only on (seed, epoch), shared by all probes. A last
+    partial batch is padded and masked, so its loss is the mean over its real images (PyTorch's drop_last=False).
+    """
+    n = x.shape[0]
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    perm = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), state.epoch), n)
+    idx = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)]).reshape(n_batches, batch_size)
+    weight = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)]).reshape(n_batches, batch_size)
+    optimizer = optax.adam(lr)
+
+    def step_one(params, opt_state, xb, tb, wb):
+        def loss_fn(p):
+            return jnp.sum(wb * probe_loss(p, xb, tb, task)) / jnp.sum(wb)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    step = jax.vmap(step_one, in_axes=(0, 0, 1, None, None))
+
+    def body(carry, batch):
+        bidx, wb = batch
+        params, opt_state, loss = step(*carry, x[bidx], target[bidx], wb)
+        return (params, opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(body, (state.params, state.opt_state), (idx, weight))
+    return FitState(epoch=state.epoch + 1, params=params, opt_state=opt_state), losses.mean(axis=0)
+
+
+def fit_group(x: jax.Array, labels, task: str, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
+              lr: float = 1e-3, seed: int = 0, label_mode: str = "upsample", hidden: int = 256,
+              keys: jax.Array | None = None, checkpoint_dir: str | Path | None = None,
+              stop_after_epoch: int | None = None) -> Params:
+    """Fit the G probes of one shape group at once: x [N, G, h, w, C], labels [N, H, W] -> params (leaves [G, ...]).
+
+    Args:
+      keys: [G] init keys, one per probe (only the MLP uses them); default fold_in(key(seed), g).
+      checkpoint_dir: if given, the state is saved there after every epoch (orbax) and a later call resumes from
+        the newest checkpoint; the result is bit-identical to an uninterrupted fit.
+      stop_after_epoch: stop once this many epochs are done (after checkpointing); simulates a kill in tests.
+    """
+    labels = check_labels(labels, task)
+    check_acts("activations", x, len(labels), group=True)
+    if keys is None:
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(x.shape[1]))
+    return _fit(x, labels, task, kind=kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                label_mode=label_mode, hidden=hidden, keys=keys, checkpoint_dir=checkpoint_dir,
+                stop_after_epoch=stop_after_epoch)
+
+
+def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hidden, keys, checkpoint_dir,
+         stop_after_epoch=None) -> Params:
+    """`fit_group` on already validated inputs."""
+    check_choice("probe kind", kind, KINDS)
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    target = prepare_targets(labels, x.shape[2:4], task, label_mode)
+    state = init_state(keys, kind, task, x.shape[-1], lr=lr, hidden=hidden)
+    mngr = None
+    if checkpoint_dir is not None:
+        mngr = ocp.CheckpointManager(Path(checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(
+            max_to_keep=2, enable_async_checkpointing=False))
+        if mngr.latest_step() is not None:
+            state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
+    last = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
+    for epoch in range(int(state.epoch), last):
+        state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr)
+        if mngr is not None:
+            mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
+    if mngr is not None:
+        mngr.wait_until_finished()
+        mngr.close()
+    return state.params
+
+
+
+
+def fit_sweep(acts: dict, labels, task: str, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
+              lr: float = 1e-3, seed: int = 0, label_mode: str = "upsample", hidden: int = 256,
+              checkpoint_dir: str | Path | None = None) -> dict[ProbeId, Params]:
+    """Fit one probe per (layer, step) of `acts` {layer: [N, S, h, w, C]} on labels [N, H, W].
+
+    Defaults are the paper's (linear, Adam lr 1e-3, 30 epochs, batch 4, upsampled predictions). Shape groups are
+    fit with `fit_group`; with `checkpoint_dir`, each group checkpoints into its own sub-directory.
+    Returns {(layer, step index): params of that probe}.
+    """
+    labels = check_labels(labels, task)
+    check_sweep(acts, labels)
+    fitted = {}
+    for ids, x in group_probes(acts):
+        sub = None if checkpoint_dir is None else Path(checkpoint_dir) / "group_{}x{}x{}".format(*x.shape[2:])
+        keys = jnp.stack([probe_key(seed, pid) for pid in ids])
+        stacked = _fit(x, labels, task, kind=kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       label_mode=label_mode, hidden=hidden, keys=keys, checkpoint_dir=sub)
+        fitted.update(unstack(ids, stacked))
+    return fitted
+
+

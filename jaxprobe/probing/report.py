@@ -1,0 +1,502 @@
+"""Probe-sweep scores -> the tables (results.csv, a JSON summary) and figures a researcher reads.
+
+Input everywhere is what `probes.evaluate_sweep` returns, `{(layer, step): {metric: per-image scores [N]}}`, with
+`step` the denoising step index (`with_denoising_steps` maps capture indices to it). Tables are long: one row per
+number, columns `COLUMNS`. Figures are drawn on bare `matplotlib.figure.Figure`s (Agg canvas, no pyplot global
+state, so sweeps can plot from threads) and written atomically through `jaxprobe.io`.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import textwrap
+from typing import Callable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxprobe import io
+from jaxprobe.probing import metrics, tasks
+from jaxprobe.probing.tasks import LOWER_IS_BETTER
+from jaxprobe.validate import check_choice
+
+COLUMNS = ("model", "task", "layer", "step", "split", "metric", "value")
+SPLITS = ("train", "test")
+REFERENCE_MODEL = "trained"
+
+Scores = Mapping[tuple[str, int], Mapping[str, np.ndarray]]
+
+
+def _direction(metric: str) -> str:
+    return "lower is better" if LOWER_IS_BETTER[metric] else "higher is better"
+
+
+def _better(metric: str):
+    """min or max, whichever picks the better of several values of `metric` (first one on ties)."""
+    return min if LOWER_IS_BETTER[metric] else max
+
+
+# ------------------------------------------------------------------------------------------------ layer names
+
+# A namer takes layer paths and returns {path: (tick-label-sized name, resolution level or None)} for the paths it
+# knows (level 0 = full resolution, growing towards the bottleneck). Studies register theirs (the scene study's
+# UNet/VAE names: `jaxprobe.scene.layers`); a path no namer knows is shown as it is.
+LayerNamer = Callable[[Sequence[str]], Mapping[str, tuple[str, int | None]]]
+_LAYER_NAMERS: list[LayerNamer] = []
+
+
+def register_layer_namer(namer: LayerNamer) -> None:
+    if namer not in _LAYER_NAMERS:
+        _LAYER_NAMERS.append(namer)
+
+
+def layer_names(layers: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+    """{path: (short name, resolution level)} from the first registered namer that knows each path."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for namer in _LAYER_NAMERS:
+        out.update({k: v for k, v in namer([l for l in layers if l not in out]).items() if k not in out})
+    return {l: out.get(l, (l, None)) for l in layers}
+
+
+def short_layer_name(path: str) -> str:
+    """A tick-label-sized name for a layer path (see `register_layer_namer`)."""
+    return layer_names([path])[path][0]
+
+
+def resolution_levels(layers: Sequence[str]) -> dict[str, int | None]:
+    """Resolution level of each layer (0 = full resolution), None where no namer knows one."""
+    return {l: level for l, (_, level) in layer_names(layers).items()}
+
+
+def _ordered(layers, layer_order: Sequence[str]) -> list[str]:
+    """`layers` in `layer_order`; layers it does not list (a baseline's own, e.g. the VAE's) follow, as first seen."""
+    present = list(dict.fromkeys(layers))
+    return [l for l in layer_order if l in present] + [l for l in present if l not in layer_order]
+
+
+# -------------------------------------------------------------------------------------------------- tables
+
+
+def with_denoising_steps(scores: Scores, steps: Sequence[int]) -> dict:
+    """Re-key `evaluate_sweep` output from capture indices to denoising steps: (layer, i) -> (layer, steps[i]).
+
+    `steps` is the `steps` list given to `capture_activations` (after `capture.select_steps`).
+    """
+    steps = [int(s) for s in steps]
+    out = {}
+    for (layer, i), per_metric in scores.items():
+        if not 0 <= i < len(steps):
+            raise ValueError(f"capture index {i} of layer {layer!r} is outside the {len(steps)} captured steps "
+                             f"{steps}")
+        out[(layer, steps[i])] = per_metric
+    return out
+
+
+def score_rows(scores: Scores, *, model: str, task: str, split: str) -> list[dict]:
+    """One row per (layer, step, metric): the mean over images. -> [{model, task, layer, step, split, metric,
+    value}], sorted by layer, step, metric so files diff cleanly."""
+    check_choice("split", split, SPLITS)
+    for what, v in (("model", model), ("task", task)):
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"{what} must be a non-empty string, got {v!r}")
+    if not scores:
+        raise ValueError(f"no scores for model {model!r}, task {task!r}: the scores dict is empty")
+    rows = []
+    for (layer, step), per_metric in sorted(scores.items()):
+        for metric, values in sorted(per_metric.items()):
+            check_choice("metric", metric, LOWER_IS_BETTER)
+            values = np.asarray(values, np.float64)
+            if values.ndim != 1 or values.size == 0:
+                raise ValueError(f"{metric} of ({layer!r}, {step}) must be per-image scores [N], N >= 1; got "
+                                 f"shape {values.shape}")
+            rows.append({"model": model, "task": task, "layer": layer, "step": int(step), "split": split,
+                         "metric": metric, "value": float(values.mean())})
+    return rows
+
+
+def write_results_csv(path, rows: Sequence[dict]) -> None:
+    """rows (`score_rows` output, any number of models/tasks concatenated) -> results.csv, written atomically."""
+    if not rows:
+        raise ValueError("no rows to write to results.csv")
+    for r in rows:
+        if set(r) != set(COLUMNS):
+            raise ValueError(f"a results row must have exactly the columns {', '.join(COLUMNS)}; got "
+                             f"{', '.join(r)}")
+    io.write_csv(path, list(rows), list(COLUMNS))
+
+
+def read_results_csv(path) -> list[dict]:
+    """results.csv -> rows with `step` as int and `value` as float (the types `score_rows` made)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path} has columns {reader.fieldnames}; results.csv needs exactly "
+                             f"{', '.join(COLUMNS)}")
+        return [{**r, "step": int(r["step"]), "value": float(r["value"])} for r in reader]
+
+
+# ------------------------------------------------------------------------------------------------- summary
+
+
+def _cell_values(scores: Scores, metric: str, where: str) -> dict[tuple[str, int], np.ndarray]:
+    """{(layer, step): per-image [N]} of one metric; every cell must hold it, for the same N images."""
+    if not scores:
+        raise ValueError(f"no scores for {where}")
+    cells = {}
+    for cell, per_metric in scores.items():
+        if metric not in per_metric:
+            raise ValueError(f"{where}: cell {cell} has no {metric!r} scores (has {', '.join(per_metric)})")
+        cells[cell] = np.asarray(per_metric[metric], np.float64)
+    sizes = {v.shape for v in cells.values()}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise ValueError(f"{where}: every cell needs per-image {metric} scores [N] for the same N; got shapes "
+                         f"{sorted(sizes)}")
+    return cells
+
+
+def _ci(values) -> dict:
+    mean, lo, hi = metrics.mean_ci(values)
+    return {"mean": float(mean), "ci95": [float(lo), float(hi)]}
+
+
+def how_early(curve: Mapping[int, float], metric: str, *, fraction: float = 0.9) -> dict:
+    """The first denoising step at which a layer reaches `fraction` of its final-step quality.
+
+    `curve` maps step -> mean score. Quality is the score itself when higher is better and its reciprocal when
+    lower is better, so step s qualifies when score(s) >= fraction * score(final) (Dice, IoU, accuracy) or
+    score(s) <= score(final) / fraction (RMSE: at most ~11% more error than at the final step, for 0.9). `final`
+    is the largest step in `curve`, so the answer always exists; it is the first qualifying step in step order,
+    even if a later step dips below again. Meant for the non-negative headline metrics.
+    -> {'step', 'value', 'final_step', 'final_value', 'fraction'}.
+    """
+    check_choice("metric", metric, LOWER_IS_BETTER)
+    if not curve:
+        raise ValueError("how_early needs a non-empty {step: score} curve")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    steps = sorted(curve)
+    final = curve[steps[-1]]
+    ok = (lambda v: v * fraction <= final) if LOWER_IS_BETTER[metric] else (lambda v: v >= fraction * final)
+    step = next(s for s in steps if ok(curve[s]))
+    return {"step": int(step), "value": float(curve[step]), "final_step": int(steps[-1]),
+            "final_value": float(final), "fraction": fraction}
+
+
+def _summarize_one(cells: dict, metric: str, layer_order: Sequence[str]) -> dict:
+    """Best cell, per-layer best over steps and 'how early' of one model on one task."""
+    layers = _ordered([l for l, _ in cells], layer_order)
+    order = [(l, s) for l in layers for s in sorted(s for m, s in cells if m == l)]
+    means = {c: float(cells[c].mean()) for c in order}
+    best = _better(metric)(order, key=means.get)
+    per_layer_cells = [_better(metric)([c for c in order if c[0] == l], key=means.get) for l in layers]
+    mean, lo, hi = metrics.mean_ci(np.stack([cells[c] for c in per_layer_cells]))  # one batched bootstrap
+    per_layer = [{"layer": l, "short": short_layer_name(l), "step": int(s), "mean": float(m),
+                  "ci95": [float(a), float(b)]} for (l, s), m, a, b in zip(per_layer_cells, mean, lo, hi)]
+    curve = {s: means[(l, s)] for l, s in order if l == best[0]}
+    return {"metric": metric, "direction": _direction(metric), "n_images": int(cells[best].size),
+            "best": {"layer": best[0], "short": short_layer_name(best[0]), "step": int(best[1]),
+                     **_ci(cells[best])},
+            "per_layer": per_layer,
+            "how_early": {"layer": best[0], **how_early(curve, metric)}}
+
+
+def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: str) -> dict:
+    """One baseline's entry of `summarize`'s 'gap' (see there): bootstrapping the per-image difference
+    resamples the images of both models jointly, which is the paired bootstrap."""
+    layer, step = cell
+    if cell in base:
+        other = cell
+    else:
+        at_step = [c for c in base if c[1] == step]
+        if not at_step:
+            raise ValueError(f"baseline {baseline!r} has no scores at step {step} (the {REFERENCE_MODEL} "
+                             f"model's best); its steps: {sorted({s for _, s in base})}")
+        other = _better(metric)(sorted(at_step), key=lambda c: base[c].mean())
+    if base[other].shape != ref[cell].shape:
+        raise ValueError(f"a paired gap needs the same images: {REFERENCE_MODEL} has {ref[cell].size} test "
+                         f"images, {baseline!r} has {base[other].size}")
+    sign = -1.0 if LOWER_IS_BETTER[metric] else 1.0
+    return {"layer": layer, "step": int(step), "baseline_layer": other[0],
+            "baseline_mean": float(base[other].mean()), **_ci(sign * (ref[cell] - base[other]))}
+
+
+def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, layer_order: Sequence[str]) -> dict:
+    """The JSON summary of a sweep: {model: {task: {...}}}, judged by each task's headline metric.
+
+    scores_by_model: {model: {task: evaluate_sweep scores keyed by (layer, denoising step)}}, test split.
+    Per model and task:
+      best       the best (layer, step) by the mean over images (first in layer_order, then step order, on
+                 ties), with mean and 95% percentile-bootstrap CI (`metrics.mean_ci`);
+      per_layer  for each layer (in layer_order; layers it lacks, e.g. the VAE's, after) its best step, mean, CI;
+      how_early  `how_early` on the best layer's curve over steps;
+      gap        (the 'trained' model only) {baseline: improvement at trained's best (layer, step) over the
+                 baseline's same cell, or, for a baseline without that layer (the VAE), over its best layer at
+                 that step}: mean of the per-image difference, signed so that > 0 means trained is better
+                 (baseline - trained for RMSE), with a 95% paired-bootstrap CI (images resampled jointly).
+    Tasks are looked up in `jaxprobe.probing.tasks` for their headline metric.
+    """
+    if not scores_by_model:
+        raise ValueError("summarize needs scores of at least one model")
+    cells = {}
+    for model, by_task in scores_by_model.items():
+        if not by_task:
+            raise ValueError(f"model {model!r} has no tasks")
+        for task, scores in by_task.items():
+            cells[model, task] = _cell_values(scores, tasks.get(task).headline, f"model {model!r}, task {task!r}")
+    summary = {model: {task: _summarize_one(cells[model, task], tasks.get(task).headline, layer_order)
+                       for task in by_task}
+               for model, by_task in scores_by_model.items()}
+    for task, entry in summary.get(REFERENCE_MODEL, {}).items():
+        best = (entry["best"]["layer"], entry["best"]["step"])
+        entry["gap"] = {m: _gap(cells[REFERENCE_MODEL, task], cells[m, task], best, tasks.get(task).headline, m)
+                        for m in scores_by_model if m != REFERENCE_MODEL and (m, task) in cells}
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- figures
+
+
+def _select(rows: Sequence[dict], task: str, metric: str, split: str) -> list[dict]:
+    """The rows of one task/metric/split; a clear error naming what the rows do hold otherwise."""
+    check_choice("metric", metric, LOWER_IS_BETTER)
+    if not rows:
+        raise ValueError("no rows to plot: the rows list is empty")
+    picked = [r for r in rows if r["task"] == task and r["metric"] == metric and r["split"] == split]
+    if not picked:
+        held = sorted({(r["task"], r["metric"], r["split"]) for r in rows})
+        raise ValueError(f"no rows for task {task!r}, metric {metric!r}, split {split!r}; the rows hold (task, "
+                         f"metric, split) = {held}")
+    return picked
+
+
+def _grid(rows: Sequence[dict], layers: Sequence[str], steps: Sequence[int]) -> np.ndarray:
+    """Values [len(layers), len(steps)] of one model's rows; NaN where a (layer, step) was not scored."""
+    li, si = {l: i for i, l in enumerate(layers)}, {s: i for i, s in enumerate(steps)}
+    out = np.full((len(layers), len(steps)), np.nan)
+    for r in rows:
+        out[li[r["layer"]], si[r["step"]]] = r["value"]
+    return out
+
+
+def _by_model(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["model"], []).append(r)
+    return out
+
+
+_REF_COLOURS = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:pink", "tab:cyan")  # dashed baselines
+
+
+def _save(fig: Figure, path) -> None:
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def _title(task: str, metric: str, split: str, what: str) -> str:
+    return f"{task}: {metric} ({_direction(metric)}) {what}, {split} split"
+
+
+def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
+                   models: Sequence[str] = ("trained", "randomized", "vae"), split: str = "test") -> None:
+    """One layer x step heatmap per model (stacked, sharing the step axis and one colour scale), cell values
+    printed; the colour map is flipped for lower-is-better metrics so that bright always means better. Models
+    absent from `rows` are left out; a baseline with one layer (the VAE) is a one-row panel."""
+    picked = _by_model(_select(rows, task, metric, split))
+    shown = [m for m in models if m in picked]
+    if not shown:
+        raise ValueError(f"none of the models {list(models)} has {task}/{metric} rows; rows hold models "
+                         f"{sorted(picked)}")
+    steps = sorted({r["step"] for m in shown for r in picked[m]})
+    layers = {m: _ordered([r["layer"] for r in picked[m]], layer_order) for m in shown}
+    grids = {m: _grid(picked[m], layers[m], steps) for m in shown}
+    vmin = min(np.nanmin(g) for g in grids.values())
+    vmax = max(np.nanmax(g) for g in grids.values())
+    cmap = "viridis_r" if LOWER_IS_BETTER[metric] else "viridis"
+    heights = [len(layers[m]) + 1.2 for m in shown]  # +1.2: room for each panel's title
+    fig = Figure(figsize=(1.0 + 0.55 * len(steps) + 1.6, 0.3 * sum(heights) + 1.2), layout="constrained")
+    axes = fig.subplots(len(shown), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+    for ax, m in zip(axes, shown):
+        g = grids[m]
+        im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(len(layers[m])), [short_layer_name(l) for l in layers[m]], fontsize=8)
+        ax.set_title(m, fontsize=10, loc="left")
+        ax.set_ylabel("layer")
+        mid = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(g):
+            if np.isfinite(v):  # dark text on the bright half of viridis, white on the dark half
+                bright = (v > mid) != LOWER_IS_BETTER[metric]
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if bright else "white")
+    axes[-1].set_xticks(range(len(steps)), [str(s) for s in steps], fontsize=8)
+    axes[-1].set_xlabel("denoising step")
+    fig.colorbar(im, ax=list(axes), label=f"{metric} ({_direction(metric)})", shrink=0.9)
+    fig.suptitle(_title(task, metric, split, "per layer and step"))
+    _save(fig, path)
+
+
+def _level_styles(layers: Sequence[str]) -> dict[str, dict]:
+    """Line style per layer: colour by resolution level (dark = full resolution, light = bottleneck), marker by
+    attention index within its block, solid for down/mid blocks and dotted for up blocks; grey for layers of
+    no UNet block."""
+    levels = resolution_levels(layers)
+    top = max([v for v in levels.values() if v is not None], default=0)
+    cmap = matplotlib.colormaps["plasma"]
+    styles = {}
+    for l in layers:
+        short = short_layer_name(l)
+        attn = re.search(r"\.a(\d+)", short)
+        styles[l] = {"color": "grey" if levels[l] is None else cmap(0.8 * levels[l] / max(top, 1)),
+                     "marker": "os^Dv"[int(attn[1]) % 5] if attn else "o",
+                     "linestyle": ":" if short.startswith("up") else "-"}
+    return styles
+
+
+def _best_per_step(rows: Sequence[dict], metric: str) -> tuple[list[int], list[float]]:
+    """A model's best value over its layers at each step -> (steps, values)."""
+    best: dict[int, float] = {}
+    for r in rows:
+        s = r["step"]
+        best[s] = r["value"] if s not in best else _better(metric)(best[s], r["value"])
+    steps = sorted(best)
+    return steps, [best[s] for s in steps]
+
+
+def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
+                  model: str = REFERENCE_MODEL, split: str = "test") -> None:
+    """`metric` vs denoising step, one line per layer of `model` (coloured by resolution level); every other
+    model in `rows` is one dashed reference line, its best layer at each step."""
+    picked = _by_model(_select(rows, task, metric, split))
+    if model not in picked:
+        raise ValueError(f"no {task}/{metric} rows of model {model!r}; rows hold models {sorted(picked)}")
+    layers = _ordered([r["layer"] for r in picked[model]], layer_order)
+    styles = _level_styles(layers)
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.subplots()
+    for l in layers:
+        pts = sorted((r["step"], r["value"]) for r in picked[model] if r["layer"] == l)
+        ax.plot(*zip(*pts), label=short_layer_name(l), markersize=4, linewidth=1.2, **styles[l])
+    for other, colour in zip([m for m in picked if m != model], _REF_COLOURS):
+        ax.plot(*_best_per_step(picked[other], metric), linestyle="--", color=colour, linewidth=1.8,
+                label=f"{other} (best layer per step)")
+    ax.set_xticks(sorted({r["step"] for rs in picked.values() for r in rs}))
+    ax.set_xlabel("denoising step")
+    ax.set_ylabel(f"{metric} ({_direction(metric)})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title=f"{model} layer",
+              title_fontsize=8, ncols=1 + len(layers) // 20)
+    ax.set_title(_title(task, metric, split, "vs step"))
+    _save(fig, path)
+
+
+def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
+                         step: int, split: str = "test") -> None:
+    """`metric` per layer (in `layer_order`) at one denoising step, one line per model. A model scored at a
+    single layer of `layer_order`, or at none (the VAE), is a dashed horizontal line at its best layer instead,
+    as long as some other model spans several layers. The bottleneck level is shaded."""
+    picked = {m: [r for r in rs if r["step"] == step]
+              for m, rs in _by_model(_select(rows, task, metric, split)).items()}
+    picked = {m: rs for m, rs in picked.items() if rs}
+    if not picked:
+        held = sorted({r["step"] for r in _select(rows, task, metric, split)})
+        raise ValueError(f"no {task}/{metric} rows at step {step}; steps present: {held}")
+    spans = {m: {r["layer"] for r in rs} & set(layer_order) for m, rs in picked.items()}
+    lines = [m for m in picked if len(spans[m]) > 1] or [m for m in picked if spans[m]]
+    if not lines:
+        raise ValueError(f"none of the layers in layer_order has {task}/{metric} rows at step {step}")
+    layers = [l for l in layer_order if any(l in spans[m] for m in lines)]
+    x = {l: i for i, l in enumerate(layers)}
+    fig = Figure(figsize=(max(6.0, 0.55 * len(layers) + 2.5), 4.5), layout="constrained")
+    ax = fig.subplots()
+    levels = resolution_levels(layers)
+    bottom = max([v for v in levels.values() if v is not None], default=None)
+    for l in layers:
+        if bottom is not None and levels[l] == bottom:
+            ax.axvspan(x[l] - 0.5, x[l] + 0.5, color="0.9", zorder=0)
+    for m in lines:
+        ax.plot(*zip(*sorted((x[r["layer"]], r["value"]) for r in picked[m] if r["layer"] in x)), marker="o",
+                label=m)
+    for m, colour in zip([m for m in picked if m not in lines], _REF_COLOURS):
+        ax.axhline(_better(metric)(r["value"] for r in picked[m]), linestyle="--", color=colour,
+                   label=f"{m} (best layer)")
+    ax.set_xticks(range(len(layers)), [short_layer_name(l) for l in layers], rotation=45, ha="right",
+                  fontsize=8)
+    ax.set_xlim(-0.5, len(layers) - 0.5)
+    ax.set_xlabel("layer (shaded: bottleneck)" if bottom is not None else "layer")
+    ax.set_ylabel(f"{metric} ({_direction(metric)})")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title(_title(task, metric, split, f"per layer at step {step}"))
+    _save(fig, path)
+
+
+def prediction_grid(path, images, true_mask, pred_mask, true_depth, pred_depth, *,
+                    titles: Sequence[str], suptitle: str | None = None) -> None:
+    """One row per image: image | true mask | predicted mask | true depth | predicted depth.
+
+    images uint8 [N, H, W, 3]; masks [N, h, w] (nonzero = salient); depths [N, h', w'] (z-scored). The two
+    depth maps of a row share one colour scale (with a colourbar) so they can be compared; `titles` [N] (e.g.
+    the prompts) label the rows; `suptitle` can say which probes predicted (e.g. 'saliency: up3.a0 step 4').
+    """
+    images = _check_images(images)
+    maps = {"true mask": true_mask, "predicted mask": pred_mask, "true depth": true_depth,
+            "predicted depth": pred_depth}
+    maps = {k: np.asarray(v) for k, v in maps.items()}
+    n = len(images)
+    for k, v in maps.items():
+        if v.ndim != 3 or len(v) != n:
+            raise ValueError(f"{k} must be [N={n}, H, W], got shape {v.shape}")
+    _check_titles(titles, n)
+    fig = Figure(figsize=(12.5, 2.6 * n + 0.4), layout="constrained")
+    axes = fig.subplots(n, 5, squeeze=False)
+    for i in range(n):
+        lo = min(maps["true depth"][i].min(), maps["predicted depth"][i].min())
+        hi = max(maps["true depth"][i].max(), maps["predicted depth"][i].max())
+        axes[i, 0].imshow(images[i])
+        for ax, k in zip(axes[i, 1:3], ("true mask", "predicted mask")):
+            ax.imshow(maps[k][i] != 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for ax, k in zip(axes[i, 3:], ("true depth", "predicted depth")):
+            im = ax.imshow(maps[k][i], cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(im, ax=axes[i, 3:].tolist(), shrink=0.8, label="depth (z)")
+        axes[i, 0].set_ylabel(_wrap(titles[i]), fontsize=8)
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(["image", *maps][j], fontsize=10)
+    if suptitle:
+        fig.suptitle(suptitle)
+    _save(fig, path)
+
+
+def samples_figure(path, images, captions: Sequence[str], *, columns: int = 4) -> None:
+    """Generated images uint8 [N, H, W, 3] in a grid, each under its (wrapped) caption [N]."""
+    images = _check_images(images)
+    _check_titles(captions, len(images))
+    cols = min(columns, len(images))
+    rows = -(-len(images) // cols)
+    fig = Figure(figsize=(2.6 * cols, 2.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, caption in zip(axes, images, captions):
+        ax.imshow(image)
+        ax.set_title(_wrap(caption), fontsize=8)
+    _save(fig, path)
+
+
+def _check_images(images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
+        raise ValueError(f"images must be uint8 [N, H, W, 3] with N >= 1, got {images.dtype} {images.shape}")
+    return images
+
+
+def _check_titles(titles: Sequence[str], n: int) -> None:
+    if len(titles) != n:
+        raise ValueError(f"titles must hold one title per image ({n}), got {len(titles)}")
+
+
+def _wrap(text) -> str:
+    return "\n".join(textwrap.wrap(str(text), 30))

@@ -1,0 +1,86 @@
+"""Fitted probes as artifacts other jobs load (the intervention edits activations against them).
+
+One safetensors file per (model, task) of a sweep, tensors keyed `<layer>|<denoising step>|<param path>` (e.g.
+`up_blocks_1/attentions_0/transformer_blocks_0/attn1/to_out_0|4|kernel`), and in its metadata the probe kind and
+the config the probes were fitted with (JSON). `load` returns {(layer, step): params} ready for
+`probes.apply_probe` / `probes.predict`. No pickle: parameters are plain float32 arrays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import traverse_util
+
+from jaxprobe import io
+
+FORMAT = "jaxprobe.probes/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedProbes:
+    """Probes of one model and task: {(layer path, denoising step): params}, their kind ('linear', 'mlp',
+    'ridge') and `meta`, the JSON-serialisable config they were fitted with."""
+
+    model: str
+    task: str
+    kind: str
+    probes: dict[tuple[str, int], Any]
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(layer for layer, _ in self.probes))
+
+    def steps(self, layer: str) -> list[int]:
+        return [s for l, s in self.probes if l == layer]
+
+
+def path_for(directory, model: str, task: str) -> Path:
+    """Where a sweep keeps the probes of (model, task): `<directory>/<model>_<task>.safetensors`."""
+    return Path(directory) / f"{model}_{task}.safetensors"
+
+
+def save(path, saved: SavedProbes) -> None:
+    """Write `saved` to one safetensors file, atomically."""
+    tensors = {}
+    for (layer, step), params in saved.probes.items():
+        if "|" in layer:
+            raise ValueError(f"layer path {layer!r} contains '|', which separates the parts of a probe key")
+        for keys, value in traverse_util.flatten_dict(params).items():
+            tensors[f"{layer}|{int(step)}|{'/'.join(keys)}"] = np.ascontiguousarray(np.asarray(value, np.float32))
+    if not tensors:
+        raise ValueError(f"no probes to save for model {saved.model!r}, task {saved.task!r}")
+    metadata = {"format": FORMAT, "model": saved.model, "task": saved.task, "kind": saved.kind,
+                "layers": json.dumps(saved.layers()),
+                "meta": json.dumps(saved.meta, sort_keys=True, default=io.jsonable)}
+    with io.atomic_path(path) as tmp:
+        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+
+
+def load(path) -> SavedProbes:
+    """Probes written by `save` (e.g. `path_for(<sweep workdir>/probes, 'trained', 'saliency')`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved probes at {path.absolute()}")
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        tensors = safetensors.numpy.load_file(path)
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise ValueError(f"{path} is not a readable safetensors file of probes: {e}") from e
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} holds no jaxprobe probes (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    flat: dict[tuple[str, int], dict] = {}
+    for key, value in tensors.items():
+        layer, step, param = key.split("|")
+        flat.setdefault((layer, int(step)), {})[tuple(param.split("/"))] = value
+    order = {layer: i for i, layer in enumerate(json.loads(metadata["layers"]))}  # safetensors sorts its keys
+    probes = {k: traverse_util.unflatten_dict(v) for k, v in sorted(flat.items(), key=lambda kv: (order[kv[0][0]],
+                                                                                                   kv[0][1]))}
+    return SavedProbes(model=metadata["model"], task=metadata["task"], kind=metadata["kind"], probes=probes,
+                       meta=json.loads(metadata["meta"]))

@@ -1,0 +1,188 @@
+"""Record UNet activations at chosen layers and steps from ONE jit-compiled sampling pass.
+
+Layers are selected by diffusers-style path patterns (`jaxprobe.hooks.select_layers`). Capture is a sampling
+`Hook`: at every step it records the selected layers of the CFG batch's conditional half, optionally runs the
+randomized-weight UNet on the same conditional inputs, and the sampler keeps only the selected steps.
+
+- `capture_activations` / `capture_sweep`: generate images and capture the trained UNet, optionally also the
+  randomized-weight UNet on the very same inputs and the VAE decoder on each step's predicted x0 (`baselines`).
+- `capture_encoded`: real images encoded by the VAE and noised to each selected step's noise level (exact labels).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe import hooks
+from jaxprobe.diffusion import sampling, schedulers
+from jaxprobe.scene import baselines
+
+# The paper's probe sites: every self-attention output before the residual add (16 in SD v1).
+DEFAULT_LAYERS = ("*attn1/to_out_0",)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureHook(sampling.Hook):
+    """Record `paths` of the conditional CFG half at each step (cast to `store_dtype`); with `randomized`, also
+    the same layers of the UNet with `extra`'s permuted params on the same conditional inputs; with `vae`, keep
+    each step's predicted x0 and decode it (after the scan) capturing `baselines.VAE_LAYER`."""
+
+    paths: tuple[str, ...]
+    store_dtype: jnp.dtype | None = None
+    randomized: bool = False
+    vae: bool = False
+
+    @property
+    def keep_x0(self):
+        return self.vae
+
+    def step(self, unet, params, extra, lat_in, t, context, i, b):
+        pred, acts = hooks.apply(unet, params, lat_in, t, context, record=self.paths)
+        kept = {"acts": {k: v[-b:] for k, v in acts.items()}}
+        if self.randomized:  # the same conditional inputs; only its captured layers are computed (XLA drops the rest)
+            kept["randomized"] = hooks.apply(unet, extra, lat_in[-b:], t[-b:], context[-b:], record=self.paths)[1]
+        return pred, {k: {n: _store(a, self.store_dtype) for n, a in v.items()} for k, v in kept.items()}
+
+    def finish(self, modules, params, extra, kept):
+        out = dict(kept["aux"])
+        if self.vae:  # one selected step at a time: [S, B, h, w, c] -> {layer: [S, B, H', W', C']}
+            acts = jax.lax.map(lambda z: baselines.vae_decoder_activations(modules.vae, params["vae"], z),
+                               jnp.swapaxes(kept["x0"], 0, 1))
+            out["vae"] = {k: _store(jnp.swapaxes(v, 0, 1), self.store_dtype) for k, v in acts.items()}
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureResult:
+    """One sampling pass. images uint8 [B,H,W,3]; acts {layer: [B,S,h,w,C]} (conditional CFG half, S selected
+    steps in the requested order); randomized: the same layers of the randomized-weight UNet on the same inputs,
+    or None; vae {VAE layer: [B,S,H',W',C']} of the decoder on each selected step's predicted x0, or None;
+    latents [B,h,w,c] final (UNet space, as `sampling.SampleOutput.latents`)."""
+
+    images: np.ndarray
+    acts: dict[str, jax.Array]
+    randomized: dict[str, jax.Array] | None
+    vae: dict[str, jax.Array] | None
+    latents: jax.Array
+
+
+def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5,
+                  num_inference_steps=15, scheduler="lms", store_dtype=None, randomized_seed: int | None = None,
+                  vae_baseline: bool = False, dtype=jnp.float32, height=None, width=None, latents=None,
+                  negative_prompt: str = "") -> CaptureResult:
+    """Generate images and capture the trained UNet (and optionally both baselines) in ONE jitted pass.
+
+    Sampling is exactly `sampling.sample` with the same arguments (the trained UNet's prediction drives it).
+    `randomized_seed`: also run `baselines.randomize_params(unet params, randomized_seed)` on the trained
+    model's conditional UNet inputs (x_t, t, text) at every step and capture the same layers. `vae_baseline`:
+    decode each selected step's predicted x0 and capture `baselines.VAE_LAYER`. `store_dtype` (e.g. bf16) is
+    the dtype the activations are kept in.
+    """
+    dtype = jnp.dtype(dtype)
+    hook = CaptureHook(paths=hooks.select_layers(pipe.unet, layers),
+                       store_dtype=None if store_dtype is None else jnp.dtype(store_dtype),
+                       randomized=randomized_seed is not None, vae=vae_baseline)
+    out = sampling.sample(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          seed=seed, height=height, width=width, scheduler=scheduler, dtype=dtype, latents=latents,
+                          negative_prompt=negative_prompt, hook=hook,
+                          extra=None if randomized_seed is None else _randomized_params(pipe, randomized_seed, dtype),
+                          keep_steps=sampling.select_steps(steps, num_inference_steps))
+    latent_hw = out.latents.shape[1:3]
+    spatial = {kind: {k: hooks.to_spatial(v, latent_hw) if v.ndim == 4 else v for k, v in acts.items()}
+               for kind, acts in out.kept.items()}
+    for kind, acts in spatial.items():
+        hooks.check_finite(acts, f"{kind} activations")
+    return CaptureResult(images=out.images, acts=spatial["acts"], randomized=spatial.get("randomized"),
+                         vae=spatial.get("vae"), latents=out.latents)
+
+
+def capture_activations(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5,
+                        num_inference_steps=15, scheduler="lms", store_dtype=None, **sample_kw):
+    """Generate images and capture activations in one pass (`capture_sweep` without baselines).
+
+    `sample_kw`: dtype, height, width, latents, negative_prompt as in `sampling.sample`.
+    Returns:
+      (images uint8 [B,H,W,3], {layer path: array [B, n_steps, h, w, C]}) for the conditional CFG half.
+    """
+    out = capture_sweep(pipe, prompts, layers=layers, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                        num_inference_steps=num_inference_steps, scheduler=scheduler, store_dtype=store_dtype,
+                        **sample_kw)
+    return out.images, out.acts
+
+
+def _store(x: jax.Array, store_dtype) -> jax.Array:
+    return x if store_dtype is None else x.astype(store_dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _randomized_params(pipe, seed, dtype):
+    """The randomized UNet's params, permuted once per (pipeline, seed) and cast to the compute dtype."""
+    params = baselines.randomize_params(pipe.params["unet"], seed)
+    return params if dtype == jnp.float32 else sampling.cast_params(params, dtype)
+
+
+def randomized_pipeline(pipe, seed: int):
+    """The same pipeline with the UNet's weights permuted (the paper's randomized baseline; for encoded mode, where
+    `capture_encoded` runs it like any pipeline)."""
+    return dataclasses.replace(pipe, params={**pipe.params, "unet": _randomized_params(pipe, seed, jnp.float32)})
+
+
+def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, num_inference_steps=15,
+                    scheduler="lms", store_dtype=None) -> dict[str, jax.Array]:
+    """Capture the UNet on real images noised to each selected step's level (labels of the images stay exact).
+
+    images uint8 [B,H,W,3] are VAE-encoded (posterior mean x scaling_factor); for each selected step k the latent
+    is noised with `add_noise` to the scheduler's t_k (one unit noise per image, from seed + k or seed[k], shared
+    by all steps), scaled with `scale_model_input` as in sampling, and the UNet is applied once on the conditional text
+    embedding only (no CFG). One jit, `lax.map` over the steps.
+    Returns {layer: [B, S, h, w, C]}.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} {images.shape}")
+    if len(prompts) != images.shape[0]:
+        raise ValueError(f"{len(prompts)} prompts for {images.shape[0]} images")
+    sampling.check_size(pipe, images.shape[1], images.shape[2])
+    paths = hooks.select_layers(pipe.unet, layers)
+    step_idx = sampling.select_steps(steps, num_inference_steps)
+    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
+    plan = sched.set_timesteps(num_inference_steps)
+    f = pipe.vae_scale_factor
+    latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
+    seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} images")
+    noise = sampling.initial_noise(seeds, latent_shape)
+    run = _compiled_encoded(sampling.modules(pipe), sched, paths, None if store_dtype is None else jnp.dtype(store_dtype))
+    acts = run(pipe.params, jnp.asarray(pipe.tokenize(prompts)), jnp.asarray(images), noise, plan,
+               jnp.asarray(step_idx, jnp.int32))
+    acts = {k: hooks.to_spatial(v, latent_shape[:2]) if v.ndim == 4 else v for k, v in acts.items()}
+    hooks.check_finite(acts, "encoded-mode activations")
+    return acts
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_encoded(modules, sched, paths, store_dtype):
+    unet, text, vae = modules
+
+    @jax.jit
+    def run(params, ids, images, noise, plan, steps):
+        context = text.apply({"params": params["text_encoder"]}, ids)
+        x = images.astype(jnp.float32) / 255.0 * 2.0 - 1.0  # diffusers' VaeImageProcessor normalisation
+        mean, _ = vae.apply({"params": params["vae"]}, x, method="encode")
+        clean = mean * vae.config.scaling_factor
+
+        def one(k):
+            lat_in = sched.scale_model_input(plan, sched.add_noise(plan, clean, noise, k), k)
+            t = jnp.broadcast_to(plan.timesteps[k], (lat_in.shape[0],))
+            acts = hooks.apply(unet, params["unet"], lat_in, t, context, record=paths)[1]
+            return {name: _store(a, store_dtype) for name, a in acts.items()}
+
+        return {k: jnp.swapaxes(v, 0, 1) for k, v in jax.lax.map(one, steps).items()}  # [S, B, ...] -> [B, S, ...]
+
+    return run

@@ -1,0 +1,295 @@
+"""The scene-probing sweep, as one resumable job: data -> capture -> probes -> metrics -> report.
+
+1. Data: prompts and images. `generated` (the paper): prompts are toy-world captions (or a prompts file), images are
+   the model's own samples, labels come from the labelers (the paper uses a saliency net and MiDaS). `encoded`:
+   real toy-world scenes with exact labels, encoded by the VAE and noised to each step's t_k.
+2. Capture: ONE sampling pass per batch records every selected layer at every selected step, for the trained UNet
+   and (same inputs, permuted weights) the randomized one, plus the VAE-decoder baseline on each step's predicted x0.
+   Batches go to an on-disk `ActivationStore` as they finish; a rerun skips the batches already written.
+3. Probes: every (layer, step) probe of a model and task is fit with `fit.fit_sweep` (vmapped, checkpointed per
+   epoch) or `ridge.fit_ridge_sweep`; the fitted probes go to probes/<model>_<task>.safetensors
+   (`jaxprobe.probing.saved`), per-image scores to scores/, so a rerun skips finished units.
+4. Report: `results.csv` (model,task,layer,step,split,metric,value), `summary.json`, figures.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxprobe import hooks, io
+from jaxprobe.diffusion import sampling
+from jaxprobe.models import load_pipeline
+from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
+from jaxprobe.scene import capture, labels
+from jaxprobe.scene import tasks as scene_tasks
+
+MODELS = ("trained", "randomized", "vae")
+DATA_MODES = ("generated", "encoded")
+TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
+PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
+VAE_LAYER = "decoder/mid_block/attentions_0"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """What the probes learn from: prompts, and (encoded mode) the real images with their exact labels."""
+
+    prompts: list[str]
+    images: np.ndarray | None = None  # uint8 [N, H, W, 3], encoded mode only
+    salient: np.ndarray | None = None  # bool [N, H, W]
+    depth: np.ndarray | None = None  # float32 [N, H, W], raw depth (z-scored later with train statistics)
+
+
+def _check(c) -> None:
+    if c.data not in DATA_MODES:
+        raise ValueError(f"config.data={c.data!r}; valid: {', '.join(DATA_MODES)}")
+    bad = [m for m in c.models if m not in MODELS]
+    if bad:
+        raise ValueError(f"config.models has {bad}; valid: {', '.join(MODELS)}")
+    bad = [t for t in c.tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"config.tasks has {bad}; valid: {', '.join(TASKS)}")
+    if c.probe.kind not in PROBE_KINDS:
+        raise ValueError(f"config.probe.kind={c.probe.kind!r}; valid: {', '.join(PROBE_KINDS)}")
+    if c.num_train < 1 or c.num_test < 1:
+        raise ValueError(f"empty split: num_train={c.num_train}, num_test={c.num_test} (both must be >= 1)")
+    if c.data == "encoded" and "vae" in c.models:
+        raise ValueError("the VAE baseline decodes each sampling step's predicted x0, so it needs data='generated'; "
+                         "drop 'vae' from config.models for encoded data")
+
+
+def make_dataset(c) -> Dataset:
+    """Prompts (toy-world captions, or a prompts file) and, for encoded data, the scenes with exact labels."""
+    from jaxprobe.toy.world import render
+    n = c.num_train + c.num_test
+    prompts = None
+    if c.prompts_file:
+        prompts = [p.strip() for p in Path(c.prompts_file).read_text().splitlines() if p.strip()]
+        if len(prompts) < n:
+            raise ValueError(f"{c.prompts_file} has {len(prompts)} prompts; num_train + num_test = {n}")
+        prompts = prompts[:n]
+        if c.data == "generated":
+            return Dataset(prompts=prompts)
+    seeds = range(c.scene_seed_offset, c.scene_seed_offset + n)
+    if c.data == "generated":  # captions only: no need to render
+        return Dataset(prompts=[render.sample_scene(s).caption for s in seeds])
+    scenes = render.render_batch(list(seeds), c.resolution)
+    return Dataset(prompts=prompts or list(scenes["caption"]), images=scenes["rgb"], salient=scenes["salient"],
+                   depth=scenes["depth"])
+
+
+def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> None:
+    """Fill the store batch by batch (chunk k holds images k*B .. k*B+B-1); finished chunks are skipped."""
+    n, b = len(data.prompts), c.batch_size
+    layers = hooks.select_layers(pipe.unet, list(c.layers))
+    steps = list(c.steps) if len(c.steps) else None
+    chunks = range(math.ceil(n / b))
+    todo = [k for k in chunks if not act_store.has_chunk(k)]
+    random_pipe = None
+    if c.data == "encoded" and "randomized" in c.models and todo:
+        random_pipe = capture.randomized_pipeline(pipe, c.randomized_seed)
+    for k in tqdm(todo, desc="capture", unit="batch", initial=len(chunks) - len(todo), total=len(chunks)):
+        lo, hi = k * b, min(n, k * b + b)
+        seeds = [c.seed + i for i in range(lo, hi)]
+        arrays = {}
+        if c.data == "generated":
+            out = capture.capture_sweep(
+                pipe, data.prompts[lo:hi], layers=layers, steps=steps, seed=seeds, guidance_scale=c.guidance_scale,
+                num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype),
+                randomized_seed=c.randomized_seed if "randomized" in c.models else None,
+                vae_baseline="vae" in c.models)
+            arrays["images"] = out.images
+            groups = {"trained": out.acts, "randomized": out.randomized, "vae": out.vae}
+        else:
+            groups = {"trained": capture.capture_encoded(
+                pipe, data.images[lo:hi], data.prompts[lo:hi], layers=layers, steps=steps, seed=seeds,
+                num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype))}
+            if "randomized" in c.models:
+                groups["randomized"] = capture.capture_encoded(
+                    random_pipe, data.images[lo:hi], data.prompts[lo:hi],
+                    layers=layers, steps=steps, seed=seeds, num_inference_steps=c.num_inference_steps,
+                    scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype))
+        for model, acts in groups.items():
+            if model in c.models:
+                arrays.update({f"{model}/{layer}": np.asarray(a) for layer, a in acts.items()})
+        act_store.write_chunk(k, arrays, {"prompts": data.prompts[lo:hi], "seeds": seeds})
+
+
+def labels_for(c, data: Dataset, act_store: store.ActivationStore) -> dict[str, np.ndarray]:
+    """{'saliency': bool [N,H,W], 'depth': float32 [N,H,W] z-scored with the train split's global mean/std}: exact
+    for encoded scenes, else from the user's files or the labelers run on the generated images."""
+    if data.salient is not None:
+        salient, depth = data.salient, data.depth
+    elif c.labels_dir:
+        salient, depth = labels.from_files(Path(c.labels_dir), len(data.prompts))
+    else:
+        salient, depth = labels.from_labelers(c.labelers_dir, act_store.read("images"))
+    return labels.prepare(salient, depth, c.num_train)
+
+
+def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: dict, layers: Sequence[str],
+                  steps: Sequence[int]) -> None:
+    """Fit and score every (model, task) unit not already scored; scores go to scores/<model>_<task>_<split>.npz,
+    keyed by (layer, denoising step)."""
+    n = c.num_train + c.num_test
+    train, test = np.arange(c.num_train), np.arange(c.num_train, n)
+    units = [(m, t) for m in c.models for t in c.tasks]
+    for model, task in tqdm(units, desc="probes", unit="fit"):
+        if all(_scores_path(workdir, model, task, s).exists() for s in ("train", "test")):
+            continue
+        names = [VAE_LAYER] if model == "vae" else list(layers)
+        acts = {layer: act_store.read(f"{model}/{layer}") for layer in names}
+        p, train_acts = c.probe, {k: np.asarray(v[train]) for k, v in acts.items()}
+        if p.kind == "ridge":  # lambda per probe on a seeded fifth of the train split
+            fitted, _ = ridge.fit_ridge_sweep(train_acts, labels[task][train], task, seed=p.seed)
+        else:
+            fitted = fit.fit_sweep(train_acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
+                                   batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
+                                   hidden=p.hidden,
+                                   checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
+        saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
+            model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
+            meta=json.loads((workdir / "config.json").read_text())))
+        for split, idx in (("train", train), ("test", test)):
+            scores = probes.evaluate_sweep(fitted, {k: np.asarray(v[idx]) for k, v in acts.items()},
+                                           labels[task][idx], task)
+            _save_scores(_scores_path(workdir, model, task, split), report.with_denoising_steps(scores, steps))
+        if model == "trained":
+            _save_predictions(workdir, task, fitted, acts, test, labels[task][test], steps)
+
+
+def _scores_path(workdir: Path, model: str, task: str, split: str) -> Path:
+    return workdir / "scores" / f"{model}_{task}_{split}.npz"
+
+
+def _save_scores(path: Path, scores: dict) -> None:
+    """{(layer, step): {metric: [N]}} -> npz with keys 'layer|step|metric' (no pickle)."""
+    flat = {f"{layer}|{step}|{m}": v for (layer, step), ms in scores.items() for m, v in ms.items()}
+    with io.atomic_path(path) as tmp:
+        np.savez(tmp, **flat)
+
+
+def load_scores(path: Path) -> dict:
+    scores: dict = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            layer, step, m = key.split("|")
+            scores.setdefault((layer, int(step)), {})[m] = data[key]
+    return scores
+
+
+def _save_predictions(workdir, task, fitted, acts, test, truth, steps) -> None:
+    """The best trained probe's test predictions for the figure grid (first images of the test split)."""
+    scores = load_scores(_scores_path(workdir, "trained", task, "test"))
+    metric = tasks.get(task).headline
+    pick = min if report.LOWER_IS_BETTER[metric] else max
+    layer, step = pick(scores, key=lambda k: float(np.mean(scores[k][metric])))
+    index = list(steps).index(step)
+    k = test[:8]
+    x = jnp.asarray(np.asarray(acts[layer][k, index], np.float32))
+    pred = probes.predict(fitted[(layer, index)], x, truth.shape[1:])
+    with io.atomic_path(workdir / "scores" / f"best_{task}.npz") as tmp:
+        np.savez(tmp, pred=np.asarray(pred), truth=truth[:len(k)], index=k, layer=np.str_(layer), step=step)
+
+
+def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Sequence[str], data: Dataset) -> dict:
+    """results.csv, summary.json and the figures, from the saved per-image scores."""
+    rows, by_model = [], {}
+    for model in c.models:
+        for task in c.tasks:
+            for split in ("train", "test"):
+                scores = load_scores(_scores_path(workdir, model, task, split))
+                rows += report.score_rows(scores, model=model, task=task, split=split)
+                if split == "test":
+                    by_model.setdefault(model, {})[task] = scores
+    report.write_results_csv(workdir / "results.csv", rows)
+    order = list(layers) + ([VAE_LAYER] if "vae" in c.models else [])
+    summary = report.summarize(by_model, layer_order=order)
+    io.write_json(workdir / "summary.json", {"config": c.to_dict(), "summary": summary})
+    test_rows = [r for r in rows if r["split"] == "test"]
+    figs = workdir / "figures"
+    for task in c.tasks:
+        metric = tasks.get(task).headline
+        report.heatmap_figure(test_rows, task, metric, figs / f"heatmap_{task}_{metric}.png", layer_order=order,
+                              models=tuple(c.models))
+        report.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
+        report.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
+                                    step=0)
+    _prediction_figure(c, workdir, act_store, data, figs / "predictions.png")
+    return summary
+
+
+def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
+    best = {t: np.load(workdir / "scores" / f"best_{t}.npz", allow_pickle=False) for t in c.tasks}
+    if set(best) != {"saliency", "depth"}:
+        return
+    idx = best["saliency"]["index"]
+    images = data.images[idx] if data.images is not None else act_store.read("images")[idx]
+    report.prediction_grid(path, images, best["saliency"]["truth"], best["saliency"]["pred"],
+                           best["depth"]["truth"], best["depth"]["pred"],
+                           titles=[data.prompts[i] for i in idx],
+                           suptitle=" | ".join(f"{t}: {report.short_layer_name(str(best[t]['layer']))} step "
+                                               f"{int(best[t]['step'])}" for t in ("saliency", "depth")))
+
+
+def run(c, workdir) -> dict:
+    """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped."""
+    _check(c)
+    pipe = load_pipeline(c.pipeline_dir)
+    layers = hooks.select_layers(pipe.unet, list(c.layers))
+    steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_same_config(c, workdir)
+    data = make_dataset(c)
+    act_store = store.ActivationStore(workdir / "activations")
+    capture_all(c, pipe, data, act_store)
+    labels = labels_for(c, data, act_store)
+    fit_and_score(c, workdir, act_store, labels, layers, steps)
+    return write_report(c, workdir, act_store, layers, data)
+
+
+def headline(summary: dict) -> list[str]:
+    """One line per (task, model): the best cell and, for the trained model, the gap to each baseline."""
+    lines = []
+    for model, by_task in summary.items():
+        for task, s in by_task.items():
+            b = s["best"]
+            line = (f"{task:8s} {model:10s} best {s['metric']} {b['mean']:.3f} "
+                    f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] at {b['short']} step {b['step']}")
+            for base, g in s.get("gap", {}).items():
+                line += f"; better than {base} by {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+            lines.append(line)
+    return lines
+
+
+def weights_fingerprint(*directories) -> str:
+    """sha256 of every weight and config file (*.safetensors, *.json) under the given directories ("" = none):
+    two sweeps with the same config but retrained weights must not share a workdir."""
+    digest = hashlib.sha256()
+    for directory in filter(None, directories):
+        for f in sorted(p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".json")):
+            digest.update(str(f.relative_to(directory)).encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_same_config(c, workdir: Path) -> None:
+    """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
+    results."""
+    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir, c.labelers_dir)},
+                     kind="sweep")
+
+
+def _dtype(name: str):
+    return None if name in ("", "float32") else jnp.dtype(name)

@@ -1,0 +1,92 @@
+"""A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch.
+
+`tiny_pipeline()` initialises jaxprobe's own Flax UNet, VAE and CLIP text encoder at toy sizes (16x16 images, a
+character-level tokenizer) and returns a `Pipeline` in seconds, with no download. It is saved in the diffusers
+layout, so `diffusers.StableDiffusionPipeline.from_pretrained` loads the same directory (the parity tests compare
+the two). The architecture mirrors the diffusers-built reference in tests/tiny_sd.py; Flax's default init is not
+PyTorch's, so its weights (and images) are random in a different way, but sampling from them stays finite.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import string
+import tempfile
+from pathlib import Path
+
+import jax
+
+from jaxprobe.models import load
+from jaxprobe.models.pipeline import (
+    Pipeline,
+    load_pipeline,
+    load_tokenizer,
+    save_pipeline,
+)
+
+SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
+CHARS = list(string.ascii_lowercase + string.digits + ",.!?'-")
+VOCAB_SIZE = 2 * len(CHARS) + len(SPECIALS)
+MAX_LENGTH = 32
+
+UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
+    "block_out_channels": [32, 64], "layers_per_block": 2, "norm_num_groups": 32, "cross_attention_dim": 32,
+    "attention_head_dim": 4, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"]}
+"""diffusers UNet2DConditionModel config.json of the tiny UNet (8x8x4 latents, two levels, 4 attention heads)."""
+
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "block_out_channels": [32, 64], "in_channels": 3, "out_channels": 3,
+    "latent_channels": 4, "norm_num_groups": 32, "layers_per_block": 1, "sample_size": 32,
+    "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}
+"""diffusers AutoencoderKL config.json of the tiny VAE (factor 2: 16x16 images from 8x8 latents)."""
+
+TEXT_ENCODER_CONFIG = {
+    "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "vocab_size": VOCAB_SIZE,
+    "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 3,
+    "max_position_embeddings": MAX_LENGTH, "layer_norm_eps": 1e-5, "hidden_act": "quick_gelu",
+    "bos_token_id": VOCAB_SIZE - 2, "eos_token_id": VOCAB_SIZE - 1, "pad_token_id": VOCAB_SIZE - 1}
+"""transformers CLIPTextModel config.json of the tiny text encoder (width 32 = the UNet's cross_attention_dim)."""
+
+SCHEDULER_CONFIG = {
+    "_class_name": "LMSDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
+    "timestep_spacing": "linspace"}
+"""diffusers scheduler_config.json: LMS with SD v1's scaled_linear betas."""
+
+
+def write_char_tokenizer(directory, max_length: int = MAX_LENGTH) -> int:
+    """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(CHARS + [c + "</w>" for c in CHARS] + SPECIALS)}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": max_length, "bos_token": SPECIALS[0], "eos_token": SPECIALS[1],
+        "unk_token": SPECIALS[1], "pad_token": SPECIALS[1], "tokenizer_class": "CLIPTokenizer"}))
+    return len(vocab)
+
+
+# Init runs once per process and its compile (threefry + erfinv for every kernel) is what costs; XLA -O0 cuts it 2-3x.
+@functools.partial(jax.jit, static_argnums=0, compiler_options={"xla_backend_optimization_level": 0})
+def init_params(module, key):
+    """Flax default-initialised params of `module` (a jaxprobe UNet, VAE or text encoder) from `key`."""
+    return module.init(key, *module.dummy_inputs())["params"]
+
+
+def tiny_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
+    """A random tiny SD pipeline (Flax init from `seed`), saved to `directory` (atomically; a temp dir if None)
+    and loaded back from it, so the result is exactly what diffusers would load from that directory."""
+    keys = jax.random.split(jax.random.key(seed), 3)
+    modules = {"unet": load.build_unet(UNET_CONFIG), "vae": load.build_vae(VAE_CONFIG),
+               "text_encoder": load.build_text_encoder(TEXT_ENCODER_CONFIG)}
+    params = {name: init_params(m, k) for (name, m), k in zip(modules.items(), keys)}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_char_tokenizer(Path(tmp) / "tokenizer")
+        pipe = Pipeline(**modules, tokenizer=load_tokenizer(Path(tmp) / "tokenizer"),
+                        scheduler_config=dict(SCHEDULER_CONFIG), params=params)
+        target = Path(tmp) / "pipeline" if directory is None else directory
+        save_pipeline(target, pipe)
+        return load_pipeline(target)

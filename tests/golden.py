@@ -1,0 +1,23 @@
+"""results.csv files that jaxprobe wrote before the move to one hooked sampler and the study layout (commit
+70e26cb), kept in tests/scene/golden/: the refactor must not change a number."""
+import csv
+from pathlib import Path
+
+import numpy as np
+
+GOLDEN = Path(__file__).parent / "scene" / "golden"
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_matches_golden(rows, name):
+    """Every key column exactly, values to 1e-6 (bit-identical here; the tolerance only lets XLA:CPU order a
+    reduction differently on another CPU)."""
+    golden = read_csv(GOLDEN / name)
+    keys = [c for c in golden[0] if c != "value"]
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in golden]
+    np.testing.assert_allclose([float(r["value"]) for r in rows], [float(r["value"]) for r in golden],
+                               rtol=0, atol=1e-6)

@@ -1,0 +1,99 @@
+"""Metrics on hand-made cases whose answers are worked out by hand in the comments."""
+import numpy as np
+import pytest
+
+from jaxprobe.probing import metrics
+
+# 2x3 masks: pred has 3 pixels, true has 2, they share 1.
+PRED = np.array([[1, 1, 0], [0, 1, 0]], bool)
+TRUE = np.array([[1, 0, 0], [0, 0, 1]], bool)
+
+
+def test_dice_iou_hand_computed():
+    # Dice = 2*1 / (3 + 2) = 0.4; IoU = 1 / |union| = 1 / 4.
+    assert metrics.dice(PRED[None], TRUE[None]) == pytest.approx([0.4])
+    assert metrics.iou(PRED[None], TRUE[None]) == pytest.approx([0.25])
+    # Identical masks score 1, disjoint ones 0.
+    assert metrics.dice(TRUE[None], TRUE[None]) == pytest.approx([1.0])
+    assert metrics.iou(~TRUE[None], TRUE[None]) == pytest.approx([0.0])
+
+
+def test_dice_iou_empty_masks():
+    empty = np.zeros((1, 2, 3), bool)
+    assert metrics.dice(empty, empty) == pytest.approx([1.0])  # both empty: defined as a perfect match
+    assert metrics.iou(empty, empty) == pytest.approx([1.0])
+    assert metrics.dice(empty, TRUE[None]) == pytest.approx([0.0])  # one empty: nothing overlaps
+    assert metrics.dice(TRUE[None], empty) == pytest.approx([0.0])
+
+
+def test_metrics_broadcast_over_probes():
+    """pred [P, N, H, W] vs true [N, H, W] -> [P, N], equal to scoring each (probe, image) alone."""
+    rng = np.random.default_rng(0)
+    pred, true = rng.random((3, 4, 5, 6)) < 0.5, rng.random((4, 5, 6)) < 0.5
+    depth_p, depth_t = rng.normal(size=(3, 4, 5, 6)), rng.normal(size=(4, 5, 6))
+    for fn, p, t in [(metrics.dice, pred, true), (metrics.iou, pred, true), (metrics.accuracy, pred, true),
+                     (metrics.rmse, depth_p, depth_t), (metrics.pearson, depth_p, depth_t),
+                     (metrics.spearman, depth_p, depth_t)]:
+        out = fn(p, t)
+        assert out.shape == (3, 4)
+        loop = [[fn(p[i, j][None], t[j][None])[0] for j in range(4)] for i in range(3)]
+        np.testing.assert_allclose(out, loop, rtol=1e-12, err_msg=fn.__name__)
+
+
+def test_accuracy():
+    # PRED and TRUE differ at (0,1), (1,1), (1,2): 3 of 6 pixels agree.
+    assert metrics.accuracy(PRED[None], TRUE[None]) == pytest.approx([0.5])
+    # Per-image labels with axis=(): correctness per image.
+    np.testing.assert_array_equal(metrics.accuracy(np.array([1, 0, 2]), np.array([1, 1, 2]), axis=()), [1, 0, 1])
+
+
+def test_rmse_hand_computed():
+    pred = np.array([[[0.0, 1.0], [2.0, 3.0]]])
+    true = np.array([[[1.0, 1.0], [2.0, 0.0]]])
+    # errors 1, 0, 0, 3 -> mean square 10/4 -> sqrt(2.5)
+    assert metrics.rmse(pred, true) == pytest.approx([np.sqrt(2.5)])
+
+
+def test_pearson_spearman():
+    x = np.arange(1.0, 7.0).reshape(1, 2, 3)
+    assert metrics.pearson(2 * x + 1, x) == pytest.approx([1.0])
+    assert metrics.pearson(-x, x) == pytest.approx([-1.0])
+    # A monotone but non-linear map keeps Spearman at 1 while Pearson drops below 1.
+    assert metrics.spearman(np.exp(3 * x), x) == pytest.approx([1.0])
+    assert metrics.pearson(np.exp(3 * x), x)[0] < 0.9
+    # Ties: pred (1, 1, 2) ranks (1.5, 1.5, 3); true (1, 2, 3) ranks (1, 2, 3).
+    # Centred: (-0.5, -0.5, 1) . (-1, 0, 1) = 1.5; norms sqrt(1.5) and sqrt(2) -> 1.5 / sqrt(3) = sqrt(3)/2.
+    assert metrics.spearman(np.array([[[1.0, 1.0, 2.0]]]), np.array([[[1.0, 2.0, 3.0]]])) == pytest.approx(
+        [np.sqrt(3) / 2])
+
+
+def test_zscore_and_depth_stats():
+    depth = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # mean 4, population std sqrt(5)
+    mean, std = metrics.depth_stats(depth)
+    assert (mean, std) == pytest.approx((4.0, np.sqrt(5.0)))
+    z = metrics.zscore(depth, mean, std)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z, (depth - 4.0) / np.sqrt(5.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="standard deviation"):
+        metrics.zscore(depth, 0.0, 0.0)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.depth_stats(np.zeros((0, 2, 2)))
+
+
+def test_mean_ci():
+    mean, lo, hi = metrics.mean_ci(np.full(10, 0.7))
+    assert (mean, lo, hi) == pytest.approx((0.7, 0.7, 0.7))  # degenerate sample: no spread
+    # Normal sample: the 95% interval of the mean is about mean +- 1.96 * s / sqrt(n).
+    values = np.random.default_rng(1).normal(3.0, 2.0, size=400)
+    mean, lo, hi = metrics.mean_ci(values, n_resamples=4000)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
+    assert mean == pytest.approx(values.mean())
+    assert lo == pytest.approx(mean - half, abs=0.1 * half) and hi == pytest.approx(mean + half, abs=0.1 * half)
+    assert metrics.mean_ci(values, n_resamples=500) == metrics.mean_ci(values, n_resamples=500)  # fixed seed
+    # Vectorised over leading axes: each row on its own.
+    rows = np.stack([values, values + 1.0])
+    m2, lo2, hi2 = metrics.mean_ci(rows, n_resamples=500)
+    assert m2.shape == lo2.shape == hi2.shape == (2,)
+    np.testing.assert_allclose(hi2 - lo2, hi2[0] - lo2[0], rtol=0.2)
+    with pytest.raises(ValueError, match="N >= 1"):
+        metrics.mean_ci(np.zeros(0))

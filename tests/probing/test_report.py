@@ -1,0 +1,262 @@
+"""report.py on synthetic sweeps built so that every answer (best cell, gap, 'how early') is known in advance."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxprobe.scene  # noqa: F401  (registers the scene tasks and UNet layer names)
+from jaxprobe.probing import report, tasks
+
+# The paper's 16 probe sites in SD v1 (diffusers order): 2+2+2 down, 1 mid, 3+3+3 up.
+SD_LAYERS = tuple(
+    [f"down_blocks_{i}/attentions_{j}/transformer_blocks_0/attn1/to_out_0" for i in range(3) for j in range(2)]
+    + ["mid_block/attentions_0/transformer_blocks_0/attn1/to_out_0"]
+    + [f"up_blocks_{i}/attentions_{j}/transformer_blocks_0/attn1/to_out_0" for i in (1, 2, 3) for j in range(3)])
+VAE_LAYER = "decoder/mid_block/attentions_0"
+STEPS = (0, 2, 4, 8, 14)  # a non-contiguous capture, as with --config.steps
+N = 40
+
+
+def _per_image(mean: float, rng, spread: float = 0.05) -> np.ndarray:
+    """[N] scores whose mean is exactly `mean`."""
+    noise = spread * rng.normal(size=N)
+    return mean + noise - noise.mean()
+
+
+def _sweep(task: str, layers, quality, seed: int = 0) -> dict:
+    """evaluate_sweep-shaped scores whose per-cell means are given by quality(layer index, step) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for li, layer in enumerate(layers):
+        for s in STEPS:
+            q = quality(li, s)
+            out[(layer, s)] = ({"dice": _per_image(q, rng), "iou": _per_image(q / (2 - q), rng)}
+                               if task == "saliency" else
+                               {"rmse": _per_image(1.0 - 0.5 * q, rng), "spearman": _per_image(0.8 * q, rng),
+                                "pearson": _per_image(0.8 * q, rng)})
+    return out
+
+
+def _rising(scale: float):
+    """Quality rising over steps, lowest at the mid (bottleneck) layer: a curve shaped like the paper's."""
+    return lambda li, s: scale * (1 - np.exp(-(s + 1) / 3)) * (0.7 if li == 6 else 1.0 - 0.01 * li)
+
+
+@pytest.fixture(scope="module")
+def sweep_rows():
+    """Rows of a trained / randomized / VAE sweep on both tasks."""
+    by_model = {"trained": (SD_LAYERS, 0.9), "randomized": (SD_LAYERS, 0.4), "vae": ((VAE_LAYER,), 0.6)}
+    return [row for model, (layers, scale) in by_model.items() for task in ("saliency", "depth")
+            for row in report.score_rows(_sweep(task, layers, _rising(scale)), model=model, task=task,
+                                         split="test")]
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_short_layer_names_of_the_16_sd_layers():
+    names = [report.short_layer_name(l) for l in SD_LAYERS]
+    assert len(set(names)) == 16
+    assert names[0] == "down0.a0" and names[6] == "mid" and names[-1] == "up3.a2" and names[7] == "up1.a0"
+    assert all(len(n) <= 8 for n in names)
+    # diffusers' dotted names give the same labels; the VAE's mid attention and a non-default site are distinct.
+    dotted = "up_blocks.3.attentions.2.transformer_blocks.0.attn1.to_out.0"
+    assert report.short_layer_name(dotted) == "up3.a2"
+    assert report.short_layer_name(VAE_LAYER) == "dec.mid"
+    assert report.short_layer_name("up_blocks_1/attentions_0/transformer_blocks_0/attn2/to_out_0") == "up1.a0.attn2"
+
+
+def test_resolution_levels_follow_the_unet():
+    # SD v1 at 512^2: down0/up3 64x64 (level 0), down1/up2 32x32, down2/up1 16x16, mid 8x8 (level 3).
+    levels = report.resolution_levels(SD_LAYERS + (VAE_LAYER,))
+    by_short = {report.short_layer_name(l): v for l, v in levels.items()}
+    assert by_short["down0.a1"] == by_short["up3.a0"] == 0
+    assert by_short["down1.a0"] == by_short["up2.a2"] == 1
+    assert by_short["down2.a1"] == by_short["up1.a1"] == 2
+    assert by_short["mid"] == 3
+    assert by_short["dec.mid"] is None
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def test_rows_round_trip_through_csv(tmp_path, sweep_rows):
+    path = tmp_path / "results.csv"
+    report.write_results_csv(path, sweep_rows)
+    assert path.read_text().splitlines()[0] == "model,task,layer,step,split,metric,value"
+    back = report.read_results_csv(path)
+    assert back == sweep_rows  # steps come back as int, values as the same float
+    assert all(isinstance(r["step"], int) for r in back)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temp file left behind
+
+
+def test_score_rows_are_means_over_images():
+    rng = np.random.default_rng(1)
+    dice = rng.random(7)
+    rows = report.score_rows({(SD_LAYERS[0], 3): {"dice": dice}}, model="trained", task="saliency",
+                             split="train")
+    assert rows == [{"model": "trained", "task": "saliency", "layer": SD_LAYERS[0], "step": 3, "split": "train",
+                     "metric": "dice", "value": pytest.approx(dice.mean())}]
+
+
+def test_with_denoising_steps_rekeys_capture_indices():
+    scores = {("a", 0): {"dice": np.ones(2)}, ("a", 1): {"dice": np.zeros(2)}}
+    out = report.with_denoising_steps(scores, [3, 9])
+    assert set(out) == {("a", 3), ("a", 9)} and out[("a", 9)] is scores[("a", 1)]
+    with pytest.raises(ValueError, match="outside the 1 captured steps"):
+        report.with_denoising_steps(scores, [3])
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def test_summary_picks_the_known_best_cell_and_respects_direction():
+    best_layer, best_step = 8, 8  # up1.a1 at step 8, clearly better than every other cell
+    by_step = {0: 0.0, 2: 0.02, 4: 0.08, 8: 0.04, 14: 0.06}  # otherwise step 4 is every layer's best
+
+    def quality(li, s):
+        return 0.9 if (li, s) == (best_layer, best_step) else 0.5 + by_step[s] + 0.001 * li
+
+    scores = {"trained": {"saliency": _sweep("saliency", SD_LAYERS, quality),
+                          "depth": _sweep("depth", SD_LAYERS, quality)}}
+    summary = report.summarize(scores, layer_order=SD_LAYERS)
+    json.dumps(summary)  # plain JSON types throughout
+    for task, metric, mean in (("saliency", "dice", 0.9), ("depth", "rmse", 1.0 - 0.5 * 0.9)):
+        entry = summary["trained"][task]
+        assert entry["metric"] == metric
+        # For rmse the best is the LOWEST mean (the highest would be a different cell).
+        assert (entry["best"]["layer"], entry["best"]["step"]) == (SD_LAYERS[best_layer], best_step), task
+        assert entry["best"]["short"] == "up1.a1"
+        assert entry["best"]["mean"] == pytest.approx(mean)
+        lo, hi = entry["best"]["ci95"]
+        assert lo < mean < hi
+        # Per layer, in layer_order: the best layer's best step is 8, every other layer's is 4.
+        assert [p["layer"] for p in entry["per_layer"]] == list(SD_LAYERS)
+        assert [p["step"] for p in entry["per_layer"]] == [best_step if i == best_layer else 4 for i in range(16)]
+        assert entry["gap"] == {}  # no baselines given
+
+
+def test_summary_orders_the_vae_layer_after_layer_order():
+    scores = {"vae": {"depth": _sweep("depth", (VAE_LAYER,), _rising(0.6))}}
+    entry = report.summarize(scores, layer_order=SD_LAYERS)["vae"]["depth"]
+    assert [p["short"] for p in entry["per_layer"]] == ["dec.mid"]
+    assert entry["best"]["step"] == STEPS[-1]  # the rising curve is best at the last step
+
+
+@pytest.mark.parametrize("task", ["saliency", "depth"])
+def test_paired_gap_contains_the_true_difference(task):
+    """trained = baseline + delta per image, plus small noise; images vary a lot, which pairing cancels."""
+    rng = np.random.default_rng(2)
+    metric = tasks.get(task).headline
+    cell = (SD_LAYERS[3], 4)
+    base = np.clip(0.5 + 0.2 * rng.normal(size=N), 0.05, 0.95)  # wide spread between images
+    for delta in (0.0, 0.05):
+        noise = 0.01 * rng.normal(size=N)
+        # rmse: trained better = lower, so subtract; the reported improvement is then +delta in both tasks.
+        trained = base + delta + noise if metric == "dice" else base - delta + noise
+        scores = {"trained": {task: {cell: {metric: trained}}},
+                  "randomized": {task: {cell: {metric: base}}},
+                  "vae": {task: {(VAE_LAYER, 4): {metric: base}, (VAE_LAYER, 14): {metric: base + 1}}}}
+        gaps = report.summarize(scores, layer_order=SD_LAYERS)["trained"][task]["gap"]
+        for baseline, gap in gaps.items():
+            lo, hi = gap["ci95"]
+            assert lo <= delta <= hi, (baseline, delta, lo, hi)
+            assert gap["baseline_mean"] == pytest.approx(base.mean())
+            if delta > 0:
+                assert lo > 0  # 0.05 at 0.01 per-image noise is far outside the paired interval
+                # ... although the unpaired spread (0.2 / sqrt(N) ~ 0.03) would not have shown it clearly.
+        assert gaps["vae"]["baseline_layer"] == VAE_LAYER and gaps["vae"]["step"] == 4
+
+
+def test_how_early_known_steps():
+    # dice: 90% of the final 0.9 is 0.81; step 2 (0.80) misses it, step 4 (0.85) is the first to reach it.
+    assert report.how_early({0: 0.5, 2: 0.80, 4: 0.85, 8: 0.88, 14: 0.9}, "dice")["step"] == 4
+    # rmse: quality = 1/rmse, so the bar is 0.5 / 0.9 = 0.556; step 2 (0.56) misses it, step 3 (0.52) does not.
+    got = report.how_early({4: 0.5, 0: 1.0, 1: 0.7, 2: 0.56, 3: 0.52}, "rmse")
+    assert (got["step"], got["final_step"], got["final_value"]) == (3, 4, 0.5)
+    # Already there at the first step.
+    assert report.how_early({0: 0.95, 5: 0.9}, "dice")["step"] == 0
+
+
+def test_summary_how_early_follows_the_best_layer():
+    # Layer up3.a0 is best; its curve reaches 90% of its final value at step 4, the others only at step 14.
+    target, curve = 13, {0: 0.2, 2: 0.5, 4: 0.83, 8: 0.88, 14: 0.9}
+
+    def quality(li, s):
+        return curve[s] if li == target else 0.3 + 0.03 * s
+
+    entry = report.summarize({"trained": {"saliency": _sweep("saliency", SD_LAYERS, quality)}},
+                             layer_order=SD_LAYERS)["trained"]["saliency"]
+    assert entry["how_early"]["layer"] == SD_LAYERS[target]
+    assert entry["how_early"]["step"] == 4
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _assert_png(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size[0] > 0 and im.size[1] > 0
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # the atomic temp file is gone
+
+
+@pytest.mark.parametrize("task, metric", [("saliency", "dice"), ("depth", "rmse")])
+def test_sweep_figures_write_pngs(tmp_path, sweep_rows, task, metric):
+    report.heatmap_figure(sweep_rows, task, metric, tmp_path / "heat.png", layer_order=SD_LAYERS)
+    report.curves_figure(sweep_rows, task, metric, tmp_path / "curves.png", layer_order=SD_LAYERS)
+    # layer_order may list the VAE's layer too (the sweep does): it stays a reference line, not an x position.
+    report.layer_profile_figure(sweep_rows, task, metric, tmp_path / "profile.png",
+                                layer_order=SD_LAYERS + (VAE_LAYER,), step=2)
+    for name in ("heat.png", "curves.png", "profile.png"):
+        _assert_png(tmp_path / name)
+
+
+def test_image_grids_write_pngs(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 2
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    mask = rng.random((n, 16, 16)) > 0.5
+    depth = rng.normal(size=(n, 16, 16))
+    report.prediction_grid(tmp_path / "grid.png", images, mask, ~mask, depth, depth + 0.1,
+                           titles=["a red car in the snow", "a dog"], suptitle="saliency: up3.a0 step 4")
+    _assert_png(tmp_path / "grid.png")
+    report.samples_figure(tmp_path / "samples.png", images, ["a red car in the snow", "a dog"])
+    _assert_png(tmp_path / "samples.png")
+    with pytest.raises(ValueError, match="one title per image"):
+        report.prediction_grid(tmp_path / "bad.png", images, mask, mask, depth, depth, titles=["one"])
+    with pytest.raises(ValueError, match="uint8"):
+        report.prediction_grid(tmp_path / "bad.png", images.astype(float), mask, mask, depth, depth,
+                               titles=["a", "b"])
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises_clear_errors(tmp_path, sweep_rows):
+    one = {(SD_LAYERS[0], 0): {"dice": np.ones(3)}}
+    with pytest.raises(ValueError, match="unknown metric 'Dice'.*dice"):
+        report.score_rows({(SD_LAYERS[0], 0): {"Dice": np.ones(3)}}, model="trained", task="saliency",
+                          split="test")
+    with pytest.raises(ValueError, match="unknown split 'val'; valid choices: train, test"):
+        report.score_rows(one, model="trained", task="saliency", split="val")
+    with pytest.raises(ValueError, match="scores dict is empty"):
+        report.score_rows({}, model="trained", task="saliency", split="test")
+    with pytest.raises(ValueError, match="unknown task 'normals'; valid choices: saliency, depth"):
+        report.summarize({"trained": {"normals": one}}, layer_order=SD_LAYERS)
+    with pytest.raises(ValueError, match="no rows to write"):
+        report.write_results_csv(tmp_path / "r.csv", [])
+    (tmp_path / "bad.csv").write_text("model,task,layer,step,value\n")
+    with pytest.raises(ValueError, match="needs exactly model, task, layer, step, split, metric, value"):
+        report.read_results_csv(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="rows list is empty"):
+        report.heatmap_figure([], "saliency", "dice", tmp_path / "h.png", layer_order=SD_LAYERS)
+    with pytest.raises(ValueError, match="unknown metric 'mse'"):
+        report.curves_figure(sweep_rows, "depth", "mse", tmp_path / "c.png", layer_order=SD_LAYERS)
+    with pytest.raises(ValueError, match="no rows for task 'normals'"):
+        report.heatmap_figure(sweep_rows, "normals", "rmse", tmp_path / "h.png", layer_order=SD_LAYERS)
+    with pytest.raises(ValueError, match="steps present: \\[0, 2, 4, 8, 14\\]"):
+        report.layer_profile_figure(sweep_rows, "depth", "rmse", tmp_path / "p.png", layer_order=SD_LAYERS,
+                                    step=5)
+    assert not list(tmp_path.glob("*.png"))  # nothing half-written

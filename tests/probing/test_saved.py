@@ -1,0 +1,55 @@
+"""Fitted probes as artifacts: the saved file loads back to the very probes (linear, MLP, ridge), in order."""
+import jax
+import numpy as np
+import pytest
+
+import jaxprobe.scene  # noqa: F401  (registers the saliency and depth tasks)
+from jaxprobe.probing import fit, probes, ridge, saved
+
+N, C = 12, 8
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    acts = {"b/layer": rng.normal(size=(N, 2, 4, 4, C)).astype(np.float32),  # call order b, a: not alphabetical
+            "a/layer": rng.normal(size=(N, 1, 2, 2, C)).astype(np.float32)}
+    return acts, {"saliency": rng.random((N, 8, 8)) < 0.4, "depth": rng.normal(size=(N, 8, 8)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "ridge"])
+def test_saved_probes_round_trip_to_identical_predictions(data, tmp_path, kind):
+    acts, labels = data
+    for task in ("saliency", "depth"):
+        if kind == "ridge":
+            fitted, _ = ridge.fit_ridge_sweep(acts, labels[task], task, seed=0)
+        else:
+            fitted = fit.fit_sweep(acts, labels[task], task, kind=kind, epochs=2, hidden=16)
+        steps = (3, 9)  # capture index -> denoising step
+        original = saved.SavedProbes(model="trained", task=task, kind=kind,
+                                     probes={(layer, steps[i]): p for (layer, i), p in fitted.items()},
+                                     meta={"probe": {"kind": kind, "lr": 1e-3}, "steps": steps})
+        path = saved.path_for(tmp_path, "trained", task)
+        saved.save(path, original)
+        back = saved.load(path)
+        assert (back.model, back.task, back.kind) == ("trained", task, kind)
+        assert back.meta == {"probe": {"kind": kind, "lr": 1e-3}, "steps": [3, 9]}
+        assert list(back.probes) == [("b/layer", 3), ("b/layer", 9), ("a/layer", 3)]  # saved order, not sorted
+        assert back.layers() == ["b/layer", "a/layer"] and back.steps("b/layer") == [3, 9]
+        for (layer, i), params in fitted.items():
+            loaded = back.probes[(layer, steps[i])]
+            assert jax.tree.structure(loaded) == jax.tree.structure(params)
+            jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
+            x = jax.numpy.asarray(acts[layer][:, i])
+            np.testing.assert_array_equal(np.asarray(probes.predict(loaded, x, (8, 8))),
+                                          np.asarray(probes.predict(params, x, (8, 8))))
+
+
+def test_bad_probe_files_are_refused_with_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved probes"):
+        saved.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError, match="junk.safetensors"):
+        saved.load(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="no probes to save"):
+        saved.save(tmp_path / "empty.safetensors", saved.SavedProbes("trained", "depth", "linear", {}))

@@ -1,0 +1,250 @@
+"""Capture from one sampling pass, its baselines and the on-disk store, against diffusers PyTorch hooks and direct
+Flax applies. One capture_sweep (all steps, randomized + VAE baselines) serves most tests: compilation dominates."""
+import dataclasses
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+from tiny_sd import build_torch_pipeline
+
+from jaxprobe import hooks
+from jaxprobe.diffusion import sampling, schedulers
+from jaxprobe.models import convert, load_pipeline
+from jaxprobe.probing import store
+from jaxprobe.scene import baselines, capture
+
+PROMPTS = ["a red sphere", "two blue cubes on a floor"]
+STEPS = 4
+RANDOM_SEED = 7
+B = len(PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_sd")
+    torch_pipe = build_torch_pipeline(directory)  # LMS, as capture's default
+    torch_pipe.set_progress_bar_config(disable=True)
+    return torch_pipe, load_pipeline(directory)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return sampling.initial_noise([3, 4], (8, 8, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class InputsHook(sampling.Hook):
+    """The plain UNet call, also keeping its inputs (lat_in, t, context) and x0 at every step."""
+
+    keep_x0 = True
+
+    def step(self, unet, params, extra, lat_in, t, context, i, b):
+        return unet.apply({"params": params}, lat_in, t, context), (lat_in, t, context)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, noise):
+    """The plain sampler with a hook that records what the UNet was given: {'aux': inputs [B', S, ...], 'x0'}."""
+    out = sampling.sample(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise, hook=InputsHook(),
+                          keep_steps=None)
+    aux = tuple(np.swapaxes(np.asarray(a), 0, 1) for a in out.kept["aux"])  # [S, B', ...]
+    return dataclasses.replace(out, kept={"aux": aux, "x0": np.swapaxes(np.asarray(out.kept["x0"]), 0, 1)})
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny, noise):
+    return capture.capture_sweep(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise,
+                                 randomized_seed=RANDOM_SEED, vae_baseline=True)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="method")
+def _apply(module, params, *args, method=None):
+    """One plain jitted apply -> (output, {path: every recorded submodule output}), independent of capture.py."""
+    out, state = module.apply({"params": params}, *args, method=method, capture_intermediates=True,
+                              mutable=["intermediates"])
+    flat = traverse_util.flatten_dict(state["intermediates"])
+    return out, {"/".join(k[:-1]): v[0] for k, v in flat.items() if k[-1] == "__call__"}
+
+
+def test_capture_leaves_the_sample_unchanged(reference, sweep):
+    np.testing.assert_allclose(np.asarray(sweep.latents), np.asarray(reference.latents), atol=1e-5, rtol=0)
+    assert np.abs(sweep.images.astype(int) - reference.images.astype(int)).max() <= 1
+
+
+def test_attn1_outputs_match_diffusers_forward_hooks(tiny, noise, sweep):
+    torch_pipe, pipe = tiny
+    recorded, handles = {}, []
+    for name, module in torch_pipe.unet.named_modules():
+        if name.endswith("attn1.to_out.0"):
+            path = "/".join(convert.torch_key_to_path(name))
+            recorded[path] = []
+            handles.append(module.register_forward_hook(
+                lambda m, args, out, key=path: recorded[key].append(out[out.shape[0] // 2:].numpy())))
+    try:
+        with torch.no_grad():
+            torch_pipe(PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, output_type="latent",
+                       latents=torch.from_numpy(np.asarray(noise).transpose(0, 3, 1, 2).copy()))
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(recorded) == set(sweep.acts) == set(hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS))
+    assert len(recorded) == 6
+    for path, per_step in recorded.items():
+        ours = np.asarray(sweep.acts[path])
+        assert ours.shape[:2] == (B, STEPS) and len(per_step) == STEPS
+        theirs = np.stack(per_step, axis=1).reshape(ours.shape)  # [B, S, h*w, C], row-major tokens
+        assert np.abs(theirs).max() > 0.1  # the tolerance below is meaningful
+        np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0, err_msg=path)
+
+
+def test_selected_steps_are_those_of_the_full_capture_in_bf16(tiny, noise, sweep):
+    images, acts = capture.capture_activations(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise,
+                                               steps=[0, 2, -1], store_dtype=jnp.bfloat16)
+    np.testing.assert_array_equal(images, sweep.images)
+    for path, full in sweep.acts.items():
+        assert acts[path].dtype == jnp.bfloat16
+        want = np.asarray(full)[:, [0, 2, STEPS - 1]]
+        assert acts[path].shape == want.shape
+        # bf16 keeps 8 significant bits: relative rounding error <= 2**-9.
+        np.testing.assert_allclose(np.asarray(acts[path], np.float32), want, rtol=2 ** -8, atol=1e-30)
+
+
+def test_encoded_mode_equals_a_direct_unet_apply(tiny, sweep):
+    pipe = tiny[1]
+    images, steps = sweep.images, [3, 1]
+    acts = capture.capture_encoded(pipe, images, PROMPTS, steps=steps, seed=[5, 6], num_inference_steps=STEPS)
+    (mean, _), _ = _apply(pipe.vae, pipe.params["vae"], images / 255.0 * 2 - 1, method="encode")
+    clean = mean * pipe.vae.config.scaling_factor
+    eps = sampling.initial_noise([5, 6], clean.shape[1:])
+    context, _ = _apply(pipe.text_encoder, pipe.params["text_encoder"], pipe.tokenize(PROMPTS))
+    sched = schedulers.get_scheduler("lms", pipe.scheduler_config)
+    plan = sched.set_timesteps(STEPS)
+    for s, k in enumerate(steps):
+        x = sched.scale_model_input(plan, sched.add_noise(plan, clean, eps, k), k)
+        _, direct = _apply(pipe.unet, pipe.params["unet"], x, jnp.full((B,), plan.timesteps[k]), context)
+        for path, got in acts.items():
+            assert got.shape[:2] == (B, len(steps))
+            np.testing.assert_allclose(np.asarray(got[:, s]), np.asarray(direct[path]).reshape(got[:, s].shape),
+                                       atol=1e-5, rtol=1e-5, err_msg=f"{path} step {k}")
+
+
+def test_randomized_params_are_per_tensor_permutations(tiny):
+    params = tiny[1].params["unet"]
+    flat = traverse_util.flatten_dict(params)
+    rand = traverse_util.flatten_dict(baselines.randomize_params(params, RANDOM_SEED))
+    again = traverse_util.flatten_dict(baselines.randomize_params(params, RANDOM_SEED))
+    moved = 0
+    for k, v in flat.items():
+        v, r = np.asarray(v), np.asarray(rand[k])
+        assert r.shape == v.shape and r.dtype == v.dtype
+        np.testing.assert_array_equal(r, np.asarray(again[k]))  # reproducible from the seed
+        if k[-1] == "bias":
+            np.testing.assert_array_equal(r, v)
+            continue
+        np.testing.assert_array_equal(np.sort(r, axis=None), np.sort(v, axis=None))  # same multiset
+        if np.unique(v).size > 1:  # all-equal tensors (fresh norm scales) look the same whatever the order
+            assert not np.array_equal(r, v), k
+            moved += 1
+    assert moved > 100
+
+
+def test_randomized_baseline_runs_on_the_trained_inputs(tiny, reference, sweep):
+    pipe = tiny[1]
+    rand = baselines.randomize_params(pipe.params["unet"], RANDOM_SEED)
+    lat_in, t, context = (np.asarray(a)[:, B:] for a in reference.kept["aux"])  # conditional half, [S, B, ...]
+    for s in range(STEPS):
+        for name, params, got in (("trained", pipe.params["unet"], sweep.acts),
+                                  ("randomized", rand, sweep.randomized)):
+            _, direct = _apply(pipe.unet, params, lat_in[s], t[s], context[s])
+            for path, a in got.items():
+                np.testing.assert_allclose(np.asarray(a[:, s]), np.asarray(direct[path]).reshape(a[:, s].shape),
+                                           atol=1e-4, rtol=1e-4, err_msg=f"{name} {path} step {s}")
+    for path in sweep.acts:
+        assert not np.allclose(np.asarray(sweep.acts[path]), np.asarray(sweep.randomized[path]), atol=1e-2)
+
+
+def test_vae_baseline_decodes_each_steps_predicted_x0(tiny, reference, sweep):
+    vae, params = tiny[1].vae, tiny[1].params["vae"]
+    got = sweep.vae[baselines.VAE_LAYER]
+    assert set(sweep.vae) == {baselines.VAE_LAYER}
+    assert got.shape == (B, STEPS, 8, 8, vae.config.block_out_channels[-1])  # decoder mid block: latent grid
+    for s in range(STEPS):
+        z = reference.kept["x0"][s] / vae.config.scaling_factor
+        direct = _apply(vae, params, z, method="decode")[1][baselines.VAE_LAYER]
+        np.testing.assert_allclose(np.asarray(got[:, s]), np.asarray(direct), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow  # kill-and-resume
+def test_store_resumes_after_a_kill_and_reads_back_exactly(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    layer = "down_blocks_0/attentions_0/transformer_blocks_0/attn1/to_out_0"
+    chunks = [{layer: rng.normal(size=(n, 2, 4, 4, 8)).astype(np.float32),
+               "vae/x": jnp.asarray(rng.normal(size=(n, 3)), jnp.bfloat16),
+               "images": rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)} for n in (3, 2, 4)]
+    st = store.ActivationStore(tmp_path / "acts")
+    for i in (0, 1):
+        st.write_chunk(i, chunks[i], meta={"prompts": PROMPTS[: i + 1]})
+
+    saved = np.save
+
+    def killed_midway(path, arr, **kw):  # the run dies after writing one file of chunk 2
+        if "chunk_000002" in str(path) and any(p.suffix == ".npy" for p in path.parent.iterdir()):
+            raise KeyboardInterrupt
+        saved(path, arr, **kw)
+
+    monkeypatch.setattr(np, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        st.write_chunk(2, chunks[2])
+    monkeypatch.setattr(np, "save", saved)
+
+    st = store.ActivationStore(tmp_path / "acts")  # a restarted run
+    assert [st.has_chunk(i) for i in range(3)] == [True, True, False] and st.chunks() == [0, 1]
+    assert st.meta() == {0: {"prompts": PROMPTS[:1]}, 1: {"prompts": PROMPTS[:2]}}
+    st.write_chunk(2, chunks[2], meta={})
+    assert st.chunks() == [0, 1, 2]
+    for name in chunks[0]:
+        got = st.read(name)
+        assert got.dtype == np.asarray(chunks[0][name]).dtype
+        np.testing.assert_array_equal(got, np.concatenate([np.asarray(c[name]) for c in chunks]))
+    assert json.loads((tmp_path / "acts" / "index.json").read_text())["chunks"]["2"]["rows"] == 4
+    with pytest.raises(KeyError, match="images"):
+        st.read("nope")
+    with pytest.raises(ValueError, match="the store holds float32"):
+        st.write_chunk(3, {**chunks[0], layer: chunks[0][layer][..., :4]})
+
+
+def test_bad_layers_and_steps_raise_clear_errors(tiny):
+    pipe = tiny[1]
+    with pytest.raises(ValueError, match="nearest valid paths: .*down_blocks_1/attentions_0/transformer_blocks_0/"
+                                         "attn1/to_out_0"):
+        capture.capture_activations(pipe, PROMPTS, layers="down_blocks_1/attentions_0/transformer_blocks_0/attn1/"
+                                                          "to_outt_0")
+    with pytest.raises(ValueError, match=r"step 4 is out of range for 4 sampling steps \(0..3\)"):
+        capture.capture_activations(pipe, PROMPTS, num_inference_steps=STEPS, steps=[0, STEPS])
+    with pytest.raises(ValueError, match="selected twice"):
+        capture.capture_sweep(pipe, PROMPTS, num_inference_steps=STEPS, steps=[1, -3])
+    with pytest.raises(ValueError, match="uint8"):
+        capture.capture_encoded(pipe, np.zeros((2, 16, 16, 3), np.float32), PROMPTS)
+
+
+def test_non_finite_activations_name_the_layer(tiny, sweep):
+    acts = {"a": jnp.ones((2, 3)), "b": jnp.array([1.0, jnp.nan]), "c": jnp.array([jnp.inf])}
+    with pytest.raises(ValueError, match=r"at layer\(s\): b, c;"):
+        hooks.check_finite(acts)
+    hooks.check_finite({"a": jnp.ones(3)})
+    # End to end: a NaN weight in the second down attention poisons it and everything after, not the first.
+    pipe = tiny[1]
+    bad = "down_blocks_1/attentions_1/transformer_blocks_0/attn1/to_out_0"
+    flat = traverse_util.flatten_dict(pipe.params["unet"], sep="/")
+    flat[f"{bad}/kernel"] = np.array(flat[f"{bad}/kernel"])
+    flat[f"{bad}/kernel"][0, 0] = np.nan
+    broken = dataclasses.replace(pipe, params={**pipe.params, "unet": traverse_util.unflatten_dict(flat, sep="/")})
+    with pytest.raises(ValueError, match=f"non-finite .*at layer\\(s\\): {bad}") as err:
+        capture.capture_encoded(broken, sweep.images, PROMPTS, steps=[3, 1], seed=5, num_inference_steps=STEPS)
+    assert "down_blocks_1/attentions_0/" not in str(err.value)
+

@@ -1,0 +1,178 @@
+"""The probe sweep end to end on the tiny random pipeline: outputs, resume after a kill, bad input."""
+import numpy as np
+import pytest
+from golden import assert_matches_golden, read_csv
+from tiny_sd import build_torch_pipeline
+
+from configs.scene import toy_probe
+from jaxprobe.probing import fit, probes, ridge, saved, store
+from jaxprobe.scene import sweep
+
+PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_sd")
+    build_torch_pipeline(directory)
+    (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    return directory
+
+
+def _config(tiny_dir, data):
+    c = toy_probe.get_config()
+    c.pipeline_dir = str(tiny_dir)
+    c.prompts_file = str(tiny_dir / "prompts.txt")
+    c.data, c.resolution = data, 16
+    c.num_train, c.num_test, c.batch_size = 4, 4, 3
+    c.num_inference_steps, c.steps = 3, (0, 2)
+    c.probe.epochs = 2
+    if data == "generated":  # labels for the generated images, as a user of configs/scene/sd_v1_paper.py supplies them
+        rng = np.random.default_rng(0)
+        labels = tiny_dir / "labels"
+        labels.mkdir(exist_ok=True)
+        np.save(labels / "saliency.npy", rng.random((8, 16, 16)) < 0.4)
+        np.save(labels / "depth.npy", rng.normal(size=(8, 16, 16)).astype(np.float32))
+        c.labels_dir = str(labels)
+    else:
+        c.models = ("trained", "randomized")
+    return c
+
+
+def _results(workdir):
+    return read_csv(workdir / "results.csv")
+
+
+def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
+    c = _config(tiny_dir, "generated")
+    summary = sweep.run(c, tmp_path / "run")
+    rows = _results(tmp_path / "run")
+    assert list(rows[0]) == ["model", "task", "layer", "step", "split", "metric", "value"]
+    assert_matches_golden(rows, "tiny_generated_results.csv")
+    cells = {(r["model"], r["task"], r["layer"], r["step"], r["split"], r["metric"]) for r in rows}
+    layers = {r["layer"] for r in rows if r["model"] == "trained"}
+    assert len(layers) == 6  # the tiny UNet's attn1 layers: down1 x2, mid, up0 x3
+    assert {r["layer"] for r in rows if r["model"] == "vae"} == {sweep.VAE_LAYER}
+    assert {r["step"] for r in rows} == {"0", "2"}
+    assert len(cells) == len(rows)
+    for model in ("trained", "randomized", "vae"):
+        assert set(summary[model]) == {"saliency", "depth"}
+    for name in ("heatmap_saliency_dice", "heatmap_depth_rmse", "curves_saliency_dice", "predictions"):
+        assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 1000
+
+    # The saved probes are the ones scored: evaluated on the stored test activations they give results.csv.
+    act_store = store.ActivationStore(tmp_path / "run" / "activations")
+    labels = sweep.labels_for(c, sweep.make_dataset(c), act_store)
+    test = np.arange(c.num_train, c.num_train + c.num_test)
+    for model in c.models:
+        for task in c.tasks:
+            probe_set = saved.load(saved.path_for(tmp_path / "run" / "probes", model, task))
+            assert (probe_set.model, probe_set.task, probe_set.kind) == (model, task, "linear")
+            assert probe_set.meta["weights_sha256"] and probe_set.meta["probe"]["epochs"] == c.probe.epochs
+            steps = list(c.steps)
+            acts = {layer: act_store.read(f"{model}/{layer}")[test] for layer in probe_set.layers()}
+            fitted = {(layer, steps.index(step)): p for (layer, step), p in probe_set.probes.items()}
+            scores = probes.evaluate_sweep(fitted, acts, labels[task][test], task)
+            expected = {(layer, str(steps[i]), m): float(np.mean(v))
+                        for (layer, i), ms in scores.items() for m, v in ms.items()}
+            got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in rows
+                   if r["model"] == model and r["task"] == task and r["split"] == "test"}
+            assert got.keys() == expected.keys()
+            np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow  # kill-and-resume
+def test_killed_sweep_resumes_to_identical_results(tiny_dir, tmp_path, monkeypatch):
+    c = _config(tiny_dir, "encoded")
+    sweep.run(c, tmp_path / "full")
+    assert_matches_golden(_results(tmp_path / "full"), "tiny_encoded_results.csv")
+
+    real_write, real_epoch = store.ActivationStore.write_chunk, fit.run_epoch
+    calls = {"chunks": 0, "epochs": 0}
+
+    def write_then_die(self, *a, **kw):
+        calls["chunks"] += 1
+        if calls["chunks"] == 2:
+            raise KeyboardInterrupt("killed while capturing")
+        return real_write(self, *a, **kw)
+
+    monkeypatch.setattr(store.ActivationStore, "write_chunk", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, tmp_path / "killed")
+    monkeypatch.setattr(store.ActivationStore, "write_chunk", real_write)
+
+    def epoch_then_die(*a, **kw):
+        calls["epochs"] += 1
+        if calls["epochs"] == 5:
+            raise KeyboardInterrupt("killed while fitting")
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(fit, "run_epoch", epoch_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, tmp_path / "killed")
+    monkeypatch.setattr(fit, "run_epoch", real_epoch)
+    sweep.run(c, tmp_path / "killed")
+    assert _results(tmp_path / "killed") == _results(tmp_path / "full")
+
+
+def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir, tmp_path):
+    c = _with(_config(tiny_dir, "encoded"), models=("trained",))
+    c.probe.kind = "ridge"
+    sweep.run(c, tmp_path / "run")
+    act_store = store.ActivationStore(tmp_path / "run" / "activations")
+    labels = sweep.labels_for(c, sweep.make_dataset(c), act_store)
+    layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
+    acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
+    for task in c.tasks:
+        fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], task, seed=0)
+        scores = probes.evaluate_sweep(fitted, {k: v[4:] for k, v in acts.items()}, labels[task][4:], task)
+        expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
+                    for (layer, i), ms in scores.items() for m, v in ms.items()}
+        got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")
+               if r["task"] == task and r["split"] == "test"}
+        assert got.keys() == expected.keys()
+        np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
+    c = _config(tiny_dir, "encoded")
+    with pytest.raises(ValueError, match="valid: generated, encoded"):
+        sweep.run(_with(c, data="imagined"), tmp_path / "a")
+    lasso = _with(c)
+    lasso.probe.kind = "lasso"
+    with pytest.raises(ValueError, match="valid: linear, mlp, ridge"):
+        sweep.run(lasso, tmp_path / "a")
+    with pytest.raises(ValueError, match="empty split"):
+        sweep.run(_with(c, num_test=0), tmp_path / "b")
+    with pytest.raises(ValueError, match="out of range"):
+        sweep.run(_with(c, steps=(0, 7)), tmp_path / "c")
+    with pytest.raises(ValueError, match="matches no UNet module"):
+        sweep.run(_with(c, layers=("*attn3/to_out_0",)), tmp_path / "d")
+    sweep.run(_with(c, num_test=1, models=("trained",), tasks=("saliency",)), tmp_path / "e")
+    with pytest.raises(ValueError, match="another config"):
+        sweep.run(_with(c, num_test=2, models=("trained",), tasks=("saliency",)), tmp_path / "e")
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written for a rejected config
+
+
+def test_a_workdir_refuses_retrained_weights(tiny_dir, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    pipe_dir = shutil.copytree(tiny_dir, tmp_path / "pipe")
+    c = _with(_config(tiny_dir, "encoded"), pipeline_dir=str(pipe_dir), num_test=1, models=("trained",),
+              tasks=("saliency",))
+    sweep.run(c, tmp_path / "run")
+    weights = next(pipe_dir.glob("unet/*.safetensors"))
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0  # "retrained"
+    save_file(tensors, weights)
+    with pytest.raises(ValueError, match="weights_sha256"):
+        sweep.run(c, tmp_path / "run")
+
+
+def _with(c, **changes):
+    c = c.copy_and_resolve_references()
+    for k, v in changes.items():
+        setattr(c, k, v)
+    return c

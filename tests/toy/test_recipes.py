@@ -1,0 +1,31 @@
+"""`recipes.train`, what launch/train.py runs: it dispatches on config.model and exports what it trained."""
+import json
+
+import pytest
+
+from configs.toy import labelers as toy_labelers
+from jaxprobe.toy import labelers, recipes
+
+
+def test_an_unknown_model_fails_before_the_workdir_is_claimed(tmp_path):
+    c = toy_labelers.get_config()
+    c.model = "gan"
+    with pytest.raises(ValueError, match="unknown config.model 'gan'; valid choices: vae, ldm, labelers"):
+        recipes.train(c, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_labelers_train_tiny_and_are_written_to_the_workdir_and_the_export(tmp_path, monkeypatch):
+    # One CPU device whenever jax starts: the batch of 8 must split over the devices (`train.data_parallel`).
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=1")
+    c = toy_labelers.get_config()
+    c.update(resolution=32, num_images=16, num_eval=8, channels=(8, 8, 8, 8), batch_size=8, num_steps=2,
+             checkpoint_every=2, export_dir=str(tmp_path / "export"))
+    lines = recipes.train(c, tmp_path / "run")
+    assert lines[:2] == [f"toy labelers written to {tmp_path / 'run' / 'labelers'}",
+                         f"toy labelers written to {tmp_path / 'export'}"]
+    assert lines[2].startswith("held-out (8 scenes): saliency IoU ")
+    for out in (tmp_path / "run" / "labelers", tmp_path / "export"):
+        assert labelers.load_labelers(out).config.channels == (8, 8, 8, 8)
+        assert json.loads((out / "metrics.json").read_text())["train_steps"] == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_images"] == 16

@@ -1,9 +1,11 @@
-"""The one place jaxprobe writes files: atomically (temp + rename, nothing half-written on failure) and readable
-by others as any file the user makes (the umask decides, not the temp file's private mode)."""
+"""The one place jaxprobe writes files: atomically (temp + rename, nothing half-written on failure), durably
+(fsynced before the rename and the rename fsynced after, so a power loss cannot leave a renamed-but-empty file) and
+readable by others as any file the user makes (the umask decides, not the temp file's private mode)."""
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
@@ -19,6 +21,39 @@ def _umask() -> int:
     return mask
 
 
+_SYNC_FLAGS = os.O_RDWR if os.name == "nt" else os.O_RDONLY  # Windows' fsync (_commit) needs a writable handle
+
+
+def _fsync(path) -> None:
+    """Flush `path`'s data to disk (the rename that follows must not overtake it)."""
+    fd = os.open(path, _SYNC_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path) -> None:
+    """Make the entries just renamed in directory `path` durable, where the platform can."""
+    if os.name == "nt":  # a directory cannot be opened for fsync there; NTFS journals renames itself
+        return
+    try:
+        _fsync(path)
+    except OSError as e:  # EINVAL: a filesystem without directory fsync
+        if e.errno != errno.EINVAL:
+            raise
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (root included), each directory after its files; symlinks
+    are left alone (one may dangle, and its target is not ours to flush)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if not os.path.islink(os.path.join(dirpath, name)):
+                _fsync(os.path.join(dirpath, name))
+        _fsync_dir(dirpath)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temp path beside `path`; rename it over `path` only if the block finishes (removed otherwise)."""
@@ -28,8 +63,10 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        _fsync(tmp)  # before the chmod: a umask can make it read-only, and Windows syncs through a writable handle
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -45,14 +82,14 @@ def atomic_dir(path):
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        _fsync_tree(tmp)
+        old = path.with_name(f".{path.name}.old")
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,13 +7,18 @@ JSON index. No pickle anywhere.
 
 A chunk is written to a temp directory and renamed into place, then index.json is replaced atomically; the index
 is the truth, so a run killed at any point leaves only complete chunks listed, and `has_chunk(i)` tells a restarted
-run which batches to skip. Names may contain '/' (layer paths): they are percent-encoded into file stems.
+run which batches to skip. A rewritten chunk is unlisted before its files change. What a killed writer leaves (temp
+entries, a chunk renamed into place but never listed) is removed by the next write, not on open: a reader may open
+the store while a writer works. Names may contain '/' (layer paths): they are percent-encoded into file stems, and
+index.json is read as data, never as paths: a stem that is not the store's own encoding of its name is refused.
 dtypes numpy cannot name in .npy headers (bf16 and other ml_dtypes) are stored as same-width unsigned integers
 and viewed back on read.
 """
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import urllib.parse
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +29,8 @@ import numpy as np
 from jaxprobe import io
 
 FORMAT = 1
+_LEFTOVER = re.compile(r"\.chunk_\d{6,}\.[a-z0-9_]+|\.index\.json\.[a-z0-9_]+(?:\.json)?")  # io's temp names, .old
+_CHUNK = re.compile(r"chunk_(\d{6}|[1-9]\d{6,})")  # exactly the names _chunk_dir gives
 
 
 class ActivationStore:
@@ -38,6 +45,8 @@ class ActivationStore:
         if self._index.get("format") != FORMAT:
             raise ValueError(f"{path}: unknown store format {self._index.get('format')!r} (this jaxprobe reads "
                              f"format {FORMAT})")
+        _validate(self._index, path)
+        self._swept = False
 
     def has_chunk(self, i: int) -> bool:
         """Whether chunk i was completely written (a restarted run skips it)."""
@@ -59,6 +68,12 @@ class ActivationStore:
         chunks already stored) and a JSON-serialisable meta dict. Atomic; rewriting a chunk replaces it."""
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         rows = self._check(i, arrays)
+        if not self._swept:
+            self._remove_leftovers()
+        if self.has_chunk(i):  # a kill mid-rewrite must leave it unlisted, not listed over other rows or no files
+            index = json.loads(json.dumps(self._index))
+            del index["chunks"][str(int(i))]
+            self._commit(index)
         with io.atomic_dir(self._chunk_dir(i)) as tmp:
             for name, arr in arrays.items():
                 np.save(tmp / f"{_stem(name)}.npy", _savable(arr), allow_pickle=False)
@@ -67,8 +82,7 @@ class ActivationStore:
             index["names"].setdefault(name, _stem(name))
             index["arrays"].setdefault(name, {"dtype": arr.dtype.name, "shape": list(arr.shape[1:])})
         index["chunks"][str(int(i))] = {"rows": rows, "meta": dict(meta or {})}
-        io.write_json(self.directory / "index.json", index)
-        self._index = index
+        self._commit(index)
 
     def read(self, name: str, *, mmap: bool = True) -> np.ndarray:
         """All rows of `name` [N, ...] in chunk order (a read-only memmap when there is one chunk and `mmap`)."""
@@ -77,12 +91,37 @@ class ActivationStore:
         if not self.chunks():
             raise ValueError(f"{self.directory} holds no complete chunk yet")
         dtype = _dtype(self._index["arrays"][name]["dtype"])
-        parts = [np.load(self._chunk_dir(i) / f"{self._index['names'][name]}.npy", allow_pickle=False,
-                         mmap_mode="r" if mmap else None).view(dtype) for i in self.chunks()]
+        parts = [np.load(self._file(i, name), allow_pickle=False, mmap_mode="r" if mmap else None).view(dtype)
+                 for i in self.chunks()]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _chunk_dir(self, i: int) -> Path:
         return self.directory / f"chunk_{int(i):06d}"
+
+    def _file(self, i: int, name: str) -> Path:
+        """The .npy of `name` in chunk i; refused if it resolves outside the chunk (a symlink planted there)."""
+        chunk = self._chunk_dir(i)
+        path = chunk / f"{self._index['names'][name]}.npy"
+        if path.resolve().parent != chunk.resolve():
+            raise ValueError(f"{self.directory / 'index.json'}: array {name!r} of chunk {i} resolves to "
+                             f"{path.resolve()}, outside {chunk}; refusing to read it")
+        return path
+
+    def _commit(self, index: dict) -> None:
+        io.write_json(self.directory / "index.json", index)
+        self._index = index
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a killed writer left: io's temp entries (and atomic_dir's `.old` swap) and complete chunk
+        directories the index never listed (they are written again). Listed chunks and other names stay."""
+        for path in list(self.directory.iterdir()):
+            chunk = _CHUNK.fullmatch(path.name)
+            if (chunk and not self.has_chunk(int(chunk[1]))) or _LEFTOVER.fullmatch(path.name):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        self._swept = True
 
     def _check(self, i, arrays: dict[str, np.ndarray]) -> int:
         if int(i) != i or i < 0:
@@ -102,6 +141,18 @@ class ActivationStore:
                 raise ValueError(f"chunk {i}: {name} is {arr.dtype.name} [B, {', '.join(map(str, arr.shape[1:]))}]"
                                  f", the store holds {spec['dtype']} [B, {', '.join(map(str, spec['shape']))}]")
         return rows.pop()
+
+
+def _validate(index: dict, path: Path) -> None:
+    """index.json is data, not paths: every file stem must be the store's own encoding of its name (so no '/' and
+    no absolute path gets in) and every chunk key the canonical non-negative integer `has_chunk` looks up."""
+    for name, stem in index["names"].items():
+        if stem != _stem(name):
+            raise ValueError(f"{path}: array {name!r} has file stem {stem!r}, not the store's {_stem(name)!r}; "
+                             "refusing to read it")
+    for key in index["chunks"]:
+        if not re.fullmatch(r"0|[1-9][0-9]*", key):
+            raise ValueError(f"{path}: chunk key {key!r} is not a non-negative integer")
 
 
 def _stem(name: str) -> str:

@@ -124,18 +124,42 @@ def read_csv(path) -> list[dict[str, str]]:
 
 def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = ()) -> None:
     """A workdir belongs to one config: the first run writes `workdir/config.json`; a later run (a resume) with a
-    config that differs in any key outside `may_change` raises ValueError naming the keys (mixing them would
-    silently continue someone else's run). Keys in `may_change` (e.g. a longer schedule) are updated."""
+    config that differs in any key outside `may_change` raises ValueError naming the keys, nested ones dotted
+    (`probe.label_mode`), with both values (mixing them would silently continue someone else's run). Keys in
+    `may_change` (e.g. a longer schedule; a dotted key, or a parent for all its keys) are updated."""
     path = Path(workdir) / "config.json"
     current = json.loads(json.dumps(config, default=jsonable))
     if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in set(previous) | set(current)
-                         if k not in may_change and previous.get(k) != current.get(k))
+        previous, now = _flatten(json.loads(path.read_text())), _flatten(current)
+        changed = sorted(k for k in set(previous) | set(now)
+                         if not any(k == m or k.startswith(m + ".") for m in may_change)
+                         and previous.get(k, _ABSENT) != now.get(k, _ABSENT))
         if changed:
-            raise ValueError(f"{workdir} holds a {kind} with another config (differs in: {', '.join(changed)}); "
-                             "use a new --workdir or delete it")
+            values = "; ".join(f"{k} was {previous.get(k, _ABSENT)!r}, now {now.get(k, _ABSENT)!r}" for k in changed)
+            raise ValueError(f"{workdir} holds a {kind} with another config (differs in: {', '.join(changed)}): "
+                             f"{values}; use a new --workdir or delete it")
     write_json(path, current)
+
+
+class _Absent:
+    """A key one of two configs lacks: shown as such, and unequal to any value (None included)."""
+
+    def __repr__(self):
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{'probe': {'kind': 'linear'}} -> {'probe.kind': 'linear'}: a difference is named down to the leaf."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def jsonable(x):

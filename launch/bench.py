@@ -7,9 +7,9 @@ r"""Benchmarks, each side by side with its reference in one run; results go to B
 """
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags
 
-from jaxprobe import benchmarks
+from jaxprobe import benchmarks, cli
 
 _D = benchmarks.Settings()
 _OUT = flags.DEFINE_string("out", str(Path(__file__).resolve().parents[1] / _D.out), "markdown file to update")
@@ -23,17 +23,12 @@ _TORCH_PROBES = flags.DEFINE_integer("torch_probes", _D.torch_probes,
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # jax logs its backend search at INFO
     settings = benchmarks.Settings(out=_OUT.value, batch=_BATCH.value, steps=_STEPS.value, repeats=_REPEATS.value,
                                    probe_images=_PROBE_IMAGES.value, probe_epochs=_PROBE_EPOCHS.value,
                                    torch_probes=_TORCH_PROBES.value)
-    try:
-        sections = benchmarks.run(argv[1:], settings)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    for body in sections:
+    for body in benchmarks.run(argv[1:], settings):
         print(body)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,8 +6,9 @@ r"""The whole jaxprobe story on the shipped toy models, on a CPU in minutes (wha
 2. A scene-probing sweep (configs/scene/toy_probe.py, demo-sized): salient-object and depth probes on every attn1 layer
    x every step, randomized and VAE baselines -> results.csv, summary.json and figures/ in --workdir/probe.
 """
-from absl import app, flags, logging
+from absl import flags
 
+from jaxprobe import cli
 from jaxprobe.toy import demo
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "where the demo writes its outputs")
@@ -17,9 +18,8 @@ _FULL = flags.DEFINE_bool("full", False, "run the full configs/scene/toy_probe.p
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     demo.run(_WORKDIR.value, num_samples=_NUM_SAMPLES.value, full=_FULL.value)  # it narrates as it goes
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,9 +7,10 @@ run resumes when the same command is run again.
 """
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from jaxprobe import cli
 from jaxprobe.scene import sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/scene/toy_probe.py", "probe sweep config")
@@ -18,10 +19,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkp
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     c = _CONFIG.value
     if not c.pipeline_dir:
-        raise app.UsageError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
+        raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
     summary = sweep.run(c, _WORKDIR.value)
     for line in sweep.headline(summary):
         print(line)
@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,9 +5,10 @@ r"""Train the shipped toy models on the toy world (resumable: rerun the same com
 
 On a CPU the training loop runs data parallel over one XLA device per core (`train.host_device_flags`).
 """
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from jaxprobe import cli
 from jaxprobe.toy import recipes
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/toy/*.py)")
@@ -17,10 +18,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     for line in recipes.train(_CONFIG.value, _WORKDIR.value):  # first thing: it sets XLA's CPU device count
         print(line)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

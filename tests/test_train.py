@@ -154,6 +154,7 @@ def test_toy_ldm_run_killed_mid_way_resumes_with_the_same_loss_curve(tmp_path, m
             assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # a training run of the VAE recipe's two phases (~25 s)
 def test_toy_vae_decoder_phase_trains_the_decoder_and_leaves_the_encoder_bit_identical(tmp_path):
     """`decoder_steps` fine-tunes the decoder on posterior means after the VAE run; the encoder (so every latent an
     LDM was trained on) must not move by one bit, and the decoder's reconstruction of the means must improve."""

@@ -9,16 +9,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import jax.numpy as jnp
 from tqdm import tqdm
 
 from jaxprobe import io
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import Pipeline, load_pipeline
-from jaxprobe.validate import check_choice
-
-DTYPES = ("float32", "bfloat16")
-MAX_SEED = 2 ** 32 - 1  # initial noise takes uint32 seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,35 +27,30 @@ class Plan:
     batch_size: int
 
 
-def _check_config(c) -> list[str]:
-    """The checks that need no model; returns the prompts, each repeated num_images_per_prompt times."""
-    for field in ("num_images_per_prompt", "batch_size", "num_inference_steps"):
+def _check_config(c) -> tuple[list[str], list[int]]:
+    """The checks that need no model, so that a bad config fails before the weights load: the library's own
+    (`sampling`) for what `sample` takes, and the counts only this job has. Returns the prompts, each repeated
+    num_images_per_prompt times, and their seeds."""
+    for field in ("num_images_per_prompt", "batch_size"):
         if c[field] < 1:
             raise ValueError(f"config.{field} must be >= 1, got {c[field]}")
-    for field in ("height", "width"):
-        if c[field] < 0:
-            raise ValueError(f"config.{field} must be >= 0 (0: the pipeline's native size), got {c[field]}")
-    check_choice("config.dtype", c.dtype, DTYPES)
+    sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
+    sampling.check_dtype(c.dtype)
     if not c.pipeline_dir:
         raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
     prompts = sampling.read_prompts(c.prompts, c.prompts_file) * c.num_images_per_prompt
-    if c.seed < 0 or c.seed + len(prompts) - 1 > MAX_SEED:
-        raise ValueError(f"config.seed {c.seed}: image k gets seed + k, which must be a uint32 (0 .. {MAX_SEED}) "
-                         f"for all {len(prompts)} images")
-    return prompts
+    return prompts, sampling.image_seeds(c.seed, len(prompts))
 
 
 def plan(c) -> tuple[Pipeline, Plan]:
     """Check config `c` (configs/sample/*.py) and load its pipeline (after the checks that need no model): a
     ValueError names the first problem; else (pipeline, plan)."""
-    prompts = _check_config(c)
+    prompts, seeds = _check_config(c)
     pipe = load_pipeline(c.pipeline_dir)
-    height, width = sampling.check_size(pipe, c.height or None, c.width or None)
+    height, width = sampling.check_size(pipe, c.height, c.width)
     schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
-    sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
     pipe.tokenize(prompts)  # every prompt fits the tokenizer
-    return pipe, Plan(prompts=prompts, seeds=[c.seed + k for k in range(len(prompts))], height=height, width=width,
-                      batch_size=c.batch_size)
+    return pipe, Plan(prompts=prompts, seeds=seeds, height=height, width=width, batch_size=c.batch_size)
 
 
 def generate(c, workdir) -> dict:
@@ -75,7 +65,7 @@ def generate(c, workdir) -> dict:
             batch, seeds = p.prompts[lo:lo + p.batch_size], p.seeds[lo:lo + p.batch_size]
             out = sampling.sample(pipe, batch, seed=seeds, num_inference_steps=c.num_inference_steps,
                                   guidance_scale=c.guidance_scale, scheduler=c.scheduler, height=p.height,
-                                  width=p.width, dtype=jnp.dtype(c.dtype))
+                                  width=p.width, dtype=c.dtype)
             for k, (prompt, seed, image) in enumerate(zip(batch, seeds, out.images)):
                 name = f"{lo + k:05d}_seed{seed}.png"
                 io.write_png(workdir / name, image)

@@ -17,6 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.diffusion import schedulers
+from jaxprobe.validate import check_choice
+
+DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes; params stay fp32 on disk, the scheduler runs in fp32
+MAX_SEED = 2 ** 32 - 1  # initial noise takes uint32 seeds
 
 
 class Modules(NamedTuple):
@@ -142,15 +146,17 @@ def model_input(sched, plan, lat, i, cfg: bool, dtype) -> jax.Array:
 
 def guidance_schedule(guidance_scale: float | Sequence[float], num_steps: int) -> tuple[float, ...]:
     """The CFG weight of every step: one float for all, or one per step (e.g. strong guidance early only, as in
-    guidance-interval sampling). A tuple, so that it can key a jit cache."""
-    if np.ndim(guidance_scale) == 0:
-        return (float(guidance_scale),) * num_steps
-    weights = tuple(float(w) for w in guidance_scale)
+    guidance-interval sampling). A tuple, so that it can key a jit cache. The first use of the step count in
+    `prepare`, so it checks that count too."""
+    if num_steps < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {num_steps}")
+    scalar = np.ndim(guidance_scale) == 0
+    weights = (float(guidance_scale),) * num_steps if scalar else tuple(float(w) for w in guidance_scale)
     if len(weights) != num_steps:
         raise ValueError(f"guidance schedule has {len(weights)} weights for {num_steps} steps; give one per step "
                          f"or one float")
     if not all(np.isfinite(weights)):
-        raise ValueError(f"guidance schedule has a non-finite weight: {weights}")
+        raise ValueError(f"guidance_scale must be finite, got {weights[0] if scalar else weights}")
     return weights
 
 
@@ -185,17 +191,14 @@ def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_
     """Check the arguments of `sample` and turn them into device inputs (see `sample` for their meaning)."""
     if not prompts:
         raise ValueError("no prompts given")
+    guidance = guidance_schedule(guidance_scale, num_inference_steps)
     height, width = check_size(pipe, height, width)
     f = pipe.vae_scale_factor
     shape = (height // f, width // f, pipe.unet.config.in_channels)
     if latents is None:
-        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        latents = initial_noise(seeds, shape)
+        latents = initial_noise(image_seeds(seed, len(prompts)), shape)
     elif tuple(latents.shape) != (len(prompts),) + shape:
         raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
-    guidance = guidance_schedule(guidance_scale, num_inference_steps)
     sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
     ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=uses_cfg(guidance))
     return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
@@ -208,6 +211,31 @@ def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", c
     if cfg:
         ids = np.concatenate([pipe.tokenize([negative_prompt] * len(prompts)), ids])
     return ids
+
+
+def image_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """The seeds of n images: seed + k for image k, or one given per image; each must be a uint32, which is what
+    `initial_noise` keys on (numpy would raise an OverflowError that names neither the seed nor the range)."""
+    one = np.ndim(seed) == 0
+    seeds = [seed + k for k in range(n)] if one else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seed {bad[0]} is out of range 0..2**32-1 (seeds are uint32"
+                         f"{'; image k gets seed + k' if one else ''})")
+    return seeds
+
+
+def check_dtype(dtype) -> jnp.dtype:
+    """The compute dtype, given as a name or a dtype: one of DTYPES (others fail at compile time or, as float8,
+    have no promotion rules), and not float16 on a CPU, which XLA would refuse only after tracing the sampler."""
+    name = dtype if isinstance(dtype, str) else jnp.dtype(dtype).name
+    check_choice("dtype", name, DTYPES)
+    if name == "float16" and jax.default_backend() == "cpu":
+        raise ValueError("dtype float16 does not run on a CPU (XLA:CPU has no float16 matmul with float32 "
+                         "accumulation); use float32 or bfloat16")
+    return jnp.dtype(name)
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> jax.Array:
@@ -227,12 +255,19 @@ def decode_to_uint8(vae, vae_params, latents):
 
 
 def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
-    """Default or validated image size: a multiple of the VAE factor."""
+    """Default (None or 0) or validated image size. The VAE divides it by its factor and each UNet level but the
+    last halves the latent, whose skips must match on the way up: checked here, not by a trace-time error."""
     height = height or pipe.default_size
     width = width or pipe.default_size
-    f = pipe.vae_scale_factor
-    if height % f or width % f:
-        raise ValueError(f"image size {height}x{width} is not a multiple of the VAE factor {f}")
+    if height < 0 or width < 0:
+        raise ValueError(f"image size {height}x{width} must be positive (0 or None: the pipeline's native "
+                         f"{pipe.default_size}x{pipe.default_size})")
+    f, levels = pipe.vae_scale_factor, len(pipe.unet.config.block_out_channels)
+    unet_factor = 2 ** (levels - 1)
+    if height % (f * unet_factor) or width % (f * unet_factor):
+        raise ValueError(f"image size {height}x{width} is not a multiple of the VAE factor {f} x {unet_factor} = "
+                         f"{f * unet_factor} (the UNet's {levels} levels need a latent divisible by "
+                         f"2**{levels - 1} = {unet_factor})")
     return height, width
 
 
@@ -250,12 +285,12 @@ def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
     the program; what it returns at `keep_steps` (`select_steps`: None = all, () = none) comes back in `kept`.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    dtype = check_dtype(dtype)
     req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                   height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
     kept_steps = select_steps(keep_steps, num_inference_steps) if keep_steps is None or len(keep_steps) else ()
     slots = np.full(num_inference_steps, -1, np.int32)
     slots[list(kept_steps)] = np.arange(len(kept_steps))
-    dtype = jnp.dtype(dtype)
     run = _compiled(modules(pipe), req.sched, req.guidance, dtype, hook, len(kept_steps))
     images, lat, kept = run(params_for(pipe, dtype), extra, jnp.asarray(req.ids), req.noise, req.plan,
                             jnp.asarray(slots))

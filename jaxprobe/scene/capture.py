@@ -154,10 +154,7 @@ def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None,
     plan = sched.set_timesteps(num_inference_steps)
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
-    seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else list(seed)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} images")
-    noise = sampling.initial_noise(seeds, latent_shape)
+    noise = sampling.initial_noise(sampling.image_seeds(seed, len(prompts)), latent_shape)
     run = _compiled_encoded(sampling.modules(pipe), sched, paths, None if store_dtype is None else jnp.dtype(store_dtype))
     acts = run(pipe.params, jnp.asarray(pipe.tokenize(prompts)), jnp.asarray(images), noise, plan,
                jnp.asarray(step_idx, jnp.int32))

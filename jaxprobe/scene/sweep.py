@@ -10,13 +10,19 @@
    epoch) or `ridge.fit_ridge_sweep`; the fitted probes go to probes/<model>_<task>.safetensors
    (`jaxprobe.probing.saved`), per-image scores to scores/, so a rerun skips finished units.
 4. Report: `results.csv` (model,task,layer,step,split,metric,value), `summary.json`, figures.
+
+Before any of it `check_config` validates the whole config against the loaded pipeline, so that a typo fails in
+seconds and before the workdir is claimed, not after a capture.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -25,17 +31,25 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxprobe import hooks, io
-from jaxprobe.diffusion import sampling
+from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import load_pipeline
+from jaxprobe.models.pipeline import COMPONENTS
 from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
 from jaxprobe.scene import capture, labels
 from jaxprobe.scene import tasks as scene_tasks
+from jaxprobe.validate import check_choice
 
 MODELS = ("trained", "randomized", "vae")
 DATA_MODES = ("generated", "encoded")
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
 PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
+STORE_DTYPES = ("float32", "bfloat16", "float16")
 VAE_LAYER = "decoder/mid_block/attentions_0"
+LABEL_FILES = ("saliency.npy", "depth.npy")  # what `labels.from_files` reads from config.labels_dir
+RIDGE_VAL_FRACTION = 0.2  # ridge picks each probe's lambda on this seeded fraction of the train split
+# The least valid value of each numeric config key (probe.lr, a float, is checked on its own: > 0 and finite).
+AT_LEAST = {"num_train": 1, "num_test": 1, "batch_size": 1, "num_inference_steps": 1, "probe.epochs": 0,
+            "probe.batch_size": 1, "probe.hidden": 1, "seed": 0, "randomized_seed": 0, "scene_seed_offset": 0}
 
 
 @dataclasses.dataclass
@@ -48,22 +62,117 @@ class Dataset:
     depth: np.ndarray | None = None  # float32 [N, H, W], raw depth (z-scored later with train statistics)
 
 
-def _check(c) -> None:
-    if c.data not in DATA_MODES:
-        raise ValueError(f"config.data={c.data!r}; valid: {', '.join(DATA_MODES)}")
-    bad = [m for m in c.models if m not in MODELS]
-    if bad:
-        raise ValueError(f"config.models has {bad}; valid: {', '.join(MODELS)}")
-    bad = [t for t in c.tasks if t not in TASKS]
-    if bad:
-        raise ValueError(f"config.tasks has {bad}; valid: {', '.join(TASKS)}")
-    if c.probe.kind not in PROBE_KINDS:
-        raise ValueError(f"config.probe.kind={c.probe.kind!r}; valid: {', '.join(PROBE_KINDS)}")
-    if c.num_train < 1 or c.num_test < 1:
-        raise ValueError(f"empty split: num_train={c.num_train}, num_test={c.num_test} (both must be >= 1)")
+def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Validate the whole sweep config against the loaded pipeline before the workdir is claimed or anything is
+    captured: a typo must cost seconds, not a capture, and must not leave a workdir that refuses the corrected
+    rerun. Returns the selected layers and denoising steps (negative steps resolved)."""
+    check_choice("config.data", c.data, DATA_MODES)
+    _check_choices(c, "models", MODELS)
+    _check_choices(c, "tasks", TASKS)
+    check_choice("config.probe.kind", c.probe.kind, PROBE_KINDS)
+    check_choice("config.probe.label_mode", c.probe.label_mode, probes.LABEL_MODES)
+    check_choice("config.store_dtype", c.store_dtype, STORE_DTYPES)
     if c.data == "encoded" and "vae" in c.models:
-        raise ValueError("the VAE baseline decodes each sampling step's predicted x0, so it needs data='generated'; "
-                         "drop 'vae' from config.models for encoded data")
+        raise ValueError("config.models has 'vae', which decodes each sampling step's predicted x0, so it needs "
+                         "data='generated'; drop 'vae' from config.models for encoded data")
+    for key, low in AT_LEAST.items():
+        if not _get(c, key) >= low:
+            raise ValueError(f"config.{key} must be >= {low}, got {_get(c, key)!r}")
+    if not 0 < c.probe.lr < math.inf:
+        raise ValueError(f"config.probe.lr must be a finite number > 0, got {c.probe.lr!r}")
+    if c.probe.kind == "ridge" and not 0 < round(c.num_train * RIDGE_VAL_FRACTION) < c.num_train:
+        raise ValueError(f"config.num_train={c.num_train} leaves ridge no images to pick lambda on: "
+                         f"config.probe.kind='ridge' holds out {RIDGE_VAL_FRACTION:.0%} of the train split")
+    with _about("guidance_scale"):  # one finite weight, or one per step
+        sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
+    with _about("steps"):
+        steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
+    with _about("scheduler"):
+        schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
+    with _about("layers"):
+        layers = hooks.select_layers(pipe.unet, list(c.layers))
+    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if c.resolution < 1 or c.resolution % factor:
+        raise ValueError(f"config.resolution must be a positive multiple of {factor} (the VAE's factor "
+                         f"{pipe.vae_scale_factor} x 2 ** (UNet blocks - 1)), got {c.resolution}")
+    _check_prompts_file(c, pipe)
+    if c.data == "generated":  # encoded scenes carry exact labels
+        if c.labels_dir:
+            _check_labels(c, pipe)
+        else:
+            _check_labelers(c)
+    return layers, steps
+
+
+def _check_choices(c, key: str, valid: Sequence[str]) -> None:
+    if not len(c[key]):
+        raise ValueError(f"config.{key} is empty; choose from {', '.join(valid)}")
+    for value in c[key]:
+        check_choice(f"config.{key}", value, valid)
+
+
+def _get(c, key: str):
+    """c['probe.epochs'] -> c.probe.epochs."""
+    return functools.reduce(lambda node, k: node[k], key.split("."), c)
+
+
+@contextlib.contextmanager
+def _about(key: str):
+    """Prefix a library check's ValueError with the config key it checked: the user knows the key."""
+    try:
+        yield
+    except ValueError as e:
+        raise ValueError(f"config.{key}: {e}") from e
+
+
+def _existing(c, key: str, what: str, needs: Sequence[str] = ()) -> Path:
+    """config.<key> as an absolute path that exists, with `needs` in it; the message shows the path it resolved
+    to, since a relative one depends on where the sweep was started."""
+    if not c[key]:
+        raise FileNotFoundError(f"config.{key} is empty; set it to {what}")
+    path = Path(os.path.abspath(c[key]))
+    missing = [n for n in needs if not (path / n).exists()]
+    if not path.exists() or missing:
+        problem = f"lacks {', '.join(missing)}" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"config.{key}={c[key]!r}: {path} {problem}; set it to {what}")
+    return path
+
+
+def _check_prompts_file(c, pipe) -> None:
+    """Enough prompts, each short enough for the tokenizer: a long one would fail only at its capture batch."""
+    if not c.prompts_file:  # toy-world captions: as many as asked for
+        return
+    path = _existing(c, "prompts_file", "a text file with one prompt per line")
+    prompts, n = _read_prompts(path), c.num_train + c.num_test
+    if len(prompts) < n:
+        raise ValueError(f"config.prompts_file: {path} has {len(prompts)} prompts; config.num_train + "
+                         f"config.num_test = {n}")
+    with _about("prompts_file"):
+        pipe.tokenize(prompts[:n])
+
+
+def _check_labels(c, pipe) -> None:
+    """The user's labels must cover every image at a size the probes can use (a multiple of every layer's token
+    grid): they are read only after the capture. Reads only the .npy headers."""
+    path = _existing(c, "labels_dir", f"a directory holding {' and '.join(LABEL_FILES)}", LABEL_FILES)
+    n, grid = c.num_train + c.num_test, c.resolution // pipe.vae_scale_factor
+    for name in LABEL_FILES:
+        shape = np.load(path / name, mmap_mode="r").shape
+        if len(shape) != 3 or shape[0] < n or shape[1] % grid or shape[2] % grid:
+            raise ValueError(f"config.labels_dir: {path / name} has shape {shape}; need [N >= {n}, H, W] with H "
+                             f"and W multiples of the {grid}x{grid} latent grid")
+
+
+def _check_labelers(c) -> None:
+    """Generated images without config.labels_dir are labelled after the capture: the labelers must load and
+    take images of config.resolution."""
+    from jaxprobe.toy import labelers
+    path = _existing(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
+                     (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
+    size = labelers.load_labelers(path).config.resolution
+    if size != c.resolution:
+        raise ValueError(f"config.labelers_dir: {path} labels {size}x{size} images; config.resolution is "
+                         f"{c.resolution}")
 
 
 def make_dataset(c) -> Dataset:
@@ -72,10 +181,7 @@ def make_dataset(c) -> Dataset:
     n = c.num_train + c.num_test
     prompts = None
     if c.prompts_file:
-        prompts = [p.strip() for p in Path(c.prompts_file).read_text().splitlines() if p.strip()]
-        if len(prompts) < n:
-            raise ValueError(f"{c.prompts_file} has {len(prompts)} prompts; num_train + num_test = {n}")
-        prompts = prompts[:n]
+        prompts = _read_prompts(Path(c.prompts_file))[:n]
         if c.data == "generated":
             return Dataset(prompts=prompts)
     seeds = range(c.scene_seed_offset, c.scene_seed_offset + n)
@@ -84,6 +190,10 @@ def make_dataset(c) -> Dataset:
     scenes = render.render_batch(list(seeds), c.resolution)
     return Dataset(prompts=prompts or list(scenes["caption"]), images=scenes["rgb"], salient=scenes["salient"],
                    depth=scenes["depth"])
+
+
+def _read_prompts(path: Path) -> list[str]:
+    return [p.strip() for p in path.read_text().splitlines() if p.strip()]
 
 
 def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> None:
@@ -96,7 +206,10 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
     random_pipe = None
     if c.data == "encoded" and "randomized" in c.models and todo:
         random_pipe = capture.randomized_pipeline(pipe, c.randomized_seed)
-    for k in tqdm(todo, desc="capture", unit="batch", initial=len(chunks) - len(todo), total=len(chunks)):
+    # The first batch compiles the sampling program (about 70 s for SD v1): say so while the bar sits at 0.
+    bar = tqdm(todo, desc="capture", unit="batch", initial=len(chunks) - len(todo), total=len(chunks),
+               postfix="compiling…" if todo else None)
+    for k in bar:
         lo, hi = k * b, min(n, k * b + b)
         seeds = [c.seed + i for i in range(lo, hi)]
         arrays = {}
@@ -105,7 +218,7 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
                 pipe, data.prompts[lo:hi], layers=layers, steps=steps, seed=seeds, guidance_scale=c.guidance_scale,
                 num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype),
                 randomized_seed=c.randomized_seed if "randomized" in c.models else None,
-                vae_baseline="vae" in c.models)
+                vae_baseline="vae" in c.models, height=c.resolution, width=c.resolution)
             arrays["images"] = out.images
             groups = {"trained": out.acts, "randomized": out.randomized, "vae": out.vae}
         else:
@@ -121,16 +234,20 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
             if model in c.models:
                 arrays.update({f"{model}/{layer}": np.asarray(a) for layer, a in acts.items()})
         act_store.write_chunk(k, arrays, {"prompts": data.prompts[lo:hi], "seeds": seeds})
+        bar.set_postfix_str("", refresh=False)
 
 
 def labels_for(c, data: Dataset, act_store: store.ActivationStore) -> dict[str, np.ndarray]:
     """{'saliency': bool [N,H,W], 'depth': float32 [N,H,W] z-scored with the train split's global mean/std}: exact
     for encoded scenes, else from the user's files or the labelers run on the generated images."""
     if data.salient is not None:
+        tqdm.write("labels: exact, from the rendered scenes")
         salient, depth = data.salient, data.depth
     elif c.labels_dir:
+        tqdm.write(f"labels: reading {Path(c.labels_dir).absolute()}")
         salient, depth = labels.from_files(Path(c.labels_dir), len(data.prompts))
     else:
+        tqdm.write(f"labels: labelling the generated images with {Path(c.labelers_dir).absolute()}")
         salient, depth = labels.from_labelers(c.labelers_dir, act_store.read("images"))
     return labels.prepare(salient, depth, c.num_train)
 
@@ -148,8 +265,9 @@ def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: di
         names = [VAE_LAYER] if model == "vae" else list(layers)
         acts = {layer: act_store.read(f"{model}/{layer}") for layer in names}
         p, train_acts = c.probe, {k: np.asarray(v[train]) for k, v in acts.items()}
-        if p.kind == "ridge":  # lambda per probe on a seeded fifth of the train split
-            fitted, _ = ridge.fit_ridge_sweep(train_acts, labels[task][train], task, seed=p.seed)
+        if p.kind == "ridge":  # closed form on block-mean targets: probe.label_mode, epochs, lr do not apply
+            fitted, _ = ridge.fit_ridge_sweep(train_acts, labels[task][train], task, seed=p.seed,
+                                              val_fraction=RIDGE_VAL_FRACTION)
         else:
             fitted = fit.fit_sweep(train_acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
                                    batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
@@ -202,6 +320,7 @@ def _save_predictions(workdir, task, fitted, acts, test, truth, steps) -> None:
 
 def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Sequence[str], data: Dataset) -> dict:
     """results.csv, summary.json and the figures, from the saved per-image scores."""
+    tqdm.write(f"writing results.csv, summary.json and figures to {workdir.absolute()}")
     rows, by_model = [], {}
     for model in c.models:
         for task in c.tasks:
@@ -215,6 +334,7 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
     summary = report.summarize(by_model, layer_order=order)
     io.write_json(workdir / "summary.json", {"config": c.to_dict(), "summary": summary})
     test_rows = [r for r in rows if r["split"] == "test"]
+    first_step = min(r["step"] for r in test_rows)  # the earliest selected step; step 0 need not be one
     figs = workdir / "figures"
     for task in c.tasks:
         metric = tasks.get(task).headline
@@ -222,15 +342,15 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
                               models=tuple(c.models))
         report.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
         report.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
-                                    step=0)
+                                    step=first_step)
     _prediction_figure(c, workdir, act_store, data, figs / "predictions.png")
     return summary
 
 
 def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
-    best = {t: np.load(workdir / "scores" / f"best_{t}.npz", allow_pickle=False) for t in c.tasks}
-    if set(best) != {"saliency", "depth"}:
+    if "trained" not in c.models or set(c.tasks) != {"saliency", "depth"}:  # the trained probes' predictions
         return
+    best = {t: np.load(workdir / "scores" / f"best_{t}.npz", allow_pickle=False) for t in c.tasks}
     idx = best["saliency"]["index"]
     images = data.images[idx] if data.images is not None else act_store.read("images")[idx]
     report.prediction_grid(path, images, best["saliency"]["truth"], best["saliency"]["pred"],
@@ -242,10 +362,10 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
 
 def run(c, workdir) -> dict:
     """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped."""
-    _check(c)
-    pipe = load_pipeline(c.pipeline_dir)
-    layers = hooks.select_layers(pipe.unet, list(c.layers))
-    steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
+    pipeline_dir = _existing(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
+    tqdm.write(f"loading pipeline {pipeline_dir}")
+    pipe = load_pipeline(pipeline_dir)
+    layers, steps = check_config(c, pipe)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _check_same_config(c, workdir)
@@ -258,7 +378,8 @@ def run(c, workdir) -> dict:
 
 
 def headline(summary: dict) -> list[str]:
-    """One line per (task, model): the best cell and, for the trained model, the gap to each baseline."""
+    """One line per (task, model): the best cell and, for the trained model, the paired gap to each baseline AT
+    THAT CELL (`report.summarize`'s 'gap'), which is not the difference of the two models' best cells."""
     lines = []
     for model, by_task in summary.items():
         for task, s in by_task.items():
@@ -266,7 +387,8 @@ def headline(summary: dict) -> list[str]:
             line = (f"{task:8s} {model:10s} best {s['metric']} {b['mean']:.3f} "
                     f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] at {b['short']} step {b['step']}")
             for base, g in s.get("gap", {}).items():
-                line += f"; better than {base} by {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+                line += (f"; vs {base} at this cell (paired, + = {model} better): {g['mean']:+.3f} "
+                         f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
             lines.append(line)
     return lines
 
@@ -292,4 +414,4 @@ def _check_same_config(c, workdir: Path) -> None:
 
 
 def _dtype(name: str):
-    return None if name in ("", "float32") else jnp.dtype(name)
+    return None if name == "float32" else jnp.dtype(name)

@@ -1,8 +1,11 @@
 """The launchers as a user runs them: a subprocess from the repository root, on the shipped toy pipeline."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +41,39 @@ def test_a_too_long_prompt_in_the_last_batch_fails_before_any_image(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("field", ["num_images_per_prompt", "batch_size"])
-def test_a_zero_count_fails_with_one_clear_line(tmp_path, field):
-    run = _sample(tmp_path / "out", f"--config.{field}=0")
-    assert run.returncode != 0
-    assert run.stderr.strip().splitlines()[-1] == f"error: config.{field} must be >= 1, got 0"
-    assert "Traceback" not in run.stderr
+@pytest.mark.parametrize("override, message", [
+    ("num_images_per_prompt=0", "config.num_images_per_prompt must be >= 1, got 0"),
+    ("batch_size=0", "config.batch_size must be >= 1, got 0"),
+    ("seed=-1", "seed -1 is out of range 0..2**32-1 (seeds are uint32; image k gets seed + k)"),  # sampling's check
+])
+def test_a_bad_input_is_one_error_line_with_status_2(tmp_path, override, message):
+    run = _sample(tmp_path / "out", f"--config.{override}")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [f"error: {message}"]  # no traceback, no log lines
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_compiling_stops_at_once_and_cleanly(tmp_path):
+    # Once SIGINT waited for the XLA compile to finish (~35 s) and then ended in a segmentation fault.
+    proc = subprocess.Popen([sys.executable, "launch/sample.py", f"--workdir={tmp_path / 'out'}"], cwd=ROOT,
+                            env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    started = time.monotonic()
+    while "sampling" not in "".join(stderr) and time.monotonic() - started < 6 and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(2.5)  # past the jit's tracing (~1 s), into its XLA compile (~8 s)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reader.join(timeout=5)
+    err = "".join(stderr)
+    assert proc.returncode == 130, err
+    assert "interrupted; rerun the same command to resume" in err
+    for crash in ("Segmentation fault", "Fatal Python error", "Traceback"):
+        assert crash not in err
+    assert not list((tmp_path / "out").glob(".*"))  # no half-written file to stop a rerun

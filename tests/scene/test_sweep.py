@@ -136,13 +136,13 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
 
 def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
     c = _config(tiny_dir, "encoded")
-    with pytest.raises(ValueError, match="valid: generated, encoded"):
+    with pytest.raises(ValueError, match="valid choices: generated, encoded"):
         sweep.run(_with(c, data="imagined"), tmp_path / "a")
     lasso = _with(c)
     lasso.probe.kind = "lasso"
-    with pytest.raises(ValueError, match="valid: linear, mlp, ridge"):
+    with pytest.raises(ValueError, match="valid choices: linear, mlp, ridge"):
         sweep.run(lasso, tmp_path / "a")
-    with pytest.raises(ValueError, match="empty split"):
+    with pytest.raises(ValueError, match="config.num_test must be >= 1"):
         sweep.run(_with(c, num_test=0), tmp_path / "b")
     with pytest.raises(ValueError, match="out of range"):
         sweep.run(_with(c, steps=(0, 7)), tmp_path / "c")

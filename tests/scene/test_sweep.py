@@ -2,21 +2,10 @@
 import numpy as np
 import pytest
 from golden import assert_matches_golden, read_csv
-from tiny_sd import build_torch_pipeline
 
 from configs.scene import toy_probe
 from jaxprobe.probing import fit, probes, ridge, saved, store
 from jaxprobe.scene import sweep
-
-PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_sd")
-    build_torch_pipeline(directory)
-    (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    return directory
 
 
 def _config(tiny_dir, data):
@@ -28,12 +17,7 @@ def _config(tiny_dir, data):
     c.num_inference_steps, c.steps = 3, (0, 2)
     c.probe.epochs = 2
     if data == "generated":  # labels for the generated images, as a user of configs/scene/sd_v1_paper.py supplies them
-        rng = np.random.default_rng(0)
-        labels = tiny_dir / "labels"
-        labels.mkdir(exist_ok=True)
-        np.save(labels / "saliency.npy", rng.random((8, 16, 16)) < 0.4)
-        np.save(labels / "depth.npy", rng.normal(size=(8, 16, 16)).astype(np.float32))
-        c.labels_dir = str(labels)
+        c.labels_dir = str(tiny_dir / "labels")
     else:
         c.models = ("trained", "randomized")
     return c

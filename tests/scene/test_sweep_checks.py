@@ -3,30 +3,13 @@ the refusal names the config key, and a sweep without step 0 runs through its re
 import json
 import math
 
-import numpy as np
 import pytest
-from tiny_sd import build_torch_pipeline
 
 from configs.scene import toy_probe
 from jaxprobe import io
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import report
 from jaxprobe.scene import sweep
-
-PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_sd")
-    build_torch_pipeline(directory)
-    (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    rng = np.random.default_rng(0)
-    for name, rows in (("labels", 8), ("few_labels", 7)):
-        (directory / name).mkdir()
-        np.save(directory / name / "saliency.npy", rng.random((rows, 16, 16)) < 0.4)
-        np.save(directory / name / "depth.npy", rng.normal(size=(rows, 16, 16)).astype(np.float32))
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,105 @@
+"""The intervention's edit inside the jitted sampler: exact when it does nothing, it lowers the probe loss, it
+touches only the conditional CFG half, and its gradient is the activation's, checked by finite differences."""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprobe.scene  # noqa: F401  (registers the saliency and depth tasks)
+from jaxprobe import hooks
+from jaxprobe.diffusion import sampling
+from jaxprobe.models import load_pipeline
+from jaxprobe.probing import probes, saved
+from jaxprobe.scene import capture, intervene
+
+PROMPTS = ["a red ball", "a blue cube"]
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dir):
+    pipe = load_pipeline(tiny_dir)
+    layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]  # two up-block layers, in forward order
+    rng = np.random.default_rng(0)
+    width = {layer: functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
+             for layer in layers}  # the layer's output channels
+    probe_set = saved.SavedProbes("trained", "saliency", "linear", {
+        (layer, 0): {"kernel": rng.normal(size=(width[layer], 2)).astype(np.float32)} for layer in layers})
+    target = np.zeros((2, 16, 16), bool)
+    target[:, 4:12, 8:16] = True  # the object moved to the right half
+    stacked, active = intervene.edit_inputs(probe_set, layers, [0], STEPS)
+    return pipe, layers, {"probes": stacked, "active": active, "target": jnp.asarray(target)}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepPrediction(intervene.EditHook):
+    def step(self, *args):
+        pred, _ = super().step(*args)
+        return pred, pred
+
+
+def _sample(pipe, hook, extra, **kw):
+    return sampling.sample(pipe, PROMPTS, num_inference_steps=STEPS, seed=3, hook=hook, extra=extra, **kw)
+
+
+def test_zero_iterations_reproduce_the_plain_sample_bit_for_bit(setup):
+    pipe, layers, extra = setup
+    plain = _sample(pipe, sampling.PLAIN, None)
+    edited = _sample(pipe, intervene.EditHook(layers, "saliency", iterations=0), extra)
+    np.testing.assert_array_equal(edited.images, plain.images)
+    np.testing.assert_array_equal(np.asarray(edited.latents), np.asarray(plain.latents))
+
+
+def test_the_edit_changes_only_the_conditional_half_and_no_weight(setup):
+    pipe, layers, extra = setup
+    before = jax.tree.map(np.array, pipe.params)
+    zero = _sample(pipe, KeepPrediction(layers, "saliency", iterations=0), extra, keep_steps=(0,)).kept["aux"]
+    edit = _sample(pipe, KeepPrediction(layers, "saliency", iterations=16, lr=0.05), extra, keep_steps=(0,))
+    got = np.asarray(edit.kept["aux"][:, 0])
+    ref = np.asarray(zero[:, 0])
+    b = len(PROMPTS)
+    np.testing.assert_array_equal(got[:b], ref[:b])  # unconditional half: untouched
+    assert np.abs(got[b:] - ref[b:]).max() > 1e-3  # conditional half: edited
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, pipe.params), before)
+
+
+@pytest.mark.parametrize("task", ["saliency", "depth"])
+def test_the_probe_loss_falls_over_the_iterations(task):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
+    params = {"kernel": jnp.asarray(rng.normal(size=(8, 2 if task == "saliency" else 1)), jnp.float32)}
+    labels = rng.random((2, 8, 8)) < 0.5 if task == "saliency" else rng.normal(size=(2, 8, 8)).astype(np.float32)
+    target = probes.prepare_targets(labels, (4, 4), task)
+    losses = [float(probes.probe_loss(params, intervene.optimise_activation(params, x, target, task, lr=0.05,
+                                                                         iterations=n), target, task).sum())
+              for n in (0, 10, 40)]
+    assert losses[0] > losses[1] > losses[2] and losses[2] < 0.5 * losses[0]
+
+
+def test_the_edit_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 2, 2, 3))
+    params = {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
+    target = probes.prepare_targets(rng.random((1, 4, 4)) < 0.5, (2, 2), "saliency")
+
+    def loss(a):
+        return float(probes.probe_loss(params, jnp.asarray(a, jnp.float32), target, "saliency").sum())
+
+    grad = np.asarray(jax.grad(lambda a: probes.probe_loss(params, a, target, "saliency").sum())(
+        jnp.asarray(x, jnp.float32)))
+    eps = 1e-2
+    for index in [(0, 0, 0, 0), (0, 1, 0, 2), (0, 1, 1, 1)]:
+        up, down = x.copy(), x.copy()
+        up[index] += eps
+        down[index] -= eps
+        assert grad[index] == pytest.approx((loss(up) - loss(down)) / (2 * eps), rel=1e-2, abs=1e-4)
+
+
+def test_an_edit_without_a_probe_names_the_probes_there_are(setup):
+    pipe, layers, _ = setup
+    probe_set = saved.SavedProbes("trained", "saliency", "linear", {(layers[0], 0): {"kernel": np.zeros((4, 2))}})
+    with pytest.raises(ValueError, match=r"no saved saliency probe for \(layer, step\).* at steps \[0\]"):
+        intervene.edit_inputs(probe_set, layers[:1], [0, 1], STEPS)

@@ -10,6 +10,7 @@ whole edit-and-sample program is one jit: the sampling scan, a `lax.cond` on the
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Sequence
 
 import jax
@@ -20,6 +21,64 @@ import optax
 from jaxprobe import hooks
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import probes, saved
+
+# The paper draws each axis' shift from [-120, -90) u [90, 120) px at 512x512: the same fraction of any side.
+SHIFT_RANGE = (90 / 512, 120 / 512)
+DEPTH_RANGE = (-9.0, 9.0)  # the paper's min-max rescale of a shifted depth target: a strength knob
+
+
+def draw_shifts(n: int, size: int, seed: int, *, fraction: tuple[float, float] = SHIFT_RANGE) -> np.ndarray:
+    """[n, 2] integer (dx, dy) shifts, each axis drawn uniformly from +-[fraction[0], fraction[1]) x size."""
+    low, high = (int(round(f * size)) for f in fraction)
+    if not 0 < low < high <= size:
+        raise ValueError(f"shift fraction {fraction} of a {size}-pixel side gives no shifts: need 0 < low < high")
+    rng = np.random.default_rng(seed)
+    return rng.integers(low, high, (n, 2)) * rng.choice([-1, 1], (n, 2))
+
+
+def _shift_index(length: int, d: int) -> np.ndarray:
+    """Source index of every destination pixel along one axis for a shift by d (may fall outside 0..length-1)."""
+    return np.arange(length) - d
+
+
+def translate_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """A mask [..., H, W] moved by dx pixels right and dy down; what moves in is background (0)."""
+    mask = np.asarray(mask)
+    rows, cols = _shift_index(mask.shape[-2], dy), _shift_index(mask.shape[-1], dx)
+    inside = (rows >= 0) & (rows < mask.shape[-2])
+    inside = inside[:, None] & ((cols >= 0) & (cols < mask.shape[-1]))[None, :]
+    moved = mask[..., np.clip(rows, 0, mask.shape[-2] - 1)[:, None], np.clip(cols, 0, mask.shape[-1] - 1)[None, :]]
+    return np.where(inside, moved, 0).astype(mask.dtype)
+
+
+def shift_depth(depth: np.ndarray, dx: int, dy: int, *, value_range: tuple[float, float] = DEPTH_RANGE) -> np.ndarray:
+    """A depth map [..., H, W] moved by (dx, dy) with edge fill (vacated rows and columns copy the last valid one),
+    then min-max rescaled per map to `value_range`, as the paper's depth intervention does."""
+    depth = np.asarray(depth, np.float32)
+    rows = np.clip(_shift_index(depth.shape[-2], dy), 0, depth.shape[-2] - 1)
+    cols = np.clip(_shift_index(depth.shape[-1], dx), 0, depth.shape[-1] - 1)
+    moved = depth[..., rows[:, None], cols[None, :]]
+    lo, hi = moved.min(axis=(-2, -1), keepdims=True), moved.max(axis=(-2, -1), keepdims=True)
+    unit = (moved - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return (value_range[0] + unit * (value_range[1] - value_range[0])).astype(np.float32)
+
+
+def load_target(path, shape: tuple[int, int]) -> np.ndarray:
+    """A user's target [H, W]: a .npy (a bool or 0/1 mask, or a float depth map) or a .png (nonzero = the object),
+    at label resolution `shape`."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        target = np.load(path, allow_pickle=False)
+    elif path.suffix == ".png":
+        from PIL import Image
+        target = np.asarray(Image.open(path).convert("L")) > 0
+    else:
+        raise ValueError(f"target {path}: expected a .npy or .png file")
+    if target.shape != tuple(shape):
+        raise ValueError(f"target {path} has shape {target.shape}; the labels are {tuple(shape)}")
+    if not np.all(np.isfinite(target)):
+        raise ValueError(f"target {path} holds NaN or inf")
+    return target
 
 
 def optimise_activation(params, x: jax.Array, target: jax.Array, task: str, *, lr: float = 5e-3,

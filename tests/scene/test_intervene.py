@@ -103,3 +103,46 @@ def test_an_edit_without_a_probe_names_the_probes_there_are(setup):
     probe_set = saved.SavedProbes("trained", "saliency", "linear", {(layers[0], 0): {"kernel": np.zeros((4, 2))}})
     with pytest.raises(ValueError, match=r"no saved saliency probe for \(layer, step\).* at steps \[0\]"):
         intervene.edit_inputs(probe_set, layers[:1], [0, 1], STEPS)
+
+
+def test_shifts_follow_the_papers_range_at_any_size():
+    shifts = intervene.draw_shifts(2000, 64, seed=0)
+    size = np.abs(shifts)
+    assert size.min() >= round(90 / 512 * 64) and size.max() < round(120 / 512 * 64)
+    assert {1, -1} <= set(np.sign(shifts[:, 0])) and {1, -1} <= set(np.sign(shifts[:, 1]))
+    np.testing.assert_array_equal(shifts, intervene.draw_shifts(2000, 64, seed=0))
+    with pytest.raises(ValueError, match="gives no shifts"):
+        intervene.draw_shifts(1, 4, seed=0)
+
+
+def test_a_translated_mask_moves_and_fills_background():
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 2:4, 1:3] = True
+    moved = intervene.translate_mask(mask, 3, -2)
+    expected = np.zeros_like(mask)
+    expected[0, 0:2, 4:6] = True
+    np.testing.assert_array_equal(moved, expected)
+    assert not intervene.translate_mask(mask, 7, 0).any()  # moved out of the frame
+
+
+def test_shifted_depth_copies_the_edge_and_spans_the_range():
+    depth = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    out = intervene.shift_depth(depth, 1, 0, value_range=(0.0, 1.0))
+    assert out.min() == 0.0 and out.max() == 1.0
+    np.testing.assert_array_equal(out[0, :, 0], out[0, :, 1])  # the vacated column copies the last valid one
+    np.testing.assert_allclose(out[0, :, 1:], (depth[0, :, :3] - 0) / 14)  # moved right by one, then min-max
+
+
+def test_a_user_target_is_read_from_npy_or_png_and_checked(tmp_path):
+    from PIL import Image
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:6] = True
+    np.save(tmp_path / "t.npy", mask)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "t.png")
+    np.testing.assert_array_equal(intervene.load_target(tmp_path / "t.npy", (8, 8)), mask)
+    np.testing.assert_array_equal(intervene.load_target(tmp_path / "t.png", (8, 8)), mask)
+    with pytest.raises(ValueError, match=r"has shape \(8, 8\); the labels are \(16, 16\)"):
+        intervene.load_target(tmp_path / "t.npy", (16, 16))
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        intervene.load_target(tmp_path / "nan.npy", (8, 8))

@@ -254,6 +254,11 @@ def decode_to_uint8(vae, vae_params, latents):
     return jnp.round(jnp.clip(x.astype(jnp.float32) / 2 + 0.5, 0, 1) * 255).astype(jnp.uint8)
 
 
+def size_multiple(pipe) -> int:
+    """What every image side must be a multiple of: the VAE's factor times the UNet's 2**(levels - 1)."""
+    return pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
+
 def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
     """Default (None or 0) or validated image size. The VAE divides it by its factor and each UNet level but the
     last halves the latent, whose skips must match on the way up: checked here, not by a trace-time error."""
@@ -263,7 +268,7 @@ def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
         raise ValueError(f"image size {height}x{width} must be positive (0 or None: the pipeline's native "
                          f"{pipe.default_size}x{pipe.default_size})")
     f, levels = pipe.vae_scale_factor, len(pipe.unet.config.block_out_channels)
-    unet_factor = 2 ** (levels - 1)
+    unet_factor = size_multiple(pipe) // f
     if height % (f * unet_factor) or width % (f * unet_factor):
         raise ValueError(f"image size {height}x{width} is not a multiple of the VAE factor {f} x {unet_factor} = "
                          f"{f * unet_factor} (the UNet's {levels} levels need a latent divisible by "

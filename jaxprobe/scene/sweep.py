@@ -91,7 +91,7 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
         schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
     with _about("layers"):
         layers = hooks.select_layers(pipe.unet, list(c.layers))
-    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    factor = sampling.size_multiple(pipe)
     if c.resolution < 1 or c.resolution % factor:
         raise ValueError(f"config.resolution must be a positive multiple of {factor} (the VAE's factor "
                          f"{pipe.vae_scale_factor} x 2 ** (UNet blocks - 1)), got {c.resolution}")

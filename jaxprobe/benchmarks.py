@@ -1,10 +1,11 @@
 """Benchmarks, each side by side with its reference in one run; each writes its own section of a markdown file
 (BENCHMARKS.md by default) and returns it. launch/bench.py runs them by name (`run`).
 
-  sample   jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
-  probe    every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
-  capture  sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
-  train    toy LDM training step on 1 CPU device vs one device per core (data parallel)
+  sample     jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
+  intervene  the probe-guided edit in one jit vs the paper's eager PyTorch hook loop, same tiny pipeline and edits
+  probe      every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
+  capture    sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
+  train      toy LDM training step on 1 CPU device vs one device per core (data parallel)
 
 The PyTorch references (torch, diffusers: the `bench` extra) are imported inside the benchmarks that use them, so the
 library never needs torch.
@@ -73,23 +74,49 @@ def write_section(path, name: str, body: str) -> None:
         tmp.write_text(text)
 
 
-def sample(s: Settings) -> str:
+@dataclasses.dataclass(frozen=True)
+class _Tiny:
+    """One tiny random SD pipeline as jaxprobe and diffusers load it, with a batch of prompts and initial noise."""
+
+    pipe: object  # jaxprobe Pipeline
+    torch_pipe: object  # diffusers.StableDiffusionPipeline of the same directory
+    prompts: list
+    noise: object  # unit noise [B, h, w, c] (jax)
+    noise_t: object  # the same noise [B, c, h, w] (torch)
+
+
+def _tiny(batch: int, directory=None) -> _Tiny:
+    """The tiny random pipeline, or the diffusers pipeline in `directory` (e.g. the shipped toy LDM)."""
     import diffusers
-    import jax
     import numpy as np
     import torch
 
     from jaxprobe.diffusion import sampling
+    from jaxprobe.models import load_pipeline
     from jaxprobe.testing import tiny_pipeline
 
-    prompts = [f"a red sphere number {k}" for k in range(s.batch)]
+    prompts = [f"a red sphere number {k}" for k in range(batch)]
+    if directory:  # the toy LDM's tokenizer knows the toy world's words only
+        from jaxprobe.toy.world import render
+        prompts = [render.sample_scene(k).caption for k in range(batch)]
     with tempfile.TemporaryDirectory() as d:
-        pipe = tiny_pipeline(d)
-        torch_pipe = diffusers.StableDiffusionPipeline.from_pretrained(d)
+        pipe = load_pipeline(directory) if directory else tiny_pipeline(d)
+        torch_pipe = diffusers.StableDiffusionPipeline.from_pretrained(directory or d, safety_checker=None)
     torch_pipe.set_progress_bar_config(disable=True)
     latent = pipe.unet.config.sample_size
     noise = sampling.initial_noise(list(range(len(prompts))), (latent, latent, pipe.unet.config.in_channels))
     noise_t = torch.from_numpy(np.asarray(noise).transpose(0, 3, 1, 2).copy())
+    return _Tiny(pipe, torch_pipe, prompts, noise, noise_t)
+
+
+def sample(s: Settings) -> str:
+    import jax
+    import torch
+
+    from jaxprobe.diffusion import sampling
+
+    tiny = _tiny(s.batch)
+    pipe, torch_pipe, prompts, noise, noise_t = tiny.pipe, tiny.torch_pipe, tiny.prompts, tiny.noise, tiny.noise_t
 
     def ours():
         jax.block_until_ready(sampling.sample(pipe, prompts, num_inference_steps=s.steps, latents=noise).images)
@@ -112,6 +139,186 @@ excluded).
 
 Speed-up jaxprobe / diffusers: **{t_theirs / t_ours:.2f}x**. Command: `python launch/bench.py sample`."""
     write_section(s.out, "sample", body)
+    return body
+
+
+# The intervene benchmark's edit set: the paper (intervention_binary_depth.py) edits up-block attn1 outputs at the
+# first 5 of 15 LMS steps, 128 Adam iterations at lr 5e-3, CFG 7.5.
+EDIT_LAYERS = ("up_blocks*attn1/to_out_0",)
+EDIT_STEPS = 5
+EDIT_LR = 5e-3
+EDIT_ITERATIONS = 128
+GUIDANCE = 7.5
+
+
+def _edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
+    """(layers, SavedProbes, target [B, H, W] bool): random linear saliency probes for every edited (layer, step)
+    and a random square per image as the mask they should read."""
+    import functools
+
+    import numpy as np
+
+    from jaxprobe import hooks
+    from jaxprobe.probing import saved
+
+    layers = hooks.select_layers(pipe.unet, EDIT_LAYERS)
+    rng = np.random.default_rng(seed)
+    probes = {}
+    for layer in layers:
+        width = functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
+        for step in range(min(EDIT_STEPS, num_steps)):  # a linear probe (probes.init_probe): {'kernel': [C, 2]}
+            probes[(layer, step)] = {"kernel": (rng.normal(size=(width, 2)) / np.sqrt(width)).astype(np.float32)}
+    size, side = pipe.default_size, pipe.default_size // 2
+    target = np.zeros((batch, size, size), bool)
+    for mask, (y, x) in zip(target, rng.integers(0, size - side + 1, (batch, 2))):
+        mask[y:y + side, x:x + side] = True
+    return layers, saved.SavedProbes("random", "saliency", "linear", probes), target
+
+
+def _torch_edit_hook(probe, target, b: int, latent_hw, *, lr: float, iterations: int):
+    """The paper's edit (its depth_intervention_utils.py) as a forward hook: a clone of the output's conditional
+    half is optimised with Adam against the frozen probe (logits on the token grid, nearest-upsampled to the
+    target, cross-entropy) and swapped in. Each image's loss is its own mean, so the batch edits like the paper's
+    batch of 1 (and like jaxprobe's `optimise_activation`)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    def hook(module, inputs, out):
+        stride = math.isqrt(latent_hw[0] * latent_hw[1] // out.shape[1])
+        h, w = latent_hw[0] // stride, latent_hw[1] // stride
+        rep = out[-b:].detach().clone().float().requires_grad_(True)
+        optimizer = torch.optim.Adam([rep], lr=lr)
+        with torch.enable_grad():
+            for _ in range(iterations):
+                optimizer.zero_grad()
+                logits = F.interpolate(probe(rep).view(b, h, w, -1).permute(0, 3, 1, 2), size=target.shape[-2:],
+                                       mode="nearest")
+                loss = F.cross_entropy(logits, target, reduction="none").mean((1, 2)).sum()
+                loss.backward()
+                optimizer.step()
+        return torch.cat([out[:-b], rep.detach().to(out.dtype)])
+
+    return hook
+
+
+def _torch_intervene(torch_pipe, prompts, noise_t, edits, target, *, num_steps: int, lr: float, iterations: int):
+    """The paper's sampling loop with edits (its generate_image_with_modified_internal_rep), batched: diffusers'
+    UNet called step by step under no_grad, CFG with the unconditional half first, and at a step of `edits`
+    ({step: {torch module name: probe}}) the edit hooks registered for that call only.
+    Returns (final latents [B, h, w, c], uint8 images [B, H, W, 3])."""
+    import diffusers
+    import torch
+
+    tokenizer, b = torch_pipe.tokenizer, len(prompts)
+    target = torch.from_numpy(target.astype("int64"))
+    with torch.no_grad():
+        ids = [tokenizer(p, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids for p in ([""] * b, list(prompts))]
+        context = torch.cat([torch_pipe.text_encoder(i)[0] for i in ids])
+        scheduler = diffusers.LMSDiscreteScheduler.from_config(torch_pipe.scheduler.config)
+        scheduler.set_timesteps(num_steps)
+        lat = noise_t * scheduler.init_noise_sigma
+        for j, t in enumerate(scheduler.timesteps):
+            handles = [torch_pipe.unet.get_submodule(name).register_forward_hook(
+                _torch_edit_hook(probe, target, b, lat.shape[-2:], lr=lr, iterations=iterations))
+                for name, probe in edits.get(j, {}).items()]
+            try:
+                lat_in = scheduler.scale_model_input(torch.cat([lat, lat]), t)
+                uncond, cond = torch_pipe.unet(lat_in, t, encoder_hidden_states=context).sample.chunk(2)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            lat = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, lat).prev_sample
+        image = torch_pipe.vae.decode(lat / torch_pipe.vae.config.scaling_factor).sample
+    images = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return lat.permute(0, 2, 3, 1).numpy(), images.permute(0, 2, 3, 1).numpy()
+
+
+def _torch_probes(probe_set) -> dict:
+    """{step: {torch module name: frozen nn.Linear(C, 2, bias=False)}} with the weights of jaxprobe's probes."""
+    import torch
+
+    from jaxprobe.models import convert
+
+    out = {}
+    for (layer, step), params in probe_set.probes.items():
+        if set(params) != {"kernel"}:
+            raise ValueError(f"expected a linear probe {{'kernel'}} without bias, got {sorted(params)}")
+        kernel = torch.from_numpy(params["kernel"].T.copy())  # jax [C, out] -> torch weight [out, C]
+        linear = torch.nn.Linear(kernel.shape[1], kernel.shape[0], bias=False).requires_grad_(False)
+        linear.weight.copy_(kernel)
+        out.setdefault(step, {})[convert.path_to_torch_key(tuple(layer.split("/")))] = linear
+    return out
+
+
+def intervene(s: Settings) -> str:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from jaxprobe.diffusion import sampling
+    from jaxprobe.scene import intervene as scene_intervene
+
+    tiny = _tiny(s.batch, TOY_PIPELINE)
+    pipe, prompts, noise, n = tiny.pipe, tiny.prompts, tiny.noise, s.batch
+    layers, probe_set, target = _edit_problem(pipe, n, s.steps)
+    steps = sorted({step for _, step in probe_set.probes})
+    stacked, active = scene_intervene.edit_inputs(probe_set, layers, steps, s.steps)
+    extra = {"probes": stacked, "active": active, "target": jnp.asarray(target)}
+    hook = scene_intervene.EditHook(layers=layers, task="saliency", lr=EDIT_LR, iterations=EDIT_ITERATIONS)
+    torch_probes = _torch_probes(probe_set)
+
+    def plain():
+        return sampling.sample(pipe, prompts, num_inference_steps=s.steps, guidance_scale=GUIDANCE, latents=noise)
+
+    def ours():
+        return sampling.sample(pipe, prompts, num_inference_steps=s.steps, guidance_scale=GUIDANCE, latents=noise,
+                               hook=hook, extra=extra)
+
+    def theirs(edits=torch_probes):
+        return _torch_intervene(tiny.torch_pipe, prompts, tiny.noise_t, edits, target, num_steps=s.steps,
+                                lr=EDIT_LR, iterations=EDIT_ITERATIONS)
+
+    t_plain = best_time(lambda: jax.block_until_ready(plain().latents), repeats=s.repeats)
+    t_ours = best_time(lambda: jax.block_until_ready(ours().latents), repeats=s.repeats)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small eager ops one after another: 1 thread is faster than 2 here (as in `probe`)
+    try:
+        t_torch_plain = best_time(lambda: theirs({}), repeats=s.repeats)
+        t_theirs = best_time(theirs, repeats=s.repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+    # The two must have made the same edit: their disagreement is float error, small next to the edit's effect.
+    base, edited, (lat_t, images_t) = plain(), ours(), theirs()
+    lat, base_lat = np.asarray(edited.latents), np.asarray(base.latents)
+    diff, effect = np.abs(lat - lat_t).max(), np.abs(lat - base_lat).max()
+    image_diff = np.abs(edited.images.astype(int) - images_t).max()
+    image_effect = np.abs(edited.images.astype(int) - base.images).max()
+    if not diff <= 1e-2 * effect:
+        raise AssertionError(f"jaxprobe's and the PyTorch edit disagree: final latents differ by up to {diff:.3g}, "
+                             f"while the edit moved them by up to {effect:.3g}")
+    size = pipe.default_size
+    body = f"""The probe-guided edit of the paper (arXiv 2306.05720, intervention_binary_depth.py), both sides on the
+shipped toy LDM (`assets/toy_pipeline`, SD v1's classes, {size}x{size} images), batch {n}, LMS {s.steps}
+steps, CFG {GUIDANCE}, fp32, same noise. Edit set: the {len(layers)} up-block `attn1/to_out_0` layers at steps
+{steps[0]}-{steps[-1]}, {EDIT_ITERATIONS} Adam iterations (lr {EDIT_LR}) on the conditional half's activation
+against a random linear saliency probe per (layer, step) (the same weights on both sides), target a random
+{size // 2}x{size // 2} square per image. {machine()}, torch on 1 thread (faster than 2 for this work); best
+of {s.repeats} after a warm-up (jit compile excluded).
+
+| implementation | s / batch, no edit | s / batch, with the edit | edit / no edit |
+| --- | ---: | ---: | ---: |
+| jaxprobe (`sampling.sample`; `intervene.EditHook`: one jit, lax.cond on the step, Adam in a lax.scan) | {t_plain:.4f} | {t_ours:.4f} | {t_ours / t_plain:.2f}x |
+| eager PyTorch {torch.__version__} (the paper's loop: diffusers UNet per step, forward hooks, Adam in a Python loop, upsampled CE) | {t_torch_plain:.4f} | {t_theirs:.4f} | {t_theirs / t_torch_plain:.2f}x |
+
+Intervention, jaxprobe / eager PyTorch: **{t_theirs / t_ours:.2f}x** (goal >= 10x). Agreement of the two edits:
+final latents differ by at most {diff:.2g} (the edit moved them by up to {effect:.2g}), uint8 images by at most
+{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`."""
+    write_section(s.out, "intervene", body)
     return body
 
 
@@ -287,7 +494,7 @@ Speed-up from data parallel over the cores: **{one['seconds'] / many['seconds']:
     return body
 
 
-BENCHMARKS = {"sample": sample, "probe": probe, "capture": capture, "train": train}
+BENCHMARKS = {"sample": sample, "intervene": intervene, "probe": probe, "capture": capture, "train": train}
 
 
 def run(names, settings: Settings) -> Iterator[str]:

@@ -169,3 +169,10 @@ def jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+def read_png(path) -> np.ndarray:
+    """An image written by `write_png`, as a numpy array (uint8 [H, W, 3] for RGB)."""
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im)

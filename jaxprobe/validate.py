@@ -1,7 +1,10 @@
 """Checks shared by every entry point: one clear error that names the bad value and the valid ones."""
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
 
 
 def check_choice(what: str, value, valid: Iterable) -> None:
@@ -9,3 +12,25 @@ def check_choice(what: str, value, valid: Iterable) -> None:
     valid = list(valid)
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(map(str, valid))}")
+
+
+@contextlib.contextmanager
+def config_key(key: str):
+    """Prefix a library check's ValueError with the config key it checked: the user knows the key."""
+    try:
+        yield
+    except ValueError as e:
+        raise ValueError(f"config.{key}: {e}") from e
+
+
+def existing_path(c, key: str, what: str, needs: Sequence[str] = ()) -> Path:
+    """config.<key> as an absolute path that exists, with `needs` in it; the message shows the path it resolved
+    to, since a relative one depends on where the job was started."""
+    if not c[key]:
+        raise FileNotFoundError(f"config.{key} is empty; set it to {what}")
+    path = Path(os.path.abspath(c[key]))
+    missing = [n for n in needs if not (path / n).exists()]
+    if not path.exists() or missing:
+        problem = f"lacks {', '.join(missing)}" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"config.{key}={c[key]!r}: {path} {problem}; set it to {what}")
+    return path

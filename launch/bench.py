@@ -1,6 +1,7 @@
 r"""Benchmarks, each side by side with its reference in one run; results go to BENCHMARKS.md.
 
   python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
+  python launch/bench.py intervene   # the probe-guided edit in one jit vs the paper's eager PyTorch hook loop
   python launch/bench.py probe       # every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   python launch/bench.py capture     # sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
   python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)

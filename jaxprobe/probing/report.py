@@ -289,7 +289,8 @@ def _by_model(rows: Sequence[dict]) -> dict[str, list[dict]]:
 _REF_COLOURS = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:pink", "tab:cyan")  # dashed baselines
 
 
-def _save(fig: Figure, path) -> None:
+def save_figure(fig: Figure, path) -> None:
+    """Write `fig` as a PNG at `path`, atomically."""
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
 
@@ -333,7 +334,7 @@ def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_
     axes[-1].set_xlabel("denoising step")
     fig.colorbar(im, ax=list(axes), label=f"{metric} ({_direction(metric)})", shrink=0.9)
     fig.suptitle(_title(task, metric, split, "per layer and step"))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _level_styles(layers: Sequence[str]) -> dict[str, dict]:
@@ -387,7 +388,7 @@ def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_o
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title=f"{model} layer",
               title_fontsize=8, ncols=1 + len(layers) // 20)
     ax.set_title(_title(task, metric, split, "vs step"))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
@@ -428,7 +429,7 @@ def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, 
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     ax.set_title(_title(task, metric, split, f"per layer at step {step}"))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def prediction_grid(path, images, true_mask, pred_mask, true_depth, pred_depth, *,
@@ -467,7 +468,7 @@ def prediction_grid(path, images, true_mask, pred_mask, true_depth, pred_depth, 
                 ax.set_title(["image", *maps][j], fontsize=10)
     if suptitle:
         fig.suptitle(suptitle)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def samples_figure(path, images, captions: Sequence[str], *, columns: int = 4) -> None:
@@ -483,7 +484,7 @@ def samples_figure(path, images, captions: Sequence[str], *, columns: int = 4) -
     for ax, image, caption in zip(axes, images, captions):
         ax.imshow(image)
         ax.set_title(_wrap(caption), fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _check_images(images) -> np.ndarray:

@@ -51,13 +51,16 @@ def translate_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return np.where(inside, moved, 0).astype(mask.dtype)
 
 
-def shift_depth(depth: np.ndarray, dx: int, dy: int, *, value_range: tuple[float, float] = DEPTH_RANGE) -> np.ndarray:
+def shift_depth(depth: np.ndarray, dx: int, dy: int, *,
+                value_range: tuple[float, float] | None = DEPTH_RANGE) -> np.ndarray:
     """A depth map [..., H, W] moved by (dx, dy) with edge fill (vacated rows and columns copy the last valid one),
-    then min-max rescaled per map to `value_range`, as the paper's depth intervention does."""
+    then min-max rescaled per map to `value_range`, as the paper's depth intervention does (None: not rescaled)."""
     depth = np.asarray(depth, np.float32)
     rows = np.clip(_shift_index(depth.shape[-2], dy), 0, depth.shape[-2] - 1)
     cols = np.clip(_shift_index(depth.shape[-1], dx), 0, depth.shape[-1] - 1)
     moved = depth[..., rows[:, None], cols[None, :]]
+    if value_range is None:
+        return moved
     lo, hi = moved.min(axis=(-2, -1), keepdims=True), moved.max(axis=(-2, -1), keepdims=True)
     unit = (moved - lo) / np.where(hi > lo, hi - lo, 1.0)
     return (value_range[0] + unit * (value_range[1] - value_range[0])).astype(np.float32)
@@ -105,28 +108,42 @@ class EditHook(sampling.Hook):
     """Edit `layers` (token outputs [B', T, C] of the UNet) at the steps `extra['active']` marks.
 
     extra: {'probes': {layer: params stacked over every sampling step [steps, ...]}, 'active': bool [steps],
-    'target': [B, H, W] labels the probes should read (a mask or a depth map)}.
+    'target': [B, H, W] labels the probes should read (a mask or a depth map)}, plus 'key' (a PRNG key) when
+    `random_direction`: the control that moves each image's activation as far as the edit would (the same L2 norm
+    per image), in a random direction.
     """
 
     layers: tuple[str, ...]
     task: str
     lr: float = 5e-3
     iterations: int = 128
+    random_direction: bool = False
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         hw = lat_in.shape[1:3]
 
-        def edit(layer):
+        def edit(index, layer):
             def optimise(out):
                 cond = hooks.to_spatial(out[-b:], hw)
                 probe = jax.tree.map(lambda p: p[i], extra["probes"][layer])
                 target = probes.prepare_targets(extra["target"], cond.shape[1:3], self.task)
                 new = optimise_activation(probe, cond, target, self.task, lr=self.lr, iterations=self.iterations)
-                return out.at[-b:].set(new.reshape(out[-b:].shape))
+                if self.random_direction:
+                    key = jax.random.fold_in(jax.random.fold_in(extra["key"], i), index)
+                    new = cond + _equal_norm(jax.random.normal(key, cond.shape, jnp.float32), new - cond)
+                return out.at[-b:].set(new.reshape(out[-b:].shape).astype(out.dtype))
             return lambda out: jax.lax.cond(extra["active"][i], optimise, lambda o: o, out)
 
-        pred, _ = hooks.apply(unet, params, lat_in, t, context, edit={layer: edit(layer) for layer in self.layers})
+        edits = {layer: edit(k, layer) for k, layer in enumerate(self.layers)}
+        pred, _ = hooks.apply(unet, params, lat_in, t, context, edit=edits)
         return pred, {}
+
+
+def _equal_norm(direction: jax.Array, like: jax.Array) -> jax.Array:
+    """`direction` [B, ...] rescaled so each image's L2 norm equals that of `like` [B, ...]."""
+    axes = tuple(range(1, direction.ndim))
+    norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32)), axis=axes, keepdims=True))
+    return direction * (norm(like) / jnp.maximum(norm(direction), 1e-12))
 
 
 def edit_inputs(probe_set: saved.SavedProbes, layers: Sequence[str], steps: Sequence[int],

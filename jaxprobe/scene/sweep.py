@@ -16,7 +16,6 @@ seconds and before the workdir is claimed, not after a capture.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -37,6 +36,7 @@ from jaxprobe.models.pipeline import COMPONENTS
 from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
 from jaxprobe.scene import capture, labels
 from jaxprobe.scene import tasks as scene_tasks
+from jaxprobe import validate
 from jaxprobe.validate import check_choice
 
 MODELS = ("trained", "randomized", "vae")
@@ -83,13 +83,13 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if c.probe.kind == "ridge" and not 0 < round(c.num_train * RIDGE_VAL_FRACTION) < c.num_train:
         raise ValueError(f"config.num_train={c.num_train} leaves ridge no images to pick lambda on: "
                          f"config.probe.kind='ridge' holds out {RIDGE_VAL_FRACTION:.0%} of the train split")
-    with _about("guidance_scale"):  # one finite weight, or one per step
+    with validate.config_key("guidance_scale"):  # one finite weight, or one per step
         sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
-    with _about("steps"):
+    with validate.config_key("steps"):
         steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
-    with _about("scheduler"):
+    with validate.config_key("scheduler"):
         schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
-    with _about("layers"):
+    with validate.config_key("layers"):
         layers = hooks.select_layers(pipe.unet, list(c.layers))
     factor = sampling.size_multiple(pipe)
     if c.resolution < 1 or c.resolution % factor:
@@ -100,7 +100,7 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
         if c.labels_dir:
             _check_labels(c, pipe)
         else:
-            _check_labelers(c)
+            check_labelers(c)
     return layers, steps
 
 
@@ -116,45 +116,23 @@ def _get(c, key: str):
     return functools.reduce(lambda node, k: node[k], key.split("."), c)
 
 
-@contextlib.contextmanager
-def _about(key: str):
-    """Prefix a library check's ValueError with the config key it checked: the user knows the key."""
-    try:
-        yield
-    except ValueError as e:
-        raise ValueError(f"config.{key}: {e}") from e
-
-
-def _existing(c, key: str, what: str, needs: Sequence[str] = ()) -> Path:
-    """config.<key> as an absolute path that exists, with `needs` in it; the message shows the path it resolved
-    to, since a relative one depends on where the sweep was started."""
-    if not c[key]:
-        raise FileNotFoundError(f"config.{key} is empty; set it to {what}")
-    path = Path(os.path.abspath(c[key]))
-    missing = [n for n in needs if not (path / n).exists()]
-    if not path.exists() or missing:
-        problem = f"lacks {', '.join(missing)}" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"config.{key}={c[key]!r}: {path} {problem}; set it to {what}")
-    return path
-
-
 def _check_prompts_file(c, pipe) -> None:
     """Enough prompts, each short enough for the tokenizer: a long one would fail only at its capture batch."""
     if not c.prompts_file:  # toy-world captions: as many as asked for
         return
-    path = _existing(c, "prompts_file", "a text file with one prompt per line")
+    path = validate.existing_path(c, "prompts_file", "a text file with one prompt per line")
     prompts, n = _read_prompts(path), c.num_train + c.num_test
     if len(prompts) < n:
         raise ValueError(f"config.prompts_file: {path} has {len(prompts)} prompts; config.num_train + "
                          f"config.num_test = {n}")
-    with _about("prompts_file"):
+    with validate.config_key("prompts_file"):
         pipe.tokenize(prompts[:n])
 
 
 def _check_labels(c, pipe) -> None:
     """The user's labels must cover every image at a size the probes can use (a multiple of every layer's token
     grid): they are read only after the capture. Reads only the .npy headers."""
-    path = _existing(c, "labels_dir", f"a directory holding {' and '.join(LABEL_FILES)}", LABEL_FILES)
+    path = validate.existing_path(c, "labels_dir", f"a directory holding {' and '.join(LABEL_FILES)}", LABEL_FILES)
     n, grid = c.num_train + c.num_test, c.resolution // pipe.vae_scale_factor
     for name in LABEL_FILES:
         shape = np.load(path / name, mmap_mode="r").shape
@@ -163,11 +141,11 @@ def _check_labels(c, pipe) -> None:
                              f"and W multiples of the {grid}x{grid} latent grid")
 
 
-def _check_labelers(c) -> None:
+def check_labelers(c) -> None:
     """Generated images without config.labels_dir are labelled after the capture: the labelers must load and
     take images of config.resolution."""
     from jaxprobe.toy import labelers
-    path = _existing(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
+    path = validate.existing_path(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
                      (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
     size = labelers.load_labelers(path).config.resolution
     if size != c.resolution:
@@ -275,7 +253,8 @@ def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: di
                                    checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
         saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
             model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
-            meta=json.loads((workdir / "config.json").read_text())))
+            meta={**json.loads((workdir / "config.json").read_text()),
+                  "pipeline_sha256": weights_fingerprint(c.pipeline_dir)}))
         for split, idx in (("train", train), ("test", test)):
             scores = probes.evaluate_sweep(fitted, {k: np.asarray(v[idx]) for k, v in acts.items()},
                                            labels[task][idx], task)
@@ -362,7 +341,7 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
 
 def run(c, workdir) -> dict:
     """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped."""
-    pipeline_dir = _existing(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
+    pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
     tqdm.write(f"loading pipeline {pipeline_dir}")
     pipe = load_pipeline(pipeline_dir)
     layers, steps = check_config(c, pipe)

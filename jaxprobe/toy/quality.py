@@ -47,13 +47,21 @@ def generation_quality(pipe, labelers, *, num_images: int = 128, seed_offset: in
                         guidance_scale=guidance_scale, scheduler=scheduler).images
         for i in range(0, num_images, batch_size)])
     salient, _ = labelers.label(images)
+    found, match = found_and_colour(images, salient, prompts, min_pixels=min_pixels)
+    return {"found": float(found.mean()), "color_match": float(match.mean()), "images": images,
+            "captions": prompts, "salient": salient}
+
+
+def found_and_colour(images: np.ndarray, salient: np.ndarray, prompts, *, min_pixels: int = 8):
+    """Per image: is there a salient object (>= min_pixels salient pixels), and is its mean colour
+    (`captions.nearest_color`) the colour word of the caption's first (salient) object? -> (found, match), bool [N]
+    (match is False where nothing was found)."""
     found = salient.sum(axis=(1, 2)) >= min_pixels
-    match = np.zeros(num_images, bool)
+    match = np.zeros(len(images), bool)
     for k in np.flatnonzero(found):
         mean_rgb = images[k][salient[k]].mean(axis=0) / 255.0
         match[k] = captions.nearest_color(mean_rgb) == captions.parse(prompts[k])[0][1]
-    return {"found": float(found.mean()), "color_match": float(match.mean()), "images": images,
-            "captions": prompts, "salient": salient}
+    return found, match
 
 
 def image_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Did the edit move the object? Per-edit measures of an intervention, read off the labelers' masks and depth of an
+image sampled with an edit (or a control edit) and of the plain sample with the same seed and prompt.
+
+Everything is measured against the edit's intended shift v = (dx, dy) and its target, whatever the run, so the
+controls read on the same scale: the opposite translation should score a negative transfer, a null or
+random-direction edit about zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jaxprobe.probing import metrics
+
+# name -> what it is; every per-edit array `edit_scores` returns, in this order (the CSV columns and the summary).
+METRICS = {
+    "transfer": "salient centroid's displacement along v / |v|^2 (1 = moved as far as asked)",
+    "drift": "the displacement's part orthogonal to v, / |v|",
+    "iou": "IoU of the salient mask with the target mask",
+    "delta_iou": "IoU with the target minus the plain sample's IoU with it (paired)",
+    "found": "a salient object is found (>= min_pixels pixels)",
+    "colour": "the salient object's colour is the caption's (toy-world captions only, else NaN)",
+    "depth_rmse": "RMSE of the z-scored depth to the depth target (shifted, not rescaled)",
+    "depth_rmse_gain": "the plain sample's depth RMSE to that target minus this image's (> 0: closer)",
+}
+
+
+def centroids(masks: np.ndarray) -> np.ndarray:
+    """[N, H, W] masks -> [N, 2] (x, y) centroids in pixels; NaN for an empty mask."""
+    masks = np.asarray(masks, bool)
+    area = masks.sum(axis=(1, 2)).astype(np.float64)
+    ys, xs = np.arange(masks.shape[1]), np.arange(masks.shape[2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (masks.sum(axis=1) * xs).sum(axis=1) / area
+        y = (masks.sum(axis=2) * ys).sum(axis=1) / area
+    return np.stack([x, y], axis=1)
+
+
+def displacement(before: np.ndarray, after: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(transfer, drift) [N] of the salient centroid from mask `before` to `after` [N, H, W] for intended shifts
+    [N, 2] (dx, dy): the displacement d along v as a fraction of v (d.v / |v|^2), and the rest of d over |v|."""
+    v = np.asarray(shifts, np.float64)
+    d = centroids(after) - centroids(before)
+    vv = np.maximum((v * v).sum(axis=1), 1e-12)
+    along = (d * v).sum(axis=1) / vv
+    drift = np.linalg.norm(d - along[:, None] * v, axis=1) / np.sqrt(vv)
+    return along, drift
+
+
+def edit_scores(*, plain_mask, mask, target_mask, shifts, found, colour, plain_depth=None, depth=None,
+                target_depth=None) -> dict[str, np.ndarray]:
+    """Every metric of `METRICS` per edit [N] for one run: masks [N, H, W] (the plain sample's, this run's, the
+    target), shifts [N, 2], found/colour [N] for this run; z-scored depth maps [N, H, W] and the depth target (or
+    None: depth metrics NaN). Centroid metrics are NaN where either image has no salient object."""
+    transfer, drift = displacement(plain_mask, mask, shifts)
+    nan = np.full(len(shifts), np.nan)
+    out = {"transfer": transfer, "drift": drift, "iou": metrics.iou(mask, target_mask),
+           "delta_iou": metrics.iou(mask, target_mask) - metrics.iou(plain_mask, target_mask),
+           "found": np.asarray(found, np.float64), "colour": np.asarray(colour, np.float64),
+           "depth_rmse": nan, "depth_rmse_gain": nan}
+    if target_depth is not None:
+        rmse = metrics.rmse(depth, target_depth)
+        out.update(depth_rmse=rmse, depth_rmse_gain=metrics.rmse(plain_depth, target_depth) - rmse)
+    return {k: np.asarray(out[k], np.float64) for k in METRICS}

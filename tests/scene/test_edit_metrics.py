@@ -1,0 +1,53 @@
+"""The intervention's measures: a translated object scores its intended transfer, a fixed one zero, the opposite
+move minus one; undefined cases are NaN, never a silent zero."""
+import numpy as np
+
+from jaxprobe.scene import edit_metrics, intervene
+
+
+def _square(x, y, size=16, side=4):
+    m = np.zeros((size, size), bool)
+    m[y:y + side, x:x + side] = True
+    return m
+
+
+def test_centroids_are_pixel_centres_and_nan_when_empty():
+    c = edit_metrics.centroids(np.stack([_square(2, 6), np.zeros((16, 16), bool)]))
+    np.testing.assert_allclose(c[0], [3.5, 7.5])
+    assert np.isnan(c[1]).all()
+
+
+def test_a_move_as_asked_transfers_one_and_the_opposite_minus_one():
+    before = np.stack([_square(4, 4)] * 3)
+    shifts = np.array([[3, -2], [3, -2], [3, -2]])
+    after = np.stack([intervene.translate_mask(before[0], 3, -2), before[0], intervene.translate_mask(before[0], -3, 2)])
+    transfer, drift = edit_metrics.displacement(before, after, shifts)
+    np.testing.assert_allclose(transfer, [1.0, 0.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(drift, 0.0, atol=1e-12)
+
+
+def test_a_sideways_move_is_drift_not_transfer():
+    before = np.stack([_square(4, 4)])
+    transfer, drift = edit_metrics.displacement(before, np.stack([intervene.translate_mask(before[0], 0, 5)]),
+                                                np.array([[5, 0]]))
+    np.testing.assert_allclose(transfer, [0.0], atol=1e-12)
+    np.testing.assert_allclose(drift, [1.0])
+
+
+def test_edit_scores_pair_iou_and_depth_with_the_plain_sample():
+    plain = np.stack([_square(2, 2), _square(2, 2)])
+    target = np.stack([_square(8, 8), _square(8, 8)])
+    edited = np.stack([_square(8, 8), _square(2, 2)])  # the first moved onto the target, the second stayed
+    depth = np.zeros((2, 16, 16), np.float32)
+    s = edit_metrics.edit_scores(plain_mask=plain, mask=edited, target_mask=target, shifts=np.array([[6, 6]] * 2),
+                                 found=[True, True], colour=[1.0, np.nan], plain_depth=depth, depth=depth + 1,
+                                 target_depth=depth + 1)
+    assert set(s) == set(edit_metrics.METRICS)
+    np.testing.assert_allclose(s["delta_iou"], [1.0, 0.0])
+    np.testing.assert_allclose(s["transfer"], [1.0, 0.0])
+    np.testing.assert_allclose(s["depth_rmse"], [0.0, 0.0])
+    np.testing.assert_allclose(s["depth_rmse_gain"], [1.0, 1.0])
+    assert np.isnan(s["colour"][1])
+    no_depth = edit_metrics.edit_scores(plain_mask=plain, mask=edited, target_mask=target,
+                                        shifts=np.array([[6, 6]] * 2), found=[1, 1], colour=[1, 1])
+    assert np.isnan(no_depth["depth_rmse"]).all()

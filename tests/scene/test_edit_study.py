@@ -1,0 +1,106 @@
+"""The intervention study's job: its config is checked against the pipeline and the saved probes before any
+sampling, with errors that name the valid choices; a killed run resumes to the same files."""
+import functools
+
+import numpy as np
+import pytest
+
+from configs.scene import toy_intervene
+from jaxprobe import hooks, io
+from jaxprobe.models import load_pipeline
+from jaxprobe.probing import saved
+from jaxprobe.scene import capture, edit_study, sweep
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def probes_dir(tiny_dir, tmp_path_factory):
+    """A sweep workdir's probes/ for the tiny pipeline: random linear saliency probes of its two last up-block
+    attn1 layers at steps 0 and 1."""
+    directory = tmp_path_factory.mktemp("sweep")
+    pipe = load_pipeline(tiny_dir)
+    layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]
+    rng = np.random.default_rng(0)
+    width = {layer: functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
+             for layer in layers}
+    saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
+        "trained", "saliency", "linear",
+        {(layer, s): {"kernel": rng.normal(size=(width[layer], 2)).astype(np.float32)} for layer in layers
+         for s in (0, 1)},
+        meta={"resolution": 16, "num_inference_steps": STEPS, "pipeline_sha256": sweep.weights_fingerprint(tiny_dir)}))
+    return directory, layers
+
+
+def _config(tiny_dir, probes_dir, **over):
+    directory, layers = probes_dir
+    c = toy_intervene.get_config()
+    c.pipeline_dir, c.labelers_dir, c.labels_dir = str(tiny_dir), "", str(tiny_dir / "labels")
+    c.prompts_file, c.probes, c.layers, c.steps = str(tiny_dir / "prompts.txt"), str(directory), layers, (0, 1)
+    c.resolution, c.num_inference_steps, c.num_images, c.shifts_per_image, c.batch_size = 16, STEPS, 3, 2, 4
+    c.shift_fraction, c.iterations, c.lr = (0.1, 0.3), 4, 0.05
+    c.update(over)
+    return c
+
+
+def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_dir):
+    plan = edit_study.check(_config(tiny_dir, probes_dir), load_pipeline(tiny_dir))
+    assert plan.layers == tuple(probes_dir[1]) and plan.steps == (0, 1)
+    assert plan.active.tolist() == [True, True, False] and plan.labels[0].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("over, error", [
+    (dict(task="edges"), "unknown config.task 'edges'; valid choices: saliency, depth"),
+    (dict(controls=("null", "shuffled")), "valid choices: null, random, opposite"),
+    (dict(lr=0.0), "config.lr must be a finite number > 0"),
+    (dict(num_inference_steps=4), "the probes were fitted at num_inference_steps=3"),
+    (dict(steps=(0, 2)), r"no saved saliency probe for \(layer, step\) .* at steps \[0, 1\]"),
+    (dict(layers=("down_blocks*attn1/to_out_0",)), r"no saved saliency probe for .*down_blocks.*; probes exist for up_blocks"),
+    (dict(task="depth"), r"no trained_depth.safetensors in .*; it has \['trained_saliency'\]"),
+    (dict(labels_dir=""), "set config.labelers_dir, or config.labels_dir"),
+    (dict(shift_fraction=(0.3, 0.1)), "config.shift_fraction: shift fraction"),
+])
+def test_bad_configs_fail_before_any_sampling(tiny_dir, probes_dir, over, error):
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        edit_study.check(_config(tiny_dir, probes_dir, **over), load_pipeline(tiny_dir))
+
+
+def test_probes_of_another_pipeline_are_refused(tiny_dir, probes_dir, tmp_path):
+    other = tmp_path / "other"
+    probe_set = saved.load(saved.path_for(probes_dir[0] / "probes", "trained", "saliency"))
+    saved.save(saved.path_for(other / "probes", "trained", "saliency"),
+               saved.SavedProbes(**{**vars(probe_set), "meta": {**probe_set.meta, "pipeline_sha256": "0" * 64}}))
+    with pytest.raises(ValueError, match="fitted on another pipeline"):
+        edit_study.check(_config(tiny_dir, probes_dir, probes=str(other)), load_pipeline(tiny_dir))
+
+
+def test_a_target_file_of_the_wrong_shape_is_refused(tiny_dir, probes_dir, tmp_path):
+    np.save(tmp_path / "target.npy", np.zeros((8, 8), bool))
+    with pytest.raises(ValueError, match=r"has shape \(8, 8\); the labels are \(16, 16\)"):
+        edit_study.check(_config(tiny_dir, probes_dir, target_file=str(tmp_path / "target.npy"),
+                                 controls=("random",)), load_pipeline(tiny_dir))
+    np.save(tmp_path / "target.npy", np.zeros((16, 16), bool))
+    with pytest.raises(ValueError, match="'opposite', which needs a translation"):
+        edit_study.check(_config(tiny_dir, probes_dir, target_file=str(tmp_path / "target.npy")),
+                         load_pipeline(tiny_dir))
+
+
+@pytest.mark.slow  # kill-and-resume
+def test_a_killed_run_resumes_to_the_same_files(tiny_dir, probes_dir, tmp_path, monkeypatch):
+    c = _config(tiny_dir, probes_dir)
+    edit_study.run(c, tmp_path / "full")
+    real = edit_study.run_batch
+    monkeypatch.setattr(edit_study, "run_batch", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
+                        if a[4] == 1 else real(*a))
+    with pytest.raises(KeyboardInterrupt):
+        edit_study.run(c, tmp_path / "killed")
+    assert sorted(p.name for p in (tmp_path / "killed" / "batches").iterdir()) == ["00000.npz"]
+    monkeypatch.setattr(edit_study, "run_batch", real)
+    edit_study.run(c, tmp_path / "killed")
+    files = sorted(p.relative_to(tmp_path / "full") for p in (tmp_path / "full").rglob("*.png"))
+    assert len(files) == 6 * 5 and (tmp_path / "full" / "edits.csv").read_text() == \
+        (tmp_path / "killed" / "edits.csv").read_text()
+    for f in files:
+        np.testing.assert_array_equal(io.read_png(tmp_path / "full" / f), io.read_png(tmp_path / "killed" / f))
+    assert not (io.read_png(tmp_path / "full" / "control" / "0.png") ==
+                io.read_png(tmp_path / "full" / "edited" / "0.png")).all()

@@ -47,7 +47,7 @@ def edit_grid(path, before, target, after, before_mask, after_mask, *, titles: S
 
 
 def runs_figure(path, summary: Mapping[str, Mapping[str, dict]], *, title: str,
-                metrics: Sequence[str] = ("transfer", "delta_iou", "found")) -> None:
+                metrics: Sequence[str] = ("transfer", "delta_iou", "colour", "background_change")) -> None:
     """One panel per metric: each run's mean over edits with its 95% interval (`edit_study.summarize`)."""
     fig = Figure(figsize=(3.4 * len(metrics), 3.2), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -65,7 +65,8 @@ def runs_figure(path, summary: Mapping[str, Mapping[str, dict]], *, title: str,
     report.save_figure(fig, path)
 
 
-def ablation_figure(path, rows, *, run: str = "edited", metrics: Sequence[str] = ("transfer", "delta_iou", "colour")):
+def ablation_figure(path, rows, *, run: str = "edited",
+                    metrics: Sequence[str] = ("transfer", "delta_iou", "colour", "background_change")):
     """One panel per metric: every ablation setting's `run` mean with its 95% interval (`edit_study.ablate`)."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     fig = Figure(figsize=(3.6 * len(metrics), 0.32 * len(settings) + 1.2), layout="constrained")

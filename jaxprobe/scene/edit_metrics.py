@@ -19,6 +19,7 @@ METRICS = {
     "delta_iou": "IoU with the target minus the plain sample's IoU with it (paired)",
     "found": "a salient object is found (>= min_pixels pixels)",
     "colour": "the salient object's colour is the caption's (toy-world captions only, else NaN)",
+    "background_change": "mean |image - plain sample| / 255 where neither has the object nor the target has it",
     "depth_rmse": "RMSE of the z-scored depth to the depth target (shifted, not rescaled)",
     "depth_rmse_gain": "the plain sample's depth RMSE to that target minus this image's (> 0: closer)",
 }
@@ -46,16 +47,28 @@ def displacement(before: np.ndarray, after: np.ndarray, shifts: np.ndarray) -> t
     return along, drift
 
 
-def edit_scores(*, plain_mask, mask, target_mask, shifts, found, colour, plain_depth=None, depth=None,
-                target_depth=None) -> dict[str, np.ndarray]:
-    """Every metric of `METRICS` per edit [N] for one run: masks [N, H, W] (the plain sample's, this run's, the
-    target), shifts [N, 2], found/colour [N] for this run; z-scored depth maps [N, H, W] and the depth target (or
-    None: depth metrics NaN). Centroid metrics are NaN where either image has no salient object."""
+def background_change(plain_image, image, keep_out) -> np.ndarray:
+    """Mean absolute change [N] of uint8 images [N, H, W, 3] over the pixels where `keep_out` [N, H, W] is False,
+    in units of the full intensity range (0 = untouched); NaN where no pixel is left."""
+    diff = np.abs(np.asarray(image, np.float64) - np.asarray(plain_image, np.float64)).mean(axis=-1) / 255.0
+    background = ~np.asarray(keep_out, bool)
+    with np.errstate(invalid="ignore"):
+        return (diff * background).sum(axis=(1, 2)) / background.sum(axis=(1, 2))
+
+
+def edit_scores(*, plain_image, image, plain_mask, mask, target_mask, shifts, found, colour, plain_depth=None,
+                depth=None, target_depth=None) -> dict[str, np.ndarray]:
+    """Every metric of `METRICS` per edit [N] for one run: uint8 images [N, H, W, 3] (the plain sample, this run);
+    masks [N, H, W] (the plain sample's, this run's, the target); shifts [N, 2]; found/colour [N] for this run;
+    z-scored depth maps [N, H, W] and the depth target (or None: depth metrics NaN). Centroid metrics are NaN where
+    either image has no salient object."""
     transfer, drift = displacement(plain_mask, mask, shifts)
     nan = np.full(len(shifts), np.nan)
     out = {"transfer": transfer, "drift": drift, "iou": metrics.iou(mask, target_mask),
            "delta_iou": metrics.iou(mask, target_mask) - metrics.iou(plain_mask, target_mask),
            "found": np.asarray(found, np.float64), "colour": np.asarray(colour, np.float64),
+           "background_change": background_change(plain_image, image, np.asarray(plain_mask, bool)
+                                                  | np.asarray(mask, bool) | np.asarray(target_mask, bool)),
            "depth_rmse": nan, "depth_rmse_gain": nan}
     if target_depth is not None:
         rmse = metrics.rmse(depth, target_depth)

@@ -42,8 +42,8 @@ from jaxprobe.validate import check_choice
 RUNS = ("no_edit", "edited", "null", "random", "opposite")
 CONTROLS = RUNS[2:]
 SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1}  # the target: the label moved by sign x (dx, dy)
-DIRS = {"no_edit": "control"}
-BEST = "best:"  # config.layers = ('best:<k>',): the k layers whose probes are best at the edited steps  # image directory of a run, if not its name
+DIRS = {"no_edit": "control"}  # image directory of a run, if not its name
+BEST = "best:"  # config.layers = ('best:<k>',): the k layers whose probes are best at the edited steps
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
 AT_LEAST = {"num_images": 1, "shifts_per_image": 1, "batch_size": 1, "iterations": 0, "num_inference_steps": 1,
             "seed": 0, "scene_seed_offset": 0, "min_pixels": 1}
@@ -82,6 +82,14 @@ def check(c, pipe) -> Plan:
         sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
     with validate.config_key("shift_fraction"):
         intervene.draw_shifts(1, c.resolution, c.seed, fraction=tuple(c.shift_fraction))
+    if c.prompts_file:
+        path = validate.existing_path(c, "prompts_file", "a text file with one prompt per line")
+        prompts = sampling.read_prompts(prompts_file=str(path))
+        if len(prompts) < c.num_images:
+            raise ValueError(f"config.prompts_file: {path} has {len(prompts)} prompts; config.num_images = "
+                             f"{c.num_images}")
+        with validate.config_key("prompts_file"):
+            pipe.tokenize(prompts[:c.num_images])
     probe_set = load_probes(c)
     if probe_set.meta.get("pipeline_sha256") != sweep.weights_fingerprint(c.pipeline_dir):
         raise ValueError(f"config.probes: the probes in {c.probes} were fitted on another pipeline (sha256 of its "
@@ -230,9 +238,9 @@ def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path)
     for run, ims in images.items():
         mask, run_depth = labelled.get(run) or _label(plan, ims)
         found, colour = _found_and_colour(ims, mask, prompts, c.min_pixels)
-        scores = edit_metrics.edit_scores(plain_mask=salient, mask=mask, target_mask=target_mask, shifts=shifts,
-                                          found=found, colour=colour, plain_depth=depth, depth=run_depth,
-                                          target_depth=target_depth)
+        scores = edit_metrics.edit_scores(plain_image=images["no_edit"], image=ims, plain_mask=salient, mask=mask,
+                                          target_mask=target_mask, shifts=shifts, found=found, colour=colour,
+                                          plain_depth=depth, depth=run_depth, target_depth=target_depth)
         out.update({f"{run}|{m}": v for m, v in scores.items()})
         out[f"mask|{run}"] = mask
     return out
@@ -248,15 +256,20 @@ def _found_and_colour(images, masks, prompts, min_pixels):
         return masks.sum(axis=(1, 2)) >= min_pixels, np.full(len(images), np.nan)
 
 
+def _load(c):
+    pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
+    tqdm.write(f"loading pipeline {pipeline_dir}")
+    return load_pipeline(pipeline_dir)
+
+
 def _batch_path(workdir: Path, batch: int) -> Path:
     return workdir / "batches" / f"{batch:05d}.npz"
 
 
-def run(c, workdir) -> dict:
-    """The whole study; rerunning with the same config and workdir resumes at the first batch not written."""
-    pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
-    tqdm.write(f"loading pipeline {pipeline_dir}")
-    pipe = load_pipeline(pipeline_dir)
+def run(c, workdir, pipe=None) -> dict:
+    """The whole study; rerunning with the same config and workdir resumes at the first batch not written.
+    `pipe`: config.pipeline_dir already loaded."""
+    pipe = pipe or _load(c)
     plan = check(c, pipe)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -366,6 +379,8 @@ def headline(summary: dict, *, with_goals: bool = True) -> list[str]:
         parts = [f"{m} {s[m]['mean']:+.3f} [{s[m]['ci95'][0]:+.3f}, {s[m]['ci95'][1]:+.3f}]"
                  for m in ("transfer", "delta_iou") if m in s]
         parts += [f"{m} {s[m]['mean']:.0%}" for m in ("found", "colour") if m in s]
+        if "background_change" in s:
+            parts.append(f"background change {s['background_change']['mean']:.3f}")
         lines.append(f"{run:9s} " + "; ".join(parts))
     for g in summary.get("goals", ()) if with_goals else ():
         value = round(g["value"], 3) if isinstance(g["value"], float) else g["value"]
@@ -382,17 +397,18 @@ def ablate(c, workdir) -> list[dict]:
     settings = c.ablation.to_dict()
     if not settings:
         raise ValueError("config.ablation is empty: give {name: {config key: value}} entries to compare")
+    if not c.labelers_dir:
+        raise ValueError("config.ablation compares the edits' measures, which need config.labelers_dir")
+    configs = {name: _override(c, name, over) for name, over in settings.items()}
+    pipe = _load(c)
+    for name, sc in configs.items():  # every setting is checked before the first one runs
+        with validate.config_key(f"ablation.{name}"):
+            check(sc, pipe)
     rows = []
     for i, (name, over) in enumerate(settings.items()):
         tqdm.write(f"[{i + 1}/{len(settings)}] ablation setting {name}: {over or 'the base config'}")
-        sc = c.copy_and_resolve_references()
-        del sc["ablation"]
-        for key, value in over.items():
-            if key not in sc:
-                raise ValueError(f"config.ablation.{name}: unknown config key {key!r}; valid keys: {', '.join(sc)}")
-            sc[key] = tuple(value) if isinstance(value, list) else value
-        summary = run(sc, workdir / name)
-        for run_name, by_metric in summary.get("runs", {}).items():
+        summary = run(configs[name], workdir / name, pipe)
+        for run_name, by_metric in summary["runs"].items():
             for m, s in by_metric.items():
                 rows.append({"setting": name, "changed": " ".join(f"{k}={v}" for k, v in over.items()),
                              "layers": len(summary["layers"]), "steps": " ".join(map(str, summary["steps"])),
@@ -401,3 +417,15 @@ def ablate(c, workdir) -> list[dict]:
     io.write_csv(workdir / "ablation.csv", rows, list(rows[0]))
     edit_figures.ablation_figure(workdir / "figures" / "ablation.png", rows)
     return rows
+
+
+def _override(c, name: str, over: dict):
+    """`c` without its ablation, with one setting's overrides."""
+    sc = c.copy_and_resolve_references()
+    with sc.unlocked():
+        del sc["ablation"]
+    for key, value in over.items():
+        if key not in sc:
+            raise ValueError(f"config.ablation.{name}: unknown config key {key!r}; valid keys: {', '.join(sc)}")
+        sc[key] = tuple(value) if isinstance(value, list) else value
+    return sc

@@ -39,7 +39,10 @@ def test_edit_scores_pair_iou_and_depth_with_the_plain_sample():
     target = np.stack([_square(8, 8), _square(8, 8)])
     edited = np.stack([_square(8, 8), _square(2, 2)])  # the first moved onto the target, the second stayed
     depth = np.zeros((2, 16, 16), np.float32)
-    s = edit_metrics.edit_scores(plain_mask=plain, mask=edited, target_mask=target, shifts=np.array([[6, 6]] * 2),
+    image = np.zeros((2, 16, 16, 3), np.uint8)
+    changed = image.copy()
+    changed[1, 0, :] = 255  # one background row of the second image turns white: 16 of 256 - 32 - 16 pixels
+    s = edit_metrics.edit_scores(plain_image=image, image=changed, plain_mask=plain, mask=edited, target_mask=target, shifts=np.array([[6, 6]] * 2),
                                  found=[True, True], colour=[1.0, np.nan], plain_depth=depth, depth=depth + 1,
                                  target_depth=depth + 1)
     assert set(s) == set(edit_metrics.METRICS)
@@ -47,7 +50,8 @@ def test_edit_scores_pair_iou_and_depth_with_the_plain_sample():
     np.testing.assert_allclose(s["transfer"], [1.0, 0.0])
     np.testing.assert_allclose(s["depth_rmse"], [0.0, 0.0])
     np.testing.assert_allclose(s["depth_rmse_gain"], [1.0, 1.0])
+    np.testing.assert_allclose(s["background_change"], [0.0, 16 / (256 - 16 - 16)])
     assert np.isnan(s["colour"][1])
-    no_depth = edit_metrics.edit_scores(plain_mask=plain, mask=edited, target_mask=target,
+    no_depth = edit_metrics.edit_scores(plain_image=image, image=image, plain_mask=plain, mask=edited, target_mask=target,
                                         shifts=np.array([[6, 6]] * 2), found=[1, 1], colour=[1, 1])
     assert np.isnan(no_depth["depth_rmse"]).all()

@@ -1,7 +1,9 @@
 """The intervention study's job: its config is checked against the pipeline and the saved probes before any
 sampling, with errors that name the valid choices; a killed run resumes to the same files."""
 import functools
+from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -32,6 +34,11 @@ def probes_dir(tiny_dir, tmp_path_factory):
     return directory, layers
 
 
+@pytest.fixture(scope="module")
+def pipe(tiny_dir):
+    return load_pipeline(tiny_dir)
+
+
 def _config(tiny_dir, probes_dir, **over):
     directory, layers = probes_dir
     c = toy_intervene.get_config()
@@ -43,8 +50,8 @@ def _config(tiny_dir, probes_dir, **over):
     return c
 
 
-def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_dir):
-    plan = edit_study.check(_config(tiny_dir, probes_dir), load_pipeline(tiny_dir))
+def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_dir, pipe):
+    plan = edit_study.check(_config(tiny_dir, probes_dir), pipe)
     assert plan.layers == tuple(probes_dir[1]) and plan.steps == (0, 1)
     assert plan.active.tolist() == [True, True, False] and plan.labels[0].shape == (3, 16, 16)
 
@@ -59,30 +66,31 @@ def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_di
     (dict(task="depth"), r"no trained_depth.safetensors in .*; it has \['trained_saliency'\]"),
     (dict(labels_dir=""), "set config.labelers_dir, or config.labels_dir"),
     (dict(shift_fraction=(0.3, 0.1)), "config.shift_fraction: shift fraction"),
+    (dict(num_images=9), "prompts.txt has 8 prompts; config.num_images = 9"),
 ])
-def test_bad_configs_fail_before_any_sampling(tiny_dir, probes_dir, over, error):
+def test_bad_configs_fail_before_any_sampling(tiny_dir, probes_dir, pipe, over, error):
     with pytest.raises((ValueError, FileNotFoundError), match=error):
-        edit_study.check(_config(tiny_dir, probes_dir, **over), load_pipeline(tiny_dir))
+        edit_study.check(_config(tiny_dir, probes_dir, **over), pipe)
 
 
-def test_probes_of_another_pipeline_are_refused(tiny_dir, probes_dir, tmp_path):
+def test_probes_of_another_pipeline_are_refused(tiny_dir, probes_dir, pipe, tmp_path):
     other = tmp_path / "other"
     probe_set = saved.load(saved.path_for(probes_dir[0] / "probes", "trained", "saliency"))
     saved.save(saved.path_for(other / "probes", "trained", "saliency"),
                saved.SavedProbes(**{**vars(probe_set), "meta": {**probe_set.meta, "pipeline_sha256": "0" * 64}}))
     with pytest.raises(ValueError, match="fitted on another pipeline"):
-        edit_study.check(_config(tiny_dir, probes_dir, probes=str(other)), load_pipeline(tiny_dir))
+        edit_study.check(_config(tiny_dir, probes_dir, probes=str(other)), pipe)
 
 
-def test_a_target_file_of_the_wrong_shape_is_refused(tiny_dir, probes_dir, tmp_path):
+def test_a_target_file_of_the_wrong_shape_is_refused(tiny_dir, probes_dir, pipe, tmp_path):
     np.save(tmp_path / "target.npy", np.zeros((8, 8), bool))
     with pytest.raises(ValueError, match=r"has shape \(8, 8\); the labels are \(16, 16\)"):
         edit_study.check(_config(tiny_dir, probes_dir, target_file=str(tmp_path / "target.npy"),
-                                 controls=("random",)), load_pipeline(tiny_dir))
+                                 controls=("random",)), pipe)
     np.save(tmp_path / "target.npy", np.zeros((16, 16), bool))
     with pytest.raises(ValueError, match="'opposite', which needs a translation"):
         edit_study.check(_config(tiny_dir, probes_dir, target_file=str(tmp_path / "target.npy")),
-                         load_pipeline(tiny_dir))
+                         pipe)
 
 
 @pytest.mark.slow  # kill-and-resume
@@ -104,3 +112,35 @@ def test_a_killed_run_resumes_to_the_same_files(tiny_dir, probes_dir, tmp_path, 
         np.testing.assert_array_equal(io.read_png(tmp_path / "full" / f), io.read_png(tmp_path / "killed" / f))
     assert not (io.read_png(tmp_path / "full" / "control" / "0.png") ==
                 io.read_png(tmp_path / "full" / "edited" / "0.png")).all()
+
+
+def test_best_layers_are_the_best_reading_probes_at_the_edited_steps(tiny_dir, probes_dir, pipe, tmp_path):
+    c = _config(tiny_dir, probes_dir, layers=("best:1",))
+    with pytest.raises(FileNotFoundError, match="ranks layers by the sweep's .*results.csv, which does not exist"):
+        edit_study.check(c, pipe)
+    first, second = probes_dir[1]
+    rows = [{"model": "trained", "task": "saliency", "layer": layer, "step": step, "split": "test",
+             "metric": "dice", "value": value}
+            for layer, step, value in ((first, 0, 0.1), (first, 1, 0.2), (second, 0, 0.3), (second, 1, 0.05),
+                                       (first, 2, 0.9))]  # step 2 is not edited: it must not count
+    (tmp_path / "probes").symlink_to(probes_dir[0] / "probes")
+    io.write_csv(tmp_path / "results.csv", rows, list(rows[0]))
+    c.probes = str(tmp_path)
+    assert edit_study.check(c, pipe).layers == (second,)  # mean Dice 0.175 vs 0.15 over steps 0-1
+    c.layers = ("best:2",)
+    assert set(edit_study.check(c, pipe).layers) == {first, second}
+
+
+def test_an_ablation_checks_every_setting_before_the_first_runs(tiny_dir, probes_dir, tmp_path):
+    c = _config(tiny_dir, probes_dir)
+    c.ablation = ml_collections.ConfigDict({"a": {}, "b": {"steps": (0, 2)}})
+    with pytest.raises(ValueError, match="need config.labelers_dir"):
+        edit_study.ablate(c, tmp_path)
+    c.labelers_dir = str(Path(__file__).resolve().parents[2] / "assets" / "toy_labelers")
+    c.ablation = ml_collections.ConfigDict({"b": {"steps": (0, 2)}})
+    with pytest.raises(ValueError, match="config.ablation.b: config.layers/steps: no saved saliency probe"):
+        edit_study.ablate(c, tmp_path)
+    c.ablation = ml_collections.ConfigDict({"a": {"lrr": 0.1}})
+    with pytest.raises(ValueError, match="config.ablation.a: unknown config key 'lrr'; valid keys: "):
+        edit_study.ablate(c, tmp_path)
+    assert not any(tmp_path.iterdir())

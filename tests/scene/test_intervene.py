@@ -148,13 +148,17 @@ def test_a_user_target_is_read_from_npy_or_png_and_checked(tmp_path):
         intervene.load_target(tmp_path / "nan.npy", (8, 8))
 
 
-def test_the_random_direction_control_moves_as_far_as_the_edit_in_another_direction(setup):
-    pipe, layers, extra = setup
+def test_the_random_direction_control_has_the_edits_norm_per_image():
     like = jax.random.normal(jax.random.key(1), (3, 4, 4, 8)) * jnp.array([1.0, 0.0, 3.0])[:, None, None, None]
     moved = intervene._equal_norm(jax.random.normal(jax.random.key(2), like.shape), like)
     norm = lambda v: np.linalg.norm(np.asarray(v).reshape(3, -1), axis=1)
     np.testing.assert_allclose(norm(moved), norm(like), rtol=1e-5)
     assert abs(float(jnp.vdot(moved[0], like[0]))) < 0.5 * float(norm(like)[0] ** 2)  # not the edit's direction
+
+
+@pytest.mark.slow  # three compilations of the edit program
+def test_the_random_direction_control_samples_differ_from_the_edit_and_stay_plain_at_norm_zero(setup):
+    pipe, layers, extra = setup
     extra = {**extra, "key": jax.random.key(0)}
     plain = np.asarray(_sample(pipe, sampling.PLAIN, None).latents)
     still = _sample(pipe, intervene.EditHook(layers, "saliency", iterations=0, random_direction=True), extra).latents

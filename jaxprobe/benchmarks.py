@@ -2,7 +2,7 @@
 (BENCHMARKS.md by default) and returns it. launch/bench.py runs them by name (`run`).
 
   sample     jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
-  intervene  the probe-guided edit in one jit vs the paper's eager PyTorch hook loop, same tiny pipeline and edits
+  intervene  the probe-guided edit in one jit vs the paper's eager PyTorch hook loop, toy LDM, same edits
   probe      every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   capture    sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
   train      toy LDM training step on 1 CPU device vs one device per core (data parallel)
@@ -76,7 +76,8 @@ def write_section(path, name: str, body: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _Tiny:
-    """One tiny random SD pipeline as jaxprobe and diffusers load it, with a batch of prompts and initial noise."""
+    """One small SD pipeline (the tiny random one, or a directory) as jaxprobe and diffusers load it, with a batch of
+    prompts and initial noise."""
 
     pipe: object  # jaxprobe Pipeline
     torch_pipe: object  # diffusers.StableDiffusionPipeline of the same directory
@@ -154,20 +155,15 @@ GUIDANCE = 7.5
 def _edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
     """(layers, SavedProbes, target [B, H, W] bool): random linear saliency probes for every edited (layer, step)
     and a random square per image as the mask they should read."""
-    import functools
-
     import numpy as np
 
     from jaxprobe import hooks
     from jaxprobe.probing import saved
+    from jaxprobe.testing import random_linear_probes
 
     layers = hooks.select_layers(pipe.unet, EDIT_LAYERS)
     rng = np.random.default_rng(seed)
-    probes = {}
-    for layer in layers:
-        width = functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
-        for step in range(min(EDIT_STEPS, num_steps)):  # a linear probe (probes.init_probe): {'kernel': [C, 2]}
-            probes[(layer, step)] = {"kernel": (rng.normal(size=(width, 2)) / np.sqrt(width)).astype(np.float32)}
+    probes = random_linear_probes(pipe, layers, range(min(EDIT_STEPS, num_steps)), rng, scaled=True)
     size, side = pipe.default_size, pipe.default_size // 2
     target = np.zeros((batch, size, size), bool)
     for mask, (y, x) in zip(target, rng.integers(0, size - side + 1, (batch, 2))):

@@ -1,4 +1,5 @@
-"""A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch.
+"""A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch, and random
+probes for any pipeline's layers.
 
 `tiny_pipeline()` initialises jaxprobe's own Flax UNet, VAE and CLIP text encoder at toy sizes (16x16 images, a
 character-level tokenizer) and returns a `Pipeline` in seconds, with no download. It is saved in the diffusers
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from jaxprobe.models import load
 from jaxprobe.models.pipeline import (
@@ -90,3 +92,16 @@ def tiny_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
         target = Path(tmp) / "pipeline" if directory is None else directory
         save_pipeline(target, pipe)
         return load_pipeline(target)
+
+
+def random_linear_probes(pipe, layers, steps, rng: np.random.Generator, *, scaled: bool = False) -> dict:
+    """{(layer, step): {'kernel': [C, 2]}}: a random linear saliency probe (`probes.init_probe`'s layout) for each
+    of the UNet `layers` (C = the layer's output width) at each step, drawn from `rng` layer by layer from N(0, 1),
+    divided by sqrt(C) when `scaled`."""
+    out = {}
+    for layer in layers:
+        width = functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
+        for step in steps:
+            kernel = rng.normal(size=(width, 2))
+            out[(layer, step)] = {"kernel": (kernel / np.sqrt(width) if scaled else kernel).astype(np.float32)}
+    return out

@@ -12,10 +12,10 @@ RUN_COLOURS = {"edited": "tab:blue", "no_edit": "black", "null": "tab:gray", "ra
                "opposite": "tab:red"}
 
 
-def _outline(ax, mask, colour: str) -> None:
-    """The salient mask's outline over an image (nothing for an empty mask)."""
+def _outline(ax, mask, colour: str, **style) -> None:
+    """A mask's outline over an image (nothing for an empty mask)."""
     if np.any(mask) and not np.all(mask):
-        ax.contour(np.asarray(mask, float), levels=[0.5], colors=colour, linewidths=1.2)
+        ax.contour(np.asarray(mask, float), levels=[0.5], colors=colour, **{"linewidths": 1.2, **style})
 
 
 def edit_grid(path, before, target, after, before_mask, after_mask, *, titles: Sequence[str]) -> None:
@@ -33,9 +33,8 @@ def edit_grid(path, before, target, after, before_mask, after_mask, *, titles: S
         _outline(axes[i, 1], before_mask[i], "cyan")
         axes[i, 2].imshow(after[i])
         _outline(axes[i, 2], after_mask[i], "cyan")
-        if is_mask and np.any(target[i]):
-            axes[i, 2].contour(np.asarray(target[i], float), levels=[0.5], colors="white", linewidths=1,
-                               linestyles="dashed")
+        if is_mask:
+            _outline(axes[i, 2], target[i], "white", linewidths=1, linestyles="dashed")
         axes[i, 0].set_ylabel(titles[i], fontsize=8)
         for j, ax in enumerate(axes[i]):
             ax.set_xticks([])

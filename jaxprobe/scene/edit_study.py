@@ -195,9 +195,13 @@ def _targets(c, plan: Plan, edits: list[dict], salient, depth, sign: int) -> np.
     if plan.target is not None and sign:
         return np.stack([plan.target] * len(edits))
     if c.task == "saliency":
-        return np.stack([intervene.translate_mask(m, sign * e["dx"], sign * e["dy"]) for m, e in zip(salient, edits)])
-    return np.stack([intervene.shift_depth(d, sign * e["dx"], sign * e["dy"], value_range=tuple(c.depth_range))
-                     for d, e in zip(depth, edits)])
+        return _moved(intervene.translate_mask, salient, edits, sign)
+    return _moved(intervene.shift_depth, depth, edits, sign, value_range=tuple(c.depth_range))
+
+
+def _moved(move, maps, edits: list[dict], sign: int, **kw) -> np.ndarray:
+    """`move` (translate_mask or shift_depth) of each edit's map by sign x (dx, dy) -> [B, H, W]."""
+    return np.stack([move(m, sign * e["dx"], sign * e["dy"], **kw) for m, e in zip(maps, edits)])
 
 
 def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path) -> dict[str, np.ndarray]:
@@ -211,11 +215,11 @@ def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path)
     salient, depth = labelled.get("no_edit", (None, None))
     if plan.labels is not None:
         salient, depth = (a[[e["image"] for e in edits]] for a in plan.labels)
-    for run in ("edited",) + tuple(c.controls):
+    targets = {run: _targets(c, plan, edits, salient, depth, SIGNS[run]) for run in ("edited",) + tuple(c.controls)}
+    for run, target in targets.items():
         hook = intervene.EditHook(plan.layers, c.task, lr=c.lr, iterations=c.iterations,
                                   random_direction=run == "random")
-        extra = {"probes": plan.probes, "active": plan.active,
-                 "target": _targets(c, plan, edits, salient, depth, SIGNS[run]),
+        extra = {"probes": plan.probes, "active": plan.active, "target": target,
                  "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
         images[run] = sampling.sample(pipe, prompts, hook=hook, extra=extra, **common).images
     for run, ims in images.items():
@@ -225,16 +229,15 @@ def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path)
         return {}
     shifts = np.asarray([[e["dx"], e["dy"]] for e in edits], np.float64)
     if plan.target is None:  # the edit's target moved the plain sample's labels by (dx, dy)
-        target_mask = np.stack([intervene.translate_mask(m, e["dx"], e["dy"]) for m, e in zip(salient, edits)])
-        target_depth = np.stack([intervene.shift_depth(d, e["dx"], e["dy"], value_range=None)
-                                 for d, e in zip(depth, edits)])
+        target_mask = _moved(intervene.translate_mask, salient, edits, 1)
+        target_depth = _moved(intervene.shift_depth, depth, edits, 1, value_range=None)
     elif c.task == "saliency":  # a user's mask: the intended shift is its centroid's
         target_mask, target_depth = np.broadcast_to(plan.target.astype(bool), salient.shape), None
         shifts = edit_metrics.centroids(target_mask) - edit_metrics.centroids(salient)
     else:  # a user's depth map: no intended shift of the object
         target_mask, target_depth = salient, np.broadcast_to(plan.target.astype(np.float32), depth.shape)
         shifts = np.full_like(shifts, np.nan)
-    out = {"target": _targets(c, plan, edits, salient, depth, 1)}
+    out = {"target": targets["edited"]}
     for run, ims in images.items():
         mask, run_depth = labelled.get(run) or _label(plan, ims)
         found, colour = _found_and_colour(ims, mask, prompts, c.min_pixels)

@@ -1,6 +1,5 @@
 """The intervention study's job: its config is checked against the pipeline and the saved probes before any
 sampling, with errors that name the valid choices; a killed run resumes to the same files."""
-import functools
 from pathlib import Path
 
 import ml_collections
@@ -12,6 +11,7 @@ from jaxprobe import hooks, io
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
 from jaxprobe.scene import capture, edit_study, sweep
+from jaxprobe.testing import random_linear_probes
 
 STEPS = 3
 
@@ -23,13 +23,8 @@ def probes_dir(tiny_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("sweep")
     pipe = load_pipeline(tiny_dir)
     layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]
-    rng = np.random.default_rng(0)
-    width = {layer: functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
-             for layer in layers}
     saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
-        "trained", "saliency", "linear",
-        {(layer, s): {"kernel": rng.normal(size=(width[layer], 2)).astype(np.float32)} for layer in layers
-         for s in (0, 1)},
+        "trained", "saliency", "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
         meta={"resolution": 16, "num_inference_steps": STEPS, "pipeline_sha256": sweep.weights_fingerprint(tiny_dir)}))
     return directory, layers
 

@@ -14,6 +14,7 @@ from jaxprobe.diffusion import sampling
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import probes, saved
 from jaxprobe.scene import capture, intervene
+from jaxprobe.testing import random_linear_probes
 
 PROMPTS = ["a red ball", "a blue cube"]
 STEPS = 3
@@ -23,11 +24,8 @@ STEPS = 3
 def setup(tiny_dir):
     pipe = load_pipeline(tiny_dir)
     layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]  # two up-block layers, in forward order
-    rng = np.random.default_rng(0)
-    width = {layer: functools.reduce(dict.__getitem__, layer.split("/"), pipe.params["unet"])["kernel"].shape[-1]
-             for layer in layers}  # the layer's output channels
-    probe_set = saved.SavedProbes("trained", "saliency", "linear", {
-        (layer, 0): {"kernel": rng.normal(size=(width[layer], 2)).astype(np.float32)} for layer in layers})
+    probe_set = saved.SavedProbes("trained", "saliency", "linear",
+                                  random_linear_probes(pipe, layers, [0], np.random.default_rng(0)))
     target = np.zeros((2, 16, 16), bool)
     target[:, 4:12, 8:16] = True  # the object moved to the right half
     stacked, active = intervene.edit_inputs(probe_set, layers, [0], STEPS)

@@ -1,7 +1,8 @@
 """Fit every probe of a sweep by SGD: the probes of a shape group are stacked and trained together, one jitted,
 `jax.vmap`-ed Optax step per batch and a `lax.scan` over the batches, so that an epoch is one device call. All
-probes of a group see the same per-epoch permutation of the images. Fits checkpoint per epoch (orbax) and resume
-bit-identically.
+probes of a group see the same per-epoch permutation of the images. The probes of a group share one label set (the
+scene study: every layer and step reads the same images) or each has its own (the concept study: concept k's
+probes read concept k's positives and negatives). Fits checkpoint per epoch (orbax) and resume bit-identically.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from jaxprobe.probing.probes import (
     Params,
     ProbeId,
     check_acts,
+    check_group_labels,
     check_labels,
     check_sweep,
     group_probes,
@@ -48,10 +50,11 @@ def init_state(keys: jax.Array, kind: str, task: str, channels: int, *, lr: floa
     return FitState(epoch=jnp.asarray(0, jnp.int32), params=params, opt_state=jax.vmap(optax.adam(lr).init)(params))
 
 
-@functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr", "per_probe"), donate_argnums=0)
 def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: str, batch_size: int = 4,
-              lr: float = 1e-3) -> tuple[FitState, jax.Array]:
-    """One epoch for a group, as one device call: x [N, G, h, w, C], target [N, ...] -> (state, mean loss [G]).
+              lr: float = 1e-3, per_probe: bool = False) -> tuple[FitState, jax.Array]:
+    """One epoch for a group, as one device call: x [N, G, h, w, C], target [N, ...] shared by the G probes, or
+    [N, G, ...] one per probe when `per_probe` -> (state, mean loss [G]).
 
     The images are shuffled by a permutation that depends only on (seed, epoch), shared by all probes. A last
     partial batch is padded and masked, so its loss is the mean over its real images (PyTorch's drop_last=False).
@@ -71,7 +74,7 @@ def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: s
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    step = jax.vmap(step_one, in_axes=(0, 0, 1, None, None))
+    step = jax.vmap(step_one, in_axes=(0, 0, 1, 1 if per_probe else None, None))
 
     def body(carry, batch):
         bidx, wb = batch
@@ -86,7 +89,8 @@ def fit_group(x: jax.Array, labels, task: str, *, kind: str = "linear", epochs: 
               lr: float = 1e-3, seed: int = 0, label_mode: str = "upsample", hidden: int = 256,
               keys: jax.Array | None = None, checkpoint_dir: str | Path | None = None,
               stop_after_epoch: int | None = None) -> Params:
-    """Fit the G probes of one shape group at once: x [N, G, h, w, C], labels [N, H, W] -> params (leaves [G, ...]).
+    """Fit the G probes of one shape group at once: x [N, G, h, w, C], labels [N, H, W] shared by all probes or
+    [N, G, H, W] one label map per probe -> params (leaves [G, ...]).
 
     Args:
       keys: [G] init keys, one per probe (only the MLP uses them); default fold_in(key(seed), g).
@@ -94,7 +98,7 @@ def fit_group(x: jax.Array, labels, task: str, *, kind: str = "linear", epochs: 
         the newest checkpoint; the result is bit-identical to an uninterrupted fit.
       stop_after_epoch: stop once this many epochs are done (after checkpointing); simulates a kill in tests.
     """
-    labels = check_labels(labels, task)
+    labels = check_group_labels(labels, task, x.shape[1])
     check_acts("activations", x, len(labels), group=True)
     if keys is None:
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(x.shape[1]))
@@ -109,7 +113,11 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
     check_choice("probe kind", kind, KINDS)
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
-    target = prepare_targets(labels, x.shape[2:4], task, label_mode)
+    per_probe = labels.ndim == 4
+    if per_probe:  # [N, G, H, W] -> [N, G, ...]
+        target = jax.vmap(lambda y: prepare_targets(y, x.shape[2:4], task, label_mode), 1, 1)(labels)
+    else:
+        target = prepare_targets(labels, x.shape[2:4], task, label_mode)
     state = init_state(keys, kind, task, x.shape[-1], lr=lr, hidden=hidden)
     mngr = None
     if checkpoint_dir is not None:
@@ -119,7 +127,7 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
             state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
     last = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
     for epoch in range(int(state.epoch), last):
-        state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr)
+        state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr, per_probe=per_probe)
         if mngr is not None:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
     if mngr is not None:

@@ -33,7 +33,7 @@ import optax
 from jaxprobe.probing import metrics, tasks
 from jaxprobe.validate import check_choice
 
-KINDS = ("linear", "mlp")
+KINDS = ("linear", "affine", "mlp")
 LABEL_MODES = ("upsample", "downsample")
 
 Params = Any
@@ -44,13 +44,15 @@ def init_probe(key: jax.Array, kind: str, task: str, channels: int, *, hidden: i
     """A fresh probe for `channels`-wide tokens.
 
     'linear': {'kernel': [C, out]}, no bias, zeros (the problem is convex; zeros make fits independent of keys).
+    'affine': the same plus {'bias': [out]}, zeros (image-level probes on unbalanced sets need the intercept).
     'mlp': one ReLU hidden layer, {'hidden': {'kernel': [C, hidden], 'bias'}, 'out': {'kernel': [hidden, out],
     'bias'}}, initialised like `flax.linen.Dense` (lecun-normal kernels, zero biases).
     """
     check_choice("probe kind", kind, KINDS)
     out = tasks.get(task).outputs
-    if kind == "linear":
-        return {"kernel": jnp.zeros((channels, out), jnp.float32)}
+    if kind in ("linear", "affine"):
+        linear = {"kernel": jnp.zeros((channels, out), jnp.float32)}
+        return linear if kind == "linear" else {**linear, "bias": jnp.zeros((out,), jnp.float32)}
     k1, k2 = jax.random.split(key)
     init = jax.nn.initializers.lecun_normal()
     return {"hidden": {"kernel": init(k1, (channels, hidden)), "bias": jnp.zeros((hidden,))},
@@ -67,7 +69,7 @@ def apply_probe(params: Params, acts: jax.Array) -> jax.Array:
     if "hidden" in params:
         x = jax.nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
         return x @ params["out"]["kernel"] + params["out"]["bias"]
-    return x @ params["kernel"]
+    return x @ params["kernel"] + params["bias"] if "bias" in params else x @ params["kernel"]
 
 
 def upsample(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
@@ -191,6 +193,18 @@ def check_labels(labels, task: str) -> jax.Array:
         raise ValueError("empty split: labels hold 0 images")
     if spec.kind == "dense" and not bool(jnp.isfinite(labels).all()):
         raise ValueError(f"{spec.name} labels contain NaN or inf")
+    return labels
+
+
+def check_group_labels(labels, task: str, probes: int) -> jax.Array:
+    """A group's labels: [N, H, W] shared by its probes, or [N, G, H, W] with one label map per probe."""
+    labels = jnp.asarray(labels)
+    if labels.ndim != 4:
+        return check_labels(labels, task)
+    if labels.shape[1] != probes:
+        raise ValueError(f"per-probe labels {tuple(labels.shape)} hold {labels.shape[1]} label maps for a group "
+                         f"of {probes} probes")
+    check_labels(labels.reshape(-1, *labels.shape[2:]), task)
     return labels
 
 

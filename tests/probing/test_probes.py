@@ -76,6 +76,21 @@ def test_group_fit_equals_fitting_each_probe_alone():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a[g], b[0], atol=1e-5), group, alone)
 
 
+def test_per_probe_labels_equal_fitting_each_probe_alone_on_its_labels():
+    """[N, G, H, W] labels: probe g reads label map g (the concept study: one concept per probe)."""
+    acts, labels = _synthetic("saliency", n=10, steps=3)
+    x = acts["layer_a"]
+    per_probe = jnp.stack([labels, ~labels, labels[::-1]], axis=1)  # [N, 3, H, W], three different targets
+    group = fit.fit_group(x, per_probe, "saliency", kind="affine", epochs=3)
+    assert set(group) == {"kernel", "bias"}
+    for g in range(3):
+        alone = fit.fit_group(x[:, g:g + 1], per_probe[:, g], "saliency", kind="affine", epochs=3)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[g], b[0], atol=1e-5), group, alone)
+    assert not np.allclose(group["kernel"][0], group["kernel"][1])
+    with pytest.raises(ValueError, match="2 label maps for a group of 3 probes"):
+        fit.fit_group(x, per_probe[:, :2], "saliency")
+
+
 def test_partial_batch_is_the_mean_over_its_real_images():
     """One epoch with batch_size > N is one Adam step on the mean loss over the N images (padding masked)."""
     acts, labels = _synthetic("depth", n=6, steps=1)
@@ -208,7 +223,7 @@ def test_bad_inputs_raise_clear_errors():
     acts, labels = _synthetic("saliency", n=6, steps=1)
     with pytest.raises(ValueError, match="saliency, depth"):
         fit.fit_sweep(acts, labels, "normals")
-    with pytest.raises(ValueError, match="linear, mlp"):
+    with pytest.raises(ValueError, match="linear, affine, mlp"):
         fit.fit_sweep(acts, labels, "saliency", kind="conv")
     with pytest.raises(ValueError, match="upsample, downsample"):
         fit.fit_sweep(acts, labels, "saliency", label_mode="bilinear")
@@ -223,5 +238,5 @@ def test_bad_inputs_raise_clear_errors():
     bad = {"clean": acts["layer_a"], "down_blocks_1/attn1": acts["layer_a"].at[2, 0, 1, 1, 3].set(jnp.nan)}
     with pytest.raises(ValueError, match="'down_blocks_1/attn1' contain NaN"):
         fit.fit_sweep(bad, labels, "saliency")
-    with pytest.raises(ValueError, match="linear, mlp"):
+    with pytest.raises(ValueError, match="linear, affine, mlp"):
         probes.init_probe(jax.random.key(0), "transformer", "depth", C)

@@ -125,7 +125,7 @@ def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
         sweep.run(_with(c, data="imagined"), tmp_path / "a")
     lasso = _with(c)
     lasso.probe.kind = "lasso"
-    with pytest.raises(ValueError, match="valid choices: linear, mlp, ridge"):
+    with pytest.raises(ValueError, match="valid choices: linear, affine, mlp, ridge"):
         sweep.run(lasso, tmp_path / "a")
     with pytest.raises(ValueError, match="config.num_test must be >= 1"):
         sweep.run(_with(c, num_test=0), tmp_path / "b")

@@ -1,3 +1,10 @@
-"""Flax models with diffusers/transformers parameter names, and their loaders."""
-from jaxprobe.models.load import load_text_encoder, load_unet, load_vae, save_component  # noqa: F401
+"""Flax models with diffusers/transformers/torchvision parameter names, and their loaders."""
+from jaxprobe.models.load import (  # noqa: F401
+    load_clip,
+    load_text_encoder,
+    load_unet,
+    load_vae,
+    save_clip,
+    save_component,
+)
 from jaxprobe.models.pipeline import Pipeline, load_pipeline, save_pipeline  # noqa: F401

@@ -6,6 +6,8 @@ underscore (`down_blocks.0.resnets.1` -> `down_blocks_0/resnets_1`, which is wha
 
   torch `weight` -> Flax `kernel` (conv OIHW -> HWIO, linear (out, in) -> (in, out)), `scale` (norms) or `embedding`
   torch `bias`   -> Flax `bias`
+  any other torch leaf (a raw `nn.Parameter`: `logit_scale`, `class_embedding`) -> the Flax param of the same name,
+  same layout (0-d stays 0-d)
 
 The template decides which of kernel/scale/embedding a `weight` becomes, and every mismatch is collected into one
 error that lists missing, unexpected and mis-shaped keys.
@@ -117,7 +119,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], template, *, what: str
             misshaped.append(f"{key}: checkpoint {tuple(np.shape(arr))} vs model {_torch_shape(leaf, target)}")
             continue
         out[mod + (leaf,)] = value.astype(np.float32) if value.dtype != np.float32 else value
-    missing = [path_to_torch_key(p[:-1]) + "." + _torch_leaf(p[-1]) for p in flat_t if p not in out]
+    missing = [_torch_key(p) for p in flat_t if p not in out]
     if missing or unexpected or misshaped:
         raise WeightMismatchError(_mismatch_message(what, missing, unexpected, misshaped))
     return traverse_util.unflatten_dict(out)
@@ -127,13 +129,20 @@ def params_to_state_dict(params) -> dict[str, np.ndarray]:
     """Flax params tree -> PyTorch-named, PyTorch-layout numpy state dict (the inverse of the above)."""
     state = {}
     for path, arr in traverse_util.flatten_dict(params).items():
-        key = path_to_torch_key(path[:-1]) + "." + _torch_leaf(path[-1])
-        state[key] = np.ascontiguousarray(_to_torch(path[-1], np.asarray(arr, dtype=np.float32)))
+        key = _torch_key(path)
+        # np.require, not np.ascontiguousarray, which turns a 0-d param (CLIP's logit_scale) into shape (1,).
+        state[key] = np.require(_to_torch(path[-1], np.asarray(arr, dtype=np.float32)), requirements="C")
     return state
 
 
+def _torch_key(path: tuple[str, ...]) -> str:
+    """Flax param path -> torch state-dict key; a top-level param (`logit_scale`) has no module prefix."""
+    return ".".join(part for part in (path_to_torch_key(path[:-1]), _torch_leaf(path[-1])) if part)
+
+
 def _torch_leaf(leaf: str) -> str:
-    return "bias" if leaf == "bias" else "weight"
+    """Flax leaf name -> torch leaf name: kernel/scale/embedding are `weight`; bias and raw params keep their name."""
+    return "weight" if leaf in ("kernel", "scale", "embedding") else leaf
 
 
 def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:

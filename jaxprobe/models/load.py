@@ -155,6 +155,25 @@ def build_text_encoder(config: dict, *, dtype=None):
     return clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(config), **_dt(dtype))
 
 
+def build_clip(config: dict, *, dtype=None):
+    """Two-tower CLIPModel from a transformers CLIPModel config.json dict (no weights).
+
+    Raises ValueError for any other model_type (a `CLIPTextModel` text encoder is `clip_text_model`: use
+    `build_text_encoder` / `load_text_encoder` for it).
+    """
+    from jaxprobe.models import clip
+    _check_clip_config(config, "config")
+    return clip.CLIPModel(clip.CLIPConfig.from_dict(config), **_dt(dtype))
+
+
+def _check_clip_config(config: dict, where: str):
+    model_type = config.get("model_type")
+    if model_type != "clip":
+        hint = "; for a CLIP text encoder use load_text_encoder" if model_type == "clip_text_model" else ""
+        raise ValueError(f"{where} is not a transformers CLIPModel config: model_type={model_type!r}, expected "
+                         f"'clip' (architectures={config.get('architectures')!r}){hint}")
+
+
 def load_unet(directory, *, dtype=None, variant=None):
     """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params); `variant` as in `read_weights`."""
     return _load(directory, build_unet, "UNet", dtype, variant)
@@ -168,6 +187,23 @@ def load_vae(directory, *, dtype=None, variant=None):
 def load_text_encoder(directory, *, dtype=None, variant=None):
     """CLIPTextModel from a transformers `text_encoder/` dir -> (module, params); `variant` as in `read_weights`."""
     return _load(directory, build_text_encoder, "text encoder", dtype, variant)
+
+
+def load_clip(directory, *, dtype=None, variant=None):
+    """CLIPModel (both towers) from a transformers `CLIPModel.save_pretrained` directory (or a snapshot of e.g.
+    openai/clip-vit-base-patch32) -> (module, params); `variant` as in `read_weights`."""
+    directory = Path(os.path.abspath(directory))
+    _check_clip_config(read_config(directory, what="CLIP model"), str(directory / "config.json"))
+    return _load(directory, build_clip, "CLIP model", dtype, variant)
+
+
+def save_clip(directory, module, params):
+    """Write a CLIPModel as transformers does (config.json + model.safetensors), loadable by
+    `transformers.CLIPModel.from_pretrained` and `load_clip`."""
+    from jaxprobe.models import clip
+    if not isinstance(module, clip.CLIPModel):
+        raise TypeError(f"save_clip needs a jaxprobe CLIPModel, got {type(module).__name__}")
+    save_component(directory, module, params, weights_name="model.safetensors")
 
 
 def _dt(dtype):

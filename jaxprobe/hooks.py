@@ -32,14 +32,21 @@ _KINDS = {"UNet2DConditionModel": "UNet", "AutoencoderKL": "VAE"}  # what users 
 @functools.lru_cache(maxsize=8)
 def module_paths(module) -> tuple[str, ...]:
     """Every submodule path whose `__call__` output `apply` can record on `module(*dummy_inputs())`, in call order
-    (shapes only; nothing is computed)."""
+    (a parent before its children; shapes only, nothing is computed)."""
+    order: dict[str, None] = {}
+
+    def log(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and context.module.path:
+            order.setdefault("/".join(context.module.path), None)
+        return next_fun(*args, **kwargs)
+
     def run():
         variables = module.init(jax.random.key(0), *module.dummy_inputs())
-        _, state = module.apply(variables, *module.dummy_inputs(), capture_intermediates=True,
-                                mutable=["intermediates"])
-        return state["intermediates"]
-    flat = traverse_util.flatten_dict(jax.eval_shape(run))
-    return tuple("/".join(k[:-1]) for k in flat if k[-1] == "__call__" and len(k) > 1)
+        order.clear()  # the order of the forward pass below, not of init
+        with nn.intercept_methods(log):
+            module.apply(variables, *module.dummy_inputs())
+    jax.eval_shape(run)
+    return tuple(order)
 
 
 def normalise(pattern: str) -> str:
@@ -74,6 +81,8 @@ def apply(module, params, *args, record: Sequence[str] = (), edit: Mapping[str, 
     """`module.apply({'params': params}, *args)`, recording and/or editing submodule outputs.
 
     Args:
+      params: the params tree, or a whole variables dict holding 'params' and other collections (a CNN's
+        'batch_stats'), which is passed on as it is.
       record: module paths (from `select_layers`) whose `__call__` outputs are returned.
       edit: {module path: fn(output) -> new output}; the new output replaces the old one for the rest of the call
         (and is what `record` sees). Edits run in forward order, so a later edit sees earlier ones' effects.
@@ -81,6 +90,7 @@ def apply(module, params, *args, record: Sequence[str] = (), edit: Mapping[str, 
       (output, {path: recorded output}) — the dict is empty when nothing is recorded.
     """
     wanted, edits = frozenset(record), dict(edit or {})
+    variables = params if "params" in params else {"params": params}
 
     def interceptor(next_fun, call_args, call_kwargs, context):
         out = next_fun(*call_args, **call_kwargs)
@@ -92,8 +102,8 @@ def apply(module, params, *args, record: Sequence[str] = (), edit: Mapping[str, 
 
     with nn.intercept_methods(interceptor) if edits else contextlib.nullcontext():
         if not wanted:
-            return module.apply({"params": params}, *args, method=method, **kwargs), {}
-        out, state = module.apply({"params": params}, *args, method=method, capture_intermediates=keep,
+            return module.apply(variables, *args, method=method, **kwargs), {}
+        out, state = module.apply(variables, *args, method=method, capture_intermediates=keep,
                                   mutable=["intermediates"], **kwargs)
     flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
     return out, {k[: -len("/__call__")]: v[0] for k, v in flat.items()}

@@ -7,4 +7,5 @@ from jaxprobe.models.load import (  # noqa: F401
     save_clip,
     save_component,
 )
+from jaxprobe.models.mobilenet_v2 import load_mobilenet_v2, save_mobilenet_v2  # noqa: F401
 from jaxprobe.models.pipeline import Pipeline, load_pipeline, save_pipeline  # noqa: F401

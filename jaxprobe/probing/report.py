@@ -300,7 +300,8 @@ def _title(task: str, metric: str, split: str, what: str) -> str:
 
 
 def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
-                   models: Sequence[str] = ("trained", "randomized", "vae"), split: str = "test") -> None:
+                   models: Sequence[str] = ("trained", "randomized", "vae"), split: str = "test",
+                   xlabel: str = "denoising step", what: str = "per layer and step") -> None:
     """One layer x step heatmap per model (stacked, sharing the step axis and one colour scale), cell values
     printed; the colour map is flipped for lower-is-better metrics so that bright always means better. Models
     absent from `rows` are left out; a baseline with one layer (the VAE) is a one-row panel."""
@@ -331,9 +332,9 @@ def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                         color="black" if bright else "white")
     axes[-1].set_xticks(range(len(steps)), [str(s) for s in steps], fontsize=8)
-    axes[-1].set_xlabel("denoising step")
+    axes[-1].set_xlabel(xlabel)
     fig.colorbar(im, ax=list(axes), label=f"{metric} ({_direction(metric)})", shrink=0.9)
-    fig.suptitle(_title(task, metric, split, "per layer and step"))
+    fig.suptitle(_title(task, metric, split, what))
     save_figure(fig, path)
 
 

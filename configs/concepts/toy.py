@@ -1,0 +1,36 @@
+r"""Concept probing across training on the toy concept cards (the paper's recipe, embedded): the shipped tiny CLIP
+labels a pool of held-out cards, the top 100 / 200 random cards per colour and pattern concept are the sets, and
+every module features_0..18 of every shipped MobileNetV2 checkpoint is probed by the three families.
+
+  python launch/concepts.py --config=configs/concepts/toy.py --workdir=runs/concepts_toy
+
+Machine: the 2-core x86_64 CPU. Time and result: see docs/concepts.md (measured numbers).
+Ground-truth sets instead of CLIP's (the control): --config.labels=truth.
+"""
+import ml_collections
+
+from jaxprobe.toy.cards import render
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.data = ml_collections.ConfigDict(dict(source="toycards", num_images=2000, seed_offset=3_000_000, path="",
+                                            name="", split="train", feature="image", tfds_dir=""))
+    c.resolution = 64
+    c.clip_dir = "assets/toy_clip"
+    c.labels = "clip"  # or "truth": exact labels through the same set-making code (toy cards only)
+    c.template = "This image has a concept: {}"
+    c.groups = ml_collections.ConfigDict({"color": list(render.COLORS), "pattern": list(render.PATTERNS)})
+    c.num_positive = 100
+    c.num_negative = 200
+    c.test_fraction = 0.3
+    c.seed = 0
+    c.checkpoints_dir = "assets/toy_mobilenet_v2"
+    c.checkpoint_steps = ()  # empty: every checkpoint in the directory
+    c.model = ml_collections.ConfigDict(dict(width_mult=0.5, num_classes=render.NUM_CLASSES))
+    c.layers = ("features_?", "features_??")  # features_0 .. features_18, not their submodules
+    c.families = ("linear_gap", "non_linear_gap", "non_linear_non_gap")
+    c.models = ("trained", "shuffled")
+    c.probe = ml_collections.ConfigDict(dict(epochs=30, batch_size=32, lr=1e-3, hidden=128, seed=0))
+    c.capture_batch_size = 250
+    return c

@@ -1,0 +1,241 @@
+"""The concept sweep as one resumable job: pool -> scores -> sets -> per checkpoint: capture -> probes -> accuracy.
+
+1. Pool and labels: the pool's images are scored per concept group (`scores`: CLIP zero-shot, or the ground truth
+   as the control), and each concept gets its positives, negatives and 70/30 split (`sets`).
+2. Per checkpoint of the probed MobileNetV2 (step 0 = the initialisation): ONE eval-mode pass over the images any
+   set uses records every selected module (`hooks.apply`).
+3. Probes: each family reads a module's map its own way (global average pool, or the flattened map), standardised
+   with the train split's statistics. Concepts x modules of equal input width form one group, fit together by
+   `fit.fit_group` (vmapped, jitted; the same shapes at every checkpoint, so it compiles once); the shuffled-label
+   control is the same group refit on permuted labels.
+4. Report: per family `results.csv` (model trained / shuffled, task = concept, layer = module, step = checkpoint
+   step), a what-where-when heatmap per concept, and the module x family table at the last checkpoint.
+
+A finished checkpoint's rows are written to parts/ at once, so a killed run resumes at the next checkpoint.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxprobe import hooks, io
+from jaxprobe.concepts import figures, pool, scores, sets
+from jaxprobe.models import load_mobilenet_v2, mobilenet_v2
+from jaxprobe.probing import fit, metrics, probes, report, tasks
+from jaxprobe.validate import check_choice
+
+CONCEPT = tasks.register(tasks.Task("concept", "mask", ("accuracy",), "accuracy"))  # one image-level binary label
+# family -> (probe kind, how a module's [h, w, C] map becomes the probe's input)
+FAMILIES = {"linear_gap": ("affine", "gap"), "non_linear_gap": ("mlp", "gap"), "non_linear_non_gap": ("mlp", "flat")}
+MODELS = ("trained", "shuffled")
+LABEL_SOURCES = ("clip", "truth")
+_STEP = re.compile(r"(\d+)$")
+# A resume may change only what does not change any number already written.
+MAY_CHANGE_ON_RESUME = ("capture_batch_size",)
+
+
+def find_checkpoints(directory) -> list[tuple[int, Path]]:
+    """[(training step, file)] of the `*.safetensors` state dicts in `directory`, by step; the step is the number
+    the file name ends with (`step_000120.safetensors`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    found = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        m = _STEP.search(f.stem)
+        if m is None:
+            raise ValueError(f"checkpoint {f.name} in {directory}: its name does not end with its training step "
+                             "(e.g. step_000120.safetensors)")
+        step = int(m.group(1))
+        if step in found:
+            raise ValueError(f"checkpoints {found[step].name} and {f.name} both claim step {step}")
+        found[step] = f
+    if not found:
+        raise FileNotFoundError(f"no *.safetensors checkpoints in {directory}")
+    return sorted(found.items())
+
+
+def load_checkpoints(c) -> tuple[mobilenet_v2.MobileNetV2, list[tuple[int, dict]]]:
+    """The checkpoints of config.checkpoints_dir (those of config.checkpoint_steps; all if empty), each checked
+    against config.model before anything runs."""
+    found = find_checkpoints(c.checkpoints_dir)
+    if c.checkpoint_steps:
+        missing = sorted(set(c.checkpoint_steps) - {s for s, _ in found})
+        if missing:
+            raise ValueError(f"config.checkpoint_steps {missing} are not in {c.checkpoints_dir}; it holds steps "
+                             f"{[s for s, _ in found]}")
+        found = [(s, p) for s, p in found if s in set(c.checkpoint_steps)]
+    module, out = None, []
+    for step, path in found:
+        try:
+            m, variables = load_mobilenet_v2(path, num_classes=c.model.num_classes, width_mult=c.model.width_mult)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path} does not fit config.model (width_mult={c.model.width_mult}, "
+                             f"num_classes={c.model.num_classes}): {e}") from e
+        module = module or m
+        out.append((step, variables))
+    return module, out
+
+
+def check_config(c) -> None:
+    check_choice("config.labels", c.labels, LABEL_SOURCES)
+    for f in c.families:
+        check_choice("config.families entry", f, FAMILIES)
+    for m in c.models:
+        check_choice("config.models entry", m, MODELS)
+    if "trained" not in c.models:
+        raise ValueError("config.models must include 'trained'")
+    for key in ("epochs", "batch_size", "hidden"):
+        if c.probe[key] < 1:
+            raise ValueError(f"config.probe.{key} must be >= 1, got {c.probe[key]}")
+
+
+def capture(module, variables, images: np.ndarray, layers, batch_size: int) -> dict[str, np.ndarray]:
+    """{module path: [P, h, w, C] float32} for uint8 images [P, R, R, 3], eval mode, in batches."""
+    run = _capture_fn(module, tuple(layers))
+    parts = [run(variables, jnp.asarray(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in layers}
+
+
+def _capture_fn(module, layers):
+    @jax.jit
+    def run(variables, x):
+        return hooks.apply(module, variables, mobilenet_v2.preprocess(x), record=layers, train=False)[1]
+    return run
+
+
+def features(acts: np.ndarray, how: str) -> np.ndarray:
+    """A module's maps [P, h, w, C] -> probe inputs [P, D]: the global average pool (D = C) or the flattened map."""
+    return acts.mean(axis=(1, 2)) if how == "gap" else acts.reshape(len(acts), -1)
+
+
+def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits z-scored per feature with the train split's statistics (constant features stay 0)."""
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 1e-6, std, 1.0)
+    return (train - mean) / std, (test - mean) / std
+
+
+def shuffled_sets(concept_sets, seed: int) -> list[sets.ConceptSet]:
+    """The selectivity control: each set's labels permuted over its train and test images together."""
+    out = []
+    for k, cs in enumerate(concept_sets):
+        rng = np.random.default_rng([seed, k, 1])
+        y = rng.permutation(np.concatenate([cs.train_y, cs.test_y]))
+        out.append(sets.ConceptSet(cs.concept, cs.group, cs.positives, cs.negatives, cs.train, y[:len(cs.train)],
+                                   cs.test, y[len(cs.train):]))
+    return out
+
+
+def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int) -> list[dict]:
+    """Every family x module x concept probe at one checkpoint (+ the shuffled control) -> long rows with a
+    `family` field. `acts` are indexed by pool position, as the sets' indices are."""
+    rows = []
+    controls = {"trained": concept_sets}
+    if "shuffled" in c.models:
+        controls["shuffled"] = shuffled_sets(concept_sets, c.seed)
+    for family in c.families:
+        kind, how = FAMILIES[family]
+        feats = {layer: features(a, how) for layer, a in acts.items()}
+        by_width: dict[int, list[str]] = {}
+        for layer, f in feats.items():
+            by_width.setdefault(f.shape[1], []).append(layer)
+        for layers in by_width.values():
+            ids = [(cs.concept, layer) for cs in concept_sets for layer in layers]
+            for model, model_sets in controls.items():
+                xs = [standardise(feats[layer][cs.train], feats[layer][cs.test])
+                      for cs in model_sets for layer in layers]
+                x_train = jnp.asarray(np.stack([a for a, _ in xs], 1)[:, :, None, None])  # [n, G, 1, 1, D]
+                x_test = jnp.asarray(np.stack([b for _, b in xs], 1)[:, :, None, None])
+                y_train = np.stack([cs.train_y for cs in model_sets for _ in layers], 1)  # [n, G]
+                y_test = np.stack([cs.test_y for cs in model_sets for _ in layers], 1)
+                params = fit.fit_group(x_train, y_train[:, :, None, None], CONCEPT.name, kind=kind,
+                                       epochs=c.probe.epochs, batch_size=c.probe.batch_size, lr=c.probe.lr,
+                                       seed=c.probe.seed, hidden=c.probe.hidden)
+                for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+                    acc = accuracy(params, x, y)
+                    rows += [{"family": family, "model": model, "task": concept, "layer": layer, "step": step,
+                              "split": split, "metric": "accuracy", "value": float(a)}
+                             for (concept, layer), a in zip(ids, acc)]
+    return rows
+
+
+def accuracy(params, x: jax.Array, y: np.ndarray) -> np.ndarray:
+    """Test accuracy of each of a group's G probes: x [N, G, 1, 1, D], y [N, G] bool -> [G]."""
+    pred = jax.vmap(lambda p, a: probes.predict(p, a, (1, 1)), in_axes=(0, 1))(params, x)  # [G, N, 1, 1]
+    return metrics.accuracy(np.asarray(pred), y.T[:, :, None, None]).mean(axis=1)
+
+
+def run(c, workdir) -> dict:
+    """The whole sweep of config `c` into `workdir` (resumable); returns headline numbers for the launcher."""
+    check_config(c)
+    data = pool.load_pool(c)
+    groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)
+    if c.labels == "truth" and data.truth is None:
+        raise ValueError(f"config.labels='truth' needs exact labels, which data source {c.data.source!r} lacks")
+    module, checkpoints = load_checkpoints(c)
+    layers = hooks.select_layers(module, list(c.layers))
+    workdir = Path(workdir)
+    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
+
+    score = (scores.truth_scores(data.truth, groups) if c.labels == "truth" else _clip_scores(c, data.images, groups))
+    concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
+                                  test_fraction=c.test_fraction, seed=c.seed)
+    quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
+    _write_labels(workdir / "labels", concept_sets, quality, data.images)
+
+    used = sets.pool_indices(concept_sets)  # capture only these images; re-index the sets into them
+    position = np.full(len(data.images), -1)
+    position[used] = np.arange(len(used))
+    local = [sets.ConceptSet(cs.concept, cs.group, position[cs.positives], position[cs.negatives],
+                             position[cs.train], cs.train_y, position[cs.test], cs.test_y) for cs in concept_sets]
+    images = data.images[used]
+
+    parts = workdir / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    todo = [(s, v) for s, v in checkpoints if not (parts / f"step_{s:07d}.csv").exists()]
+    bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt", dynamic_ncols=True)
+    for step, variables in todo:
+        bar.set_postfix(step=step)
+        acts = capture(module, variables, images, layers, c.capture_batch_size)
+        rows = probe_checkpoint(acts, local, c, step=step)
+        io.write_csv(parts / f"step_{step:07d}.csv", rows, ["family", *report.COLUMNS])
+        bar.update(1)
+    bar.close()
+    rows = [r for s, _ in checkpoints for r in io.read_csv(parts / f"step_{s:07d}.csv")]
+    return figures.write_report(workdir, rows, c.families, layers, quality)
+
+
+def _clip_scores(c, images, groups):
+    from jaxprobe.models import load_clip
+    from jaxprobe.models.pipeline import load_tokenizer, tokenize
+    module, params = load_clip(c.clip_dir)
+    tok = load_tokenizer(c.clip_dir)
+    return scores.clip_scores(module, params, lambda texts: tokenize(tok, texts), images, groups,
+                              template=c.template)
+
+
+def _write_labels(directory: Path, concept_sets, quality, images) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    io.write_json(directory / "sets.json", {cs.concept: {"group": cs.group, "positives": cs.positives.tolist(),
+                                                         "negatives": cs.negatives.tolist(),
+                                                         "train": cs.train.tolist(), "test": cs.test.tolist()}
+                                            for cs in concept_sets})
+    if quality:
+        io.write_csv(directory / "quality.csv", quality, list(quality[0]))
+    figures.top_positives_figure(directory / "top_positives.png", concept_sets, images)
+
+
+def headline(summary: dict) -> list[str]:
+    """What the launcher prints: label quality, and each concept's best module per family at the last checkpoint."""
+    lines = [f"{q['concept']}: labels precision@{q['num_positive']} {q['precision']:.3f}, negatives carrying it "
+             f"{q['negatives_with_concept']:.3f}" for q in summary["label_quality"]]
+    for concept, best in summary["best_module_at_last_checkpoint"].items():
+        lines.append(f"{concept} at step {summary['last_step']}: " + ", ".join(
+            f"{f} {m} {a:.3f}" for f, (m, a) in best.items()))
+    return lines

@@ -1,0 +1,120 @@
+"""The concept sweep end to end on a tiny setting: exact-label sets of toy cards, two MobileNetV2 checkpoints."""
+import csv
+
+import jax
+import numpy as np
+import pytest
+
+from configs.concepts import toy
+from jaxprobe.concepts import pool, sweep
+from jaxprobe.models import load_mobilenet_v2, mobilenet_v2, save_mobilenet_v2
+from jaxprobe.probing import report
+
+RES = 32
+
+
+def _checkpoints(directory, width=0.5, steps=(0, 7)):
+    """Two different random MobileNetV2s (the second one's weights moved), saved as torchvision checkpoints."""
+    module = mobilenet_v2.MobileNetV2(mobilenet_v2.MobileNetV2Config(num_classes=16, width_mult=width))
+    variables = module.init(jax.random.key(0), *module.dummy_inputs())
+    for k, step in enumerate(steps):
+        moved = jax.tree.map(lambda p: p * (1.0 + 0.5 * k), variables["params"])
+        save_mobilenet_v2(directory / f"step_{step:06d}.safetensors", module, {**variables, "params": moved})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    c = toy.get_config()
+    c.data.num_images = 240
+    c.resolution = RES
+    c.labels = "truth"
+    c.num_positive, c.num_negative = 20, 40
+    c.checkpoints_dir = str(_checkpoints(tmp_path_factory.mktemp("ckpts")))
+    c.layers = ("features_0", "features_1", "features_17", "features_18")
+    c.probe.epochs, c.probe.lr, c.probe.hidden = 20, 3e-3, 16
+    return c
+
+
+@pytest.fixture(scope="module")
+def finished(config, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    return workdir, sweep.run(config, workdir)
+
+
+@pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
+def test_sweep_writes_every_probe_and_the_figures(config, finished):
+    workdir, summary = finished
+    for family in config.families:
+        rows = report.read_results_csv(workdir / family / "results.csv")
+        # 2 models x 7 concepts x 4 modules x 2 checkpoints x 2 splits
+        assert len(rows) == 2 * 7 * 4 * 2 * 2
+        assert {r["step"] for r in rows} == {0, 7} and {r["model"] for r in rows} == {"trained", "shuffled"}
+        assert {r["layer"] for r in rows} == set(config.layers)
+        assert all(0.0 <= r["value"] <= 1.0 and r["metric"] == "accuracy" for r in rows)
+        assert len(list((workdir / family / "figures").glob("*.png"))) == 7
+    assert (workdir / "labels" / "top_positives.png").exists()
+    with open(workdir / "table.csv") as f:
+        assert len(list(csv.DictReader(f))) == 7 * 4
+    assert {q["concept"] for q in summary["label_quality"]} == {"red", "yellow", "green", "blue", "dotted",
+                                                                "striped", "zigzagged"}
+
+
+@pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
+def test_checkpoints_give_different_activations_and_accuracies(config, finished):
+    """The original's bug (one checkpoint loaded for every column) must be impossible."""
+    workdir, _ = finished
+    module, ckpts = sweep.load_checkpoints(config)
+    images = pool.load_pool(config).images[:16]
+    a, b = (sweep.capture(module, v, images, config.layers, 8) for _, v in ckpts)
+    for layer in config.layers:
+        assert not np.allclose(a[layer], b[layer]), layer
+    rows = report.read_results_csv(workdir / "non_linear_non_gap" / "results.csv")
+    by_step = {s: [r["value"] for r in rows if r["step"] == s] for s in (0, 7)}
+    assert by_step[0] != by_step[7]
+
+
+@pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
+def test_colour_is_decoded_from_the_first_module_and_shuffled_labels_are_not(finished):
+    """Even a random network passes colour through features_0: the probe must beat the shuffled control."""
+    workdir, _ = finished
+    rows = report.read_results_csv(workdir / "linear_gap" / "results.csv")
+
+    def mean(model, concepts):
+        vals = [r["value"] for r in rows if r["model"] == model and r["layer"] == "features_0"
+                and r["split"] == "test" and r["task"] in concepts]
+        return float(np.mean(vals))
+
+    colours = ("red", "yellow", "green", "blue")
+    assert mean("trained", colours) > 0.85
+    assert mean("trained", colours) > mean("shuffled", colours) + 0.15
+
+
+@pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
+def test_resume_is_bit_identical(config, finished, tmp_path):
+    workdir, _ = finished
+    import shutil
+    shutil.copytree(workdir, tmp_path / "w")
+    (tmp_path / "w" / "parts" / "step_0000007.csv").unlink()
+    sweep.run(config, tmp_path / "w")
+    for family in config.families:
+        assert (tmp_path / "w" / family / "results.csv").read_bytes() == (workdir / family /
+                                                                          "results.csv").read_bytes()
+
+
+def test_bad_inputs_fail_before_any_work(config, tmp_path):
+    bad = config.copy_and_resolve_references()
+    bad.model.width_mult = 0.75
+    with pytest.raises(ValueError, match="does not fit config.model"):
+        sweep.run(bad, tmp_path / "a")
+    bad = config.copy_and_resolve_references()
+    bad.groups = {"colour": ["red", "none"]}
+    with pytest.raises(ValueError, match="unknown concept group 'colour'"):
+        sweep.run(bad, tmp_path / "b")
+    bad = config.copy_and_resolve_references()
+    bad.families = ("linear_gap", "conv")
+    with pytest.raises(ValueError, match="unknown config.families entry 'conv'"):
+        sweep.run(bad, tmp_path / "c")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match=r"uint8 \[N, 32, 32, 3\]"):
+        pool.check_images(np.zeros((4, 64, 64, 3), np.uint8), 32)

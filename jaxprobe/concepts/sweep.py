@@ -178,12 +178,16 @@ def run(c, workdir) -> dict:
     groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)
     if c.labels == "truth" and data.truth is None:
         raise ValueError(f"config.labels='truth' needs exact labels, which data source {c.data.source!r} lacks")
+    labeller = _load_clip(c.clip_dir) if c.labels == "clip" else None
     module, checkpoints = load_checkpoints(c)
     layers = hooks.select_layers(module, list(c.layers))
     workdir = Path(workdir)
     io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
 
-    score = (scores.truth_scores(data.truth, groups) if c.labels == "truth" else _clip_scores(c, data.images, groups))
+    if labeller is None:
+        score = scores.truth_scores(data.truth, groups)
+    else:
+        score = scores.clip_scores(*labeller, data.images, groups, template=c.template)
     concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
                                   test_fraction=c.test_fraction, seed=c.seed)
     quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
@@ -211,13 +215,13 @@ def run(c, workdir) -> dict:
     return figures.write_report(workdir, rows, c.families, layers, quality)
 
 
-def _clip_scores(c, images, groups):
+def _load_clip(directory):
+    """(module, params, tokenize) of a transformers CLIPModel directory that holds its tokenizer files too."""
     from jaxprobe.models import load_clip
     from jaxprobe.models.pipeline import load_tokenizer, tokenize
-    module, params = load_clip(c.clip_dir)
-    tok = load_tokenizer(c.clip_dir)
-    return scores.clip_scores(module, params, lambda texts: tokenize(tok, texts), images, groups,
-                              template=c.template)
+    module, params = load_clip(directory)
+    tok = load_tokenizer(directory)
+    return module, params, lambda texts: tokenize(tok, texts)
 
 
 def _write_labels(directory: Path, concept_sets, quality, images) -> None:

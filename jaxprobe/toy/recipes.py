@@ -40,7 +40,7 @@ SD_V1_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 SCHEDULER_CONFIG = {"_class_name": "LMSDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
                     "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
                     "steps_offset": 1, "clip_sample": False}
-MODELS = ("vae", "ldm", "labelers")
+MODELS = ("vae", "ldm", "labelers", "mobilenet_v2", "clip")
 # A resume may lengthen the schedule or change what evaluations do; anything else needs a new workdir.
 MAY_CHANGE_ON_RESUME = ("num_steps", "decoder_steps", "eval_every", "checkpoint_every", "quality_images",
                         "labelers_dir")
@@ -248,7 +248,7 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
 
 # --------------------------------------------------------------------------------------------------- entry
 def train(c, workdir) -> list[str]:
-    """Train and export the toy model `c.model` names ('vae', 'ldm' or 'labelers') in `workdir`; resumable: call
+    """Train and export the toy model `c.model` names (one of MODELS) in `workdir`; resumable: call
     again after a kill. Returns what to report: where it was written, with its headline numbers.
 
     On a CPU it runs data parallel over one XLA device per core (`train.host_device_flags`), which takes effect
@@ -266,6 +266,9 @@ def train(c, workdir) -> list[str]:
         labelers = load_labelers(c.labelers_dir) if c.get("labelers_dir") else None
         save_pipeline(workdir / "pipeline", train_ldm(c, workdir, vae_model, vae_params, labelers))
         return [f"toy pipeline written to {workdir / 'pipeline'}"]
+    if c.model in ("mobilenet_v2", "clip"):
+        from jaxprobe.toy import card_models
+        return (card_models.train_mobilenet if c.model == "mobilenet_v2" else card_models.train_clip)(c, workdir)
     labelers, scores = train_labelers(c, workdir)
     outs = [workdir / "labelers"] + ([Path(c.export_dir)] if c.export_dir else [])
     for out in outs:

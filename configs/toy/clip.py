@@ -1,0 +1,36 @@
+r"""The concept study's labeller: a tiny CLIP (transformers CLIPModel format, vision + text towers) trained
+contrastively on toy concept card captions, including the probe template "This image has a concept: <c>".
+
+  python launch/train.py --config=configs/toy/clip.py --workdir=runs/toy_clip
+
+Machine: the 2-core x86_64 CPU, data parallel. Time and result: see docs/concepts.md (measured numbers).
+Writes runs/toy_clip/clip/ (config.json, model.safetensors, tokenizer files, metrics.json) and the shipped copy
+assets/toy_clip/. Resumable: rerun the same command after a kill.
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.model = "clip"
+    c.seed = 0
+    c.resolution = 64  # cards at the probed model's size
+    c.image_size = 64
+    c.patch_size = 8
+    c.width = 64
+    c.heads = 4
+    c.vision_layers = 3
+    c.text_layers = 2
+    c.projection_dim = 64
+    c.max_length = 16
+    c.template = "This image has a concept: {}"
+    c.num_train = 16384
+    c.num_test = 2000
+    c.batch_size = 256
+    c.num_steps = 500
+    c.lr = 3e-3
+    c.warmup_steps = 50
+    c.weight_decay = 1e-4
+    c.checkpoint_every = 100
+    c.export_dir = "assets/toy_clip"  # the shipped copy; "" to skip
+    return c

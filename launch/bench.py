@@ -4,6 +4,7 @@ r"""Benchmarks, each side by side with its reference in one run; results go to B
   python launch/bench.py intervene   # the probe-guided edit in one jit vs the paper's eager PyTorch hook loop
   python launch/bench.py probe       # every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   python launch/bench.py capture     # sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
+  python launch/bench.py concepts    # one checkpoint of the toy concept sweep: grouped vmapped fits vs one-at-a-time PyTorch
   python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)
 """
 from pathlib import Path

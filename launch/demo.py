@@ -7,6 +7,8 @@ r"""The whole jaxprobe story on the shipped toy models, on a CPU in minutes (wha
    x every step, randomized and VAE baselines -> results.csv, summary.json and figures/ in --workdir/probe.
 3. The intervention (configs/scene/toy_intervene.py, demo-sized): salient objects moved by editing activations
    against those probes inside the jitted sampler -> before/after figure in --workdir/intervene/figures/edits.png.
+4. Concept probing across training (configs/concepts/toy.py, demo-sized): CLIP-labelled colour and pattern concepts,
+   probed at every MobileNetV2 module at three checkpoints -> what-where-when maps in --workdir/concepts.
 """
 from absl import flags
 

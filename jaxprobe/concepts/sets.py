@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxprobe.concepts.scores import NONE
+from jaxprobe.validate import check_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +30,22 @@ class ConceptSet:
     test_y: np.ndarray
 
 
+NEGATIVES = ("others", "non_candidates")
+
+
 def make_sets(scores: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]], *, num_positive: int = 100,
-              num_negative: int = 200, test_fraction: float = 0.3, seed: int = 0) -> list[ConceptSet]:
+              num_negative: int = 200, test_fraction: float = 0.3, seed: int = 0,
+              negatives: str = "others") -> list[ConceptSet]:
     """One ConceptSet per concept of every group except "none"; scores {group: [P, len(words)]} over a pool of P.
+
+    negatives: "others" (the paper): drawn from every image that is not a positive, so a common concept's
+    negatives carry it at about its base rate, which caps a probe's accuracy; "non_candidates": drawn from the
+    images whose group softmax does not put the concept on top.
 
     Raises ValueError before anything is drawn if a concept has no candidates (an empty positive set) or fewer
     than `num_positive`, or if the pool cannot hold N positives and M negatives.
     """
+    check_choice("negatives", negatives, NEGATIVES)
     if num_positive < 1 or num_negative < 1 or not 0 < test_fraction < 1:
         raise ValueError(f"need num_positive >= 1, num_negative >= 1 and 0 < test_fraction < 1, got "
                          f"{num_positive}, {num_negative}, {test_fraction}")
@@ -59,9 +69,12 @@ def make_sets(scores: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[st
                                  f"it highest in its group, fewer than num_positive={num_positive}")
             order = rng.permutation(candidates)  # seeded tie-break, then a stable sort by score
             positives = order[np.argsort(-s[order, k], kind="stable")][:num_positive]
-            others = np.setdiff1d(np.arange(len(s)), positives)
-            negatives = rng.choice(others, size=num_negative, replace=False)
-            sets.append(_split(concept, g, positives, negatives, test_fraction, rng))
+            others = np.setdiff1d(np.arange(len(s)), positives if negatives == "others" else candidates)
+            if len(others) < num_negative:
+                raise ValueError(f"concept {concept!r} ({g}): only {len(others)} images can be negatives, fewer "
+                                 f"than num_negative={num_negative}")
+            drawn = rng.choice(others, size=num_negative, replace=False)
+            sets.append(_split(concept, g, positives, drawn, test_fraction, rng))
     return sets
 
 

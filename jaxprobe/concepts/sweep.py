@@ -84,13 +84,14 @@ def load_checkpoints(c) -> tuple[mobilenet_v2.MobileNetV2, list[tuple[int, dict]
 
 def check_config(c) -> None:
     check_choice("config.labels", c.labels, LABEL_SOURCES)
+    check_choice("config.negatives", c.negatives, sets.NEGATIVES)
     for f in c.families:
         check_choice("config.families entry", f, FAMILIES)
     for m in c.models:
         check_choice("config.models entry", m, MODELS)
     if "trained" not in c.models:
         raise ValueError("config.models must include 'trained'")
-    for key in ("epochs", "batch_size", "hidden"):
+    for key in ("epochs", "non_gap_epochs", "batch_size", "hidden"):
         if c.probe[key] < 1:
             raise ValueError(f"config.probe.{key} must be >= 1, got {c.probe[key]}")
 
@@ -132,6 +133,12 @@ def shuffled_sets(concept_sets, seed: int) -> list[sets.ConceptSet]:
     return out
 
 
+def epochs_of(c, family: str) -> int:
+    """The flattened-map MLPs take ~90 % of a sweep's time, and with 210 images and thousands of inputs they fit
+    their train split in fewer epochs: they get config.probe.non_gap_epochs."""
+    return c.probe.non_gap_epochs if FAMILIES[family][1] == "flat" else c.probe.epochs
+
+
 def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int) -> list[dict]:
     """Every family x module x concept probe at one checkpoint (+ the shuffled control) -> long rows with a
     `family` field. `acts` are indexed by pool position, as the sets' indices are."""
@@ -155,7 +162,7 @@ def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int)
                 y_train = np.stack([cs.train_y for cs in model_sets for _ in layers], 1)  # [n, G]
                 y_test = np.stack([cs.test_y for cs in model_sets for _ in layers], 1)
                 params = fit.fit_group(x_train, y_train[:, :, None, None], CONCEPT.name, kind=kind,
-                                       epochs=c.probe.epochs, batch_size=c.probe.batch_size, lr=c.probe.lr,
+                                       epochs=epochs_of(c, family), batch_size=c.probe.batch_size, lr=c.probe.lr,
                                        seed=c.probe.seed, hidden=c.probe.hidden)
                 for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
                     acc = accuracy(params, x, y)
@@ -181,15 +188,14 @@ def run(c, workdir) -> dict:
     labeller = _load_clip(c.clip_dir) if c.labels == "clip" else None
     module, checkpoints = load_checkpoints(c)
     layers = hooks.select_layers(module, list(c.layers))
-    workdir = Path(workdir)
-    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
-
     if labeller is None:
         score = scores.truth_scores(data.truth, groups)
     else:
         score = scores.clip_scores(*labeller, data.images, groups, template=c.template)
     concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
-                                  test_fraction=c.test_fraction, seed=c.seed)
+                                  test_fraction=c.test_fraction, seed=c.seed, negatives=c.negatives)
+    workdir = Path(workdir)  # claimed only now: every check above runs before a workdir exists
+    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
     quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
     _write_labels(workdir / "labels", concept_sets, quality, data.images)
 

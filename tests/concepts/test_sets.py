@@ -66,3 +66,11 @@ def test_bad_inputs_give_clear_errors():
         sets.make_sets(scores.truth_scores({g: t[:250] for g, t in truth.items()}, GROUPS), GROUPS)
     with pytest.raises(ValueError, match=r"only \d+ candidates .* fewer than num_positive=250"):
         sets.make_sets(scores.truth_scores(truth, GROUPS), GROUPS, num_positive=250, num_negative=300)
+
+
+def test_non_candidate_negatives_do_not_carry_the_concept():
+    truth = _truth()
+    made = sets.make_sets(scores.truth_scores(truth, GROUPS), GROUPS, negatives="non_candidates")
+    assert all(q["negatives_with_concept"] == 0.0 for q in sets.label_quality(made, truth))
+    with pytest.raises(ValueError, match="unknown negatives 'hard'"):
+        sets.make_sets(scores.truth_scores(truth, GROUPS), GROUPS, negatives="hard")

@@ -102,7 +102,10 @@ def test_resume_is_bit_identical(config, finished, tmp_path):
                                                                           "results.csv").read_bytes()
 
 
-def test_bad_inputs_fail_before_any_work(config, tmp_path):
+def test_bad_inputs_fail_before_any_work(tmp_path):
+    """On the shipped checkpoints (no model is initialised, so this stays in the fast tier)."""
+    config = toy.get_config()
+    config.data.num_images = 400
     bad = config.copy_and_resolve_references()
     bad.model.width_mult = 0.75
     with pytest.raises(ValueError, match="does not fit config.model"):
@@ -115,6 +118,10 @@ def test_bad_inputs_fail_before_any_work(config, tmp_path):
     bad.families = ("linear_gap", "conv")
     with pytest.raises(ValueError, match="unknown config.families entry 'conv'"):
         sweep.run(bad, tmp_path / "c")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    bad = config.copy_and_resolve_references()
+    bad.checkpoint_steps = (5,)
+    with pytest.raises(ValueError, match=r"config.checkpoint_steps \[5\] are not in"):
+        sweep.run(bad, tmp_path / "d")
+    assert not any((tmp_path / k).exists() for k in "abcd")
     with pytest.raises(ValueError, match=r"uint8 \[N, 32, 32, 3\]"):
         pool.check_images(np.zeros((4, 64, 64, 3), np.uint8), 32)

@@ -92,6 +92,7 @@ def test_seed_gives_same_image_whatever_the_batch(tiny):
     assert not np.allclose(np.asarray(both.latents[0]), np.asarray(both.latents[1]))
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_bf16_sampling_stays_close_to_fp32(tiny):
     pipe = tiny[2]
     fp32 = sampling.sample(pipe, PROMPTS, num_inference_steps=4, seed=5)

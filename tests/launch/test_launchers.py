@@ -77,3 +77,17 @@ def test_ctrl_c_while_compiling_stops_at_once_and_cleanly(tmp_path):
     for crash in ("Segmentation fault", "Fatal Python error", "Traceback"):
         assert crash not in err
     assert not list((tmp_path / "out").glob(".*"))  # no half-written file to stop a rerun
+
+
+@pytest.mark.parametrize("override, message", [
+    ("negatives=hard", "unknown config.negatives 'hard'; valid choices: others, non_candidates"),
+    ("model.width_mult=0.75", "does not fit config.model (width_mult=0.75, num_classes=16)"),
+])
+def test_a_bad_concept_config_is_one_error_line_before_any_work(tmp_path, override, message):
+    run = subprocess.run([sys.executable, "launch/concepts.py", f"--workdir={tmp_path / 'out'}",
+                          "--config.data.num_images=400", f"--config.{override}"], cwd=ROOT, env=os.environ,
+                         capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -96,6 +96,7 @@ def test_init_matches_transformers_init_statistics():
         assert abs(value.std() - want.std()) <= tol and abs(value.mean() - want.mean()) <= tol + 0.01, key
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_bf16_compute_stays_close_to_fp32(loaded):
     case, _, module, params = loaded
     bf16 = module.clone(dtype=jnp.bfloat16)

@@ -247,6 +247,7 @@ def test_preprocess_normalises_and_resizes():
     np.testing.assert_allclose(out, np.broadcast_to(grey, out.shape), atol=1e-5)  # a flat image stays flat
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_bf16_compute_stays_close_to_fp32(loaded):
     case, _, module, params = loaded
     ids, pixels = _ids(case), _pixels()

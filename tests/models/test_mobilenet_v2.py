@@ -140,6 +140,7 @@ def test_config_validation():
             MobileNetV2Config(**bad)
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_train_mode_updates_batch_stats_and_has_finite_gradient(initialised):
     """One jitted training step (its compile takes most of this test's ~15 s on a 2-core CPU)."""
     module, variables = initialised

@@ -125,6 +125,7 @@ def test_save_component_round_trips_through_diffusers(tmp_path):
         assert torch.equal(v, again.state_dict()[k]), k
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_bf16_unet_stays_close_to_fp32(tmp_path):
     import diffusers
     torch.manual_seed(0)

@@ -102,6 +102,7 @@ def test_attn1_outputs_match_diffusers_forward_hooks(tiny, noise, sweep):
         np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0, err_msg=path)
 
 
+@pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier
 def test_selected_steps_are_those_of_the_full_capture_in_bf16(tiny, noise, sweep):
     images, acts = capture.capture_activations(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise,
                                                steps=[0, 2, -1], store_dtype=jnp.bfloat16)

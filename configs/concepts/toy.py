@@ -4,8 +4,13 @@ every module features_0..18 of every shipped MobileNetV2 checkpoint is probed by
 
   python launch/concepts.py --config=configs/concepts/toy.py --workdir=runs/concepts_toy
 
-Machine: the 2-core x86_64 CPU. Time and result: see docs/concepts.md (measured numbers).
-Ground-truth sets instead of CLIP's (the control): --config.labels=truth.
+Machine: the 2-core x86_64 CPU. Time: 10 min 20 s while sharing the 2 cores with a test run, 7 min 24 s alone for
+the same sweep on exact labels (2026-12-04).
+Result: CLIP precision@100 1.00 for the colours, 0.96 / 0.71 / 0.86 for dotted / striped / zigzagged; at the last
+checkpoint colour is read best at features_0 (0.92, non_linear_gap) and pattern at features_3..18 (0.77-0.83), the
+shuffled controls at 0.56-0.60 (docs/concepts.md). On exact labels with negatives lacking the concept
+(--config.labels=truth --config.negatives=non_candidates, 7 min 24 s): colour >= 0.98 at features_0 at every
+checkpoint, pattern 0.98-0.99 at features_18 at the last one (0.50 at step 0).
 """
 import ml_collections
 

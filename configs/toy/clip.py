@@ -3,7 +3,9 @@ contrastively on toy concept card captions, including the probe template "This i
 
   python launch/train.py --config=configs/toy/clip.py --workdir=runs/toy_clip
 
-Machine: the 2-core x86_64 CPU, data parallel. Time and result: see docs/concepts.md (measured numbers).
+Machine: the 2-core x86_64 CPU, data parallel. Time: 5 min 0 s (2026-12-04). Result: zero-shot accuracy with the
+template prompts on 2000 held-out cards: colour 99.95 %, pattern 64.0 %; as the concept study's labeller
+precision@100 1.00 for the colours, 0.96 / 0.71 / 0.86 for dotted / striped / zigzagged.
 Writes runs/toy_clip/clip/ (config.json, model.safetensors, tokenizer files, metrics.json) and the shipped copy
 assets/toy_clip/. Resumable: rerun the same command after a kill.
 """

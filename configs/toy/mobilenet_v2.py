@@ -3,7 +3,8 @@ r"""The probed model of the concept study: torchvision's MobileNetV2 at width 0.
 
   python launch/train.py --config=configs/toy/mobilenet_v2.py --workdir=runs/toy_mobilenet_v2
 
-Machine: the 2-core x86_64 CPU, data parallel. Time and result: see docs/concepts.md (measured numbers).
+Machine: the 2-core x86_64 CPU, data parallel. Time: 14 min 39 s (2026-12-04; its first 5 min shared the CPU with
+tests). Result: 96.35 % test accuracy on 2000 held-out cards at step 1792 (6.05 % at step 0), 12 checkpoints.
 Writes runs/toy_mobilenet_v2/checkpoints_torchvision/step_*.safetensors (torchvision state dicts, float16) and the
 shipped copy assets/toy_mobilenet_v2/. Resumable: rerun the same command after a kill.
 """

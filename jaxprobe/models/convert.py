@@ -121,7 +121,8 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], template, *, what: str
         out[mod + (leaf,)] = value.astype(np.float32) if value.dtype != np.float32 else value
     missing = [_torch_key(p) for p in flat_t if p not in out]
     if missing or unexpected or misshaped:
-        raise WeightMismatchError(_mismatch_message(what, missing, unexpected, misshaped))
+        raise WeightMismatchError(mismatch_message(f"weights do not fit the {what} built from its config.json",
+                                                   missing, unexpected, misshaped))
     return traverse_util.unflatten_dict(out)
 
 
@@ -149,12 +150,12 @@ def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(_to_torch(leaf, np.empty(shape, np.uint8)).shape)
 
 
-def _mismatch_message(what, missing, unexpected, misshaped) -> str:
-    lines = [f"weights do not fit the {what} built from its config.json "
-             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+def mismatch_message(title: str, missing, unexpected, misshaped) -> str:
+    """`title` (counts), then every missing, unexpected and mis-shaped key (at most _MAX_LISTED of each)."""
+    lines = [f"{title} ({len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
+    for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if items:
-            lines.append(f"  {title}:")
+            lines.append(f"  {name}:")
             lines += [f"    {k}" for k in sorted(items)[:_MAX_LISTED]]
             if len(items) > _MAX_LISTED:
                 lines.append(f"    ... and {len(items) - _MAX_LISTED} more")

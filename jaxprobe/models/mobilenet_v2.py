@@ -280,18 +280,6 @@ def _mismatches(state: dict[str, np.ndarray], table: dict) -> tuple[list, list, 
     return missing, unexpected, misshaped
 
 
-def _mismatch_message(title: str, missing: list, unexpected: list, misshaped: list, limit: int = 12) -> str:
-    """One message listing every kind of mismatch (at most `limit` keys each), as convert.WeightMismatchError's."""
-    lines = [f"{title} ({len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
-    for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if items:
-            lines.append(f"  {name}:")
-            lines += [f"    {k}" for k in sorted(items)[:limit]]
-            if len(items) > limit:
-                lines.append(f"    ... and {len(items) - limit} more")
-    return "\n".join(lines)
-
-
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if not path.exists():
         raise FileNotFoundError(f"MobileNetV2 checkpoint {path} does not exist")
@@ -359,7 +347,7 @@ def load_mobilenet_v2(path: str | os.PathLike, *, num_classes: int | None = None
     table = key_table(config)
     missing, unexpected, misshaped = _mismatches(state, table)
     if missing or unexpected or misshaped:
-        raise convert.WeightMismatchError(_mismatch_message(
+        raise convert.WeightMismatchError(convert.mismatch_message(
             f"MobileNetV2 checkpoint {path} does not fit mobilenet_v2(width_mult={width_mult}, "
             f"num_classes={num_classes})", missing, unexpected, misshaped))
     flat = {}
@@ -393,7 +381,7 @@ def save_mobilenet_v2(path: str | os.PathLike, module: MobileNetV2, variables: d
     missing, _, misshaped = _mismatches(state, table)
     unexpected = ["/".join(p) for p in flat if p not in wanted]
     if missing or unexpected or misshaped:
-        raise convert.WeightMismatchError(_mismatch_message(
+        raise convert.WeightMismatchError(convert.mismatch_message(
             f"variables do not fit mobilenet_v2(width_mult={config.width_mult}, num_classes={config.num_classes})",
             missing, unexpected, misshaped))
     for key in [key for key in table if key.endswith(".running_var")]:

@@ -9,7 +9,8 @@ torchvision MobileNetV2 checkpoint (width 1.0, 1000 classes, 224 px) is probed b
 Checkpoints: torchvision `mobilenet_v2` state dicts saved as `<anything>_<step>.safetensors` (e.g.
 `safetensors.torch.save_file(model.state_dict(), f"step_{step:06d}.safetensors")`). The paper used 50,000 images;
 --config.data.source=tfds --config.data.name=imagenet2012 --config.data.split=validation reads a prepared tfds set.
-Not run here (no real weights or data can be downloaded in this project's workplace): no measured time or result.
+Machine: meant for a GPU or TPU VM. Time and result: not measured; this project's workplace has no real weights
+or data to run it on (its toy twin, configs/concepts/toy.py, is measured).
 The non-gap probes dominate the cost at 224 px (features_0 alone is 112*112*32 = 401k inputs per image); drop
 "non_linear_non_gap" from config.families on a CPU.
 """

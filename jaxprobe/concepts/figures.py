@@ -55,7 +55,8 @@ def write_report(workdir, rows: Sequence[dict], families: Sequence[str], layers:
         typed = report.read_results_csv(out / "results.csv")
         for concept in dict.fromkeys(r["task"] for r in typed):
             report.heatmap_figure(typed, concept, "accuracy", out / "figures" / f"{concept}.png",
-                                  layer_order=layers, models=("trained", "shuffled"), xlabel="checkpoint (training step)",
+                                  layer_order=layers, models=("trained", "shuffled"),
+                                  xlabel="checkpoint (training step)",
                                   what=f"{family}, per module and checkpoint")
     tab = table(rows, families, layers)
     io.write_csv(workdir / "table.csv", tab, list(tab[0]))

@@ -21,7 +21,8 @@ Groups = Mapping[str, Sequence[str]]
 
 def check_groups(groups: Groups, known: Groups | None = None) -> dict[str, tuple[str, ...]]:
     """The concept groups as {group: words}, or one clear error: an empty group, a group of one concept (a softmax
-    over one prompt is always 1), a probed concept in two groups, or (given `known`) a group or word the data cannot label."""
+    over one prompt is always 1), a probed concept in two groups, or (given `known`) a group or word the data
+    cannot label."""
     groups = {g: tuple(words) for g, words in dict(groups).items()}
     if not groups:
         raise ValueError("no concept groups given")

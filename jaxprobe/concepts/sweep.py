@@ -15,6 +15,7 @@ A finished checkpoint's rows are written to parts/ at once, so a killed run resu
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def capture(module, variables, images: np.ndarray, layers, batch_size: int) -> d
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in layers}
 
 
+@functools.lru_cache(maxsize=4)  # one compiled capture per (model, layers), reused at every checkpoint
 def _capture_fn(module, layers):
     @jax.jit
     def run(variables, x):
@@ -154,11 +156,10 @@ def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int)
             by_width.setdefault(f.shape[1], []).append(layer)
         for layers in by_width.values():
             ids = [(cs.concept, layer) for cs in concept_sets for layer in layers]
-            for model, model_sets in controls.items():
-                xs = [standardise(feats[layer][cs.train], feats[layer][cs.test])
-                      for cs in model_sets for layer in layers]
-                x_train = jnp.asarray(np.stack([a for a, _ in xs], 1)[:, :, None, None])  # [n, G, 1, 1, D]
-                x_test = jnp.asarray(np.stack([b for _, b in xs], 1)[:, :, None, None])
+            xs = [standardise(feats[layer][cs.train], feats[layer][cs.test]) for cs in concept_sets for layer in layers]
+            x_train = jnp.asarray(np.stack([a for a, _ in xs], 1)[:, :, None, None])  # [n, G, 1, 1, D]
+            x_test = jnp.asarray(np.stack([b for _, b in xs], 1)[:, :, None, None])
+            for model, model_sets in controls.items():  # the control: same images, permuted labels
                 y_train = np.stack([cs.train_y for cs in model_sets for _ in layers], 1)  # [n, G]
                 y_test = np.stack([cs.test_y for cs in model_sets for _ in layers], 1)
                 params = fit.fit_group(x_train, y_train[:, :, None, None], CONCEPT.name, kind=kind,
@@ -173,7 +174,7 @@ def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int)
 
 
 def accuracy(params, x: jax.Array, y: np.ndarray) -> np.ndarray:
-    """Test accuracy of each of a group's G probes: x [N, G, 1, 1, D], y [N, G] bool -> [G]."""
+    """Accuracy of each of a group's G probes: x [N, G, 1, 1, D], y [N, G] bool -> [G]."""
     pred = jax.vmap(lambda p, a: probes.predict(p, a, (1, 1)), in_axes=(0, 1))(params, x)  # [G, N, 1, 1]
     return metrics.accuracy(np.asarray(pred), y.T[:, :, None, None]).mean(axis=1)
 

@@ -70,15 +70,14 @@ def train_mobilenet(c, workdir) -> list[str]:
     export = checkpoint_steps(c, steps_per_epoch)
     out = workdir / "checkpoints_torchvision"
     stats_images = train["rgb"][:c.bn_images]
-    accuracies = {}
 
     def save(step, p):
         path = out / f"step_{step:06d}.safetensors"
         if not path.exists():
             variables = {"params": p, "batch_stats": precise_batch_stats(module, p, stats_images)}
-            accuracies[step] = mobilenet_accuracy(module, variables, test["rgb"], test["label"])
             save_mobilenet_v2(path, module, variables, dtype=np.float16)
-            print(f"step {step}: checkpoint written, test accuracy {accuracies[step]:.4f}")
+            print(f"step {step}: checkpoint written, test accuracy "
+                  f"{mobilenet_accuracy(module, variables, test['rgb'], test['label']):.4f}")
 
     out.mkdir(parents=True, exist_ok=True)
     save(0, params)
@@ -101,16 +100,18 @@ def train_mobilenet(c, workdir) -> list[str]:
                  num_steps=num_steps, seed=c.seed, checkpoint_every=c.checkpoint_every, eval_every=1,
                  eval_fn=lambda st: int(st.step) in export and save(int(st.step), jax.device_get(st.params)),
                  desc="toy MobileNetV2")
-    last = out / f"step_{num_steps:06d}.safetensors"
-    final = mobilenet_accuracy(*load_mobilenet_v2(last), test["rgb"], test["label"])
+    by_step = {step: mobilenet_accuracy(*load_mobilenet_v2(out / f"step_{step:06d}.safetensors"), test["rgb"],
+                                        test["label"]) for step in export}  # from the files: a resumed run too
+    last, final = out / f"step_{num_steps:06d}.safetensors", by_step[num_steps]
     io.write_json(workdir / "metrics.json", {"test_accuracy": final, "num_test": c.num_test,
                                              "checkpoint_steps": export,
-                                             "test_accuracy_by_step": {str(k): v for k, v in accuracies.items()}})
+                                             "test_accuracy_by_step": {str(k): v for k, v in by_step.items()}})
     if c.export_dir:
         with io.atomic_dir(c.export_dir) as tmp:
             for f in [*out.glob("step_*.safetensors"), workdir / "metrics.json"]:
                 shutil.copy(f, tmp / f.name)
-    return [f"{len(export)} checkpoints written to {out}{' and ' + c.export_dir if c.export_dir else ''}; last ({last.name}) test accuracy {final:.4f} on "
+    where = f"{out} and {c.export_dir}" if c.export_dir else str(out)
+    return [f"{len(export)} checkpoints written to {where}; last ({last.name}) test accuracy {final:.4f} on "
             f"{c.num_test} held-out cards"]
 
 

@@ -45,6 +45,7 @@ def test_final_latents_match_diffusers(tiny, scheduler, guidance):
     assert ours.images.shape == (2, 16, 16, 3) and ours.images.dtype == np.uint8
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_per_step_guidance_matches_diffusers_changing_its_scale_between_steps(tiny):
     # diffusers reads pipe.guidance_scale afresh at every step, so a step-end callback that sets the next step's
     # weight is the reference for a schedule (its documented way to change CFG during sampling).
@@ -83,6 +84,7 @@ def test_images_match_diffusers_decode(tiny):
     assert np.abs(ours.images.astype(int) - np.round(ref * 255).astype(int)).max() <= 1
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_seed_gives_same_image_whatever_the_batch(tiny):
     pipe = tiny[2]
     both = sampling.sample(pipe, PROMPTS, num_inference_steps=3, seed=[11, 12])

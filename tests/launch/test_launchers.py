@@ -21,6 +21,7 @@ def _sample(workdir, *overrides):
                           env=os.environ, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_sample_writes_pngs_and_an_index_of_prompts_and_seeds(tmp_path):
     run = _sample(tmp_path, f"--config.prompts={'|'.join(PROMPTS)}", "--config.batch_size=2", "--config.seed=7")
     assert run.returncode == 0, run.stderr
@@ -81,7 +82,6 @@ def test_ctrl_c_while_compiling_stops_at_once_and_cleanly(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("negatives=hard", "unknown config.negatives 'hard'; valid choices: others, non_candidates"),
-    ("model.width_mult=0.75", "does not fit config.model (width_mult=0.75, num_classes=16)"),
 ])
 def test_a_bad_concept_config_is_one_error_line_before_any_work(tmp_path, override, message):
     run = subprocess.run([sys.executable, "launch/concepts.py", f"--workdir={tmp_path / 'out'}",

@@ -17,7 +17,8 @@ def data():
     return acts, {"saliency": rng.random((N, 8, 8)) < 0.4, "depth": rng.normal(size=(N, 8, 8)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp", "ridge"])
+@pytest.mark.parametrize("kind", ["linear", pytest.param("mlp", marks=pytest.mark.slow),
+                                  pytest.param("ridge", marks=pytest.mark.slow)])
 def test_saved_probes_round_trip_to_identical_predictions(data, tmp_path, kind):
     acts, labels = data
     for task in ("saliency", "depth"):

@@ -27,6 +27,7 @@ def _results(workdir):
     return read_csv(workdir / "results.csv")
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
     c = _config(tiny_dir, "generated")
     summary = sweep.run(c, tmp_path / "run")
@@ -100,6 +101,7 @@ def test_killed_sweep_resumes_to_identical_results(tiny_dir, tmp_path, monkeypat
     assert _results(tmp_path / "killed") == _results(tmp_path / "full")
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir, tmp_path):
     c = _with(_config(tiny_dir, "encoded"), models=("trained",))
     c.probe.kind = "ridge"

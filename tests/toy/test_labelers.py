@@ -30,6 +30,7 @@ def test_space_to_depth_round_trip():
     np.testing.assert_array_equal(labelers.depth_to_space(folded, 2), x)
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_few_steps_reduce_loss(tmp_path):
     scenes = render.render_batch(range(8), resolution=16)
     depth_z = metrics.zscore(scenes["depth"], TINY.depth_mean, TINY.depth_std)

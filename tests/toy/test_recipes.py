@@ -15,6 +15,7 @@ def test_an_unknown_model_fails_before_the_workdir_is_claimed(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_labelers_train_tiny_and_are_written_to_the_workdir_and_the_export(tmp_path, monkeypatch):
     # One CPU device whenever jax starts: the batch of 8 must split over the devices (`train.data_parallel`).
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=1")

@@ -541,8 +541,9 @@ def concepts(s: Settings) -> str:
         kind, how = sweep.FAMILIES[family]
         c.families = (family,)
         t_ours = best_time(lambda: sweep.probe_checkpoint(acts, concept_sets, c, step=step), repeats=1)
-        inputs = [(sweep.standardise(sweep.features(acts[l], how)[cs.train], sweep.features(acts[l], how)[cs.test])[0],
-                   cs.train_y) for l in layers for cs in concept_sets]
+        feats = {l: sweep.features(acts[l], how) for l in layers}
+        inputs = [(sweep.standardise(feats[l][cs.train], feats[l][cs.test])[0], cs.train_y)
+                  for l in layers for cs in concept_sets]
         t_torch = best_time(lambda: _torch_concept_probes(inputs, kind, hidden=c.probe.hidden,
                                                           epochs=sweep.epochs_of(c, family),
                                                           batch_size=c.probe.batch_size, lr=c.probe.lr),

@@ -30,7 +30,7 @@ from jaxprobe.toy import data
 from jaxprobe.toy.cards import render
 
 NONE_WORDS = {"color": "grey", "pattern": "plain"}  # how a plain description names a "none" concept
-DESCRIPTION_WORDS = ("a", "grey", "plain")
+DESCRIPTION_WORDS = ("a", *NONE_WORDS.values())
 
 
 # --------------------------------------------------------------------------------------------- MobileNetV2

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from jaxprobe import io
+from jaxprobe import io, mesh
 from jaxprobe.validate import check_choice
 
 TOY_PIPELINE = Path(__file__).resolve().parents[1] / "assets" / "toy_pipeline"
@@ -42,7 +42,6 @@ class Settings:
     repeats: int = 3  # timed repeats (best is kept)
     probe_images: int = 64  # training images for the probe benchmark
     probe_epochs: int = 3  # epochs for the probe benchmark (both sides)
-    torch_probes: int = 4  # PyTorch probes timed per shape group (then scaled)
 
 
 def best_time(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1) -> float:
@@ -343,6 +342,7 @@ def _torch_probe_loop(acts, labels, epochs: int, batch_size: int) -> None:
 
 def probe(s: Settings) -> str:
     import jax
+    import jax.numpy as jnp
     import numpy as np
     import torch
 
@@ -355,30 +355,40 @@ def probe(s: Settings) -> str:
     groups = [rng.normal(size=(n, count * steps, side, side, ch)).astype(np.float32)
               for side, ch, count in TOY_LAYERS]
     num_probes = sum(g.shape[1] for g in groups)
+    # jaxprobe gets its activations as device arrays (as `capture` returns them), PyTorch as zero-copy tensors.
+    jax_groups = [jnp.asarray(g) for g in groups]
+    jax_labels = jnp.asarray(labels)
 
     def ours():
-        for g in groups:
-            jax.block_until_ready(fit.fit_group(g, labels, SALIENCY.name, epochs=epochs, batch_size=batch))
+        for g in jax_groups:
+            jax.block_until_ready(fit.fit_group(g, jax_labels, SALIENCY.name, epochs=epochs, batch_size=batch))
 
-    # The PyTorch loop is timed on the first probes of every shape group, then scaled to the group's probe count.
-    per_group = s.torch_probes
+    def theirs():  # every probe of every group, one at a time
+        for g in groups:
+            _torch_probe_loop([g[:, i] for i in range(g.shape[1])], labels, epochs, batch)
+
+    load = os.getloadavg()[0]  # other processes on these cores slow both sides, PyTorch's longer run the more
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one probe at a time is single-stream work; 2 threads only add contention here
-    t_ours = best_time(ours, repeats=s.repeats)
-    t_theirs = 0.0
-    for g in groups:
-        timed = [g[:, i] for i in range(per_group)]
-        t = best_time(lambda: _torch_probe_loop(timed, labels, epochs, batch), repeats=1, warmup=0)
-        t_theirs += t / per_group * g.shape[1]
+    try:
+        t_ours = best_time(ours, repeats=s.repeats)
+        _torch_probe_loop([groups[0][:, 0]], labels, 1, batch)  # warm-up: one probe, one epoch
+        t_theirs = best_time(theirs, repeats=s.repeats, warmup=0)
+    finally:
+        torch.set_num_threads(threads)
     body = f"""Saliency probes for the toy LDM's 16 attn1 layers x {steps} steps = {num_probes} probes (toy token
 grids 16x16x32 .. 2x2x64, labels 64x64), {n} images, batch {batch}, {epochs} epochs, Adam 1e-3; random
-activations (timing only). {machine()}; best of {s.repeats} after a warm-up.
+activations (timing only). Both sides train all {num_probes} probes (no scaling). {machine()}
+(1-min load average {load:.1f} at the start), torch on 1 thread; each side best of {s.repeats} after a warm-up (jit
+compile excluded).
 
 | implementation | s for all probes | ms / probe-epoch |
 | --- | ---: | ---: |
-| jaxprobe: shape groups, vmapped jitted Optax step, one scan per epoch, per-token CE | {t_ours:.2f} | {1e3 * t_ours / (num_probes * epochs):.2f} |
-| PyTorch {torch.__version__}, one nn.Linear at a time, upsampled CE (the paper's loop; {per_group} probes per shape group timed, scaled to {num_probes}) | {t_theirs:.2f} | {1e3 * t_theirs / (num_probes * epochs):.2f} |
+| jaxprobe `fit.fit_group` per shape group: vmapped jitted Optax step, one scan per epoch, per-token CE | {t_ours:.3f} | {1e3 * t_ours / (num_probes * epochs):.3f} |
+| PyTorch {torch.__version__}, one nn.Linear at a time, upsampled CE (the paper's loop) | {t_theirs:.2f} | {1e3 * t_theirs / (num_probes * epochs):.2f} |
 
-Speed-up: **{t_theirs / t_ours:.1f}x** (goal >= 20x). Command: `python launch/bench.py probe`."""
+Speed-up: **{t_theirs / t_ours:.1f}x** (goal >= 20x). Command: `python launch/bench.py probe` (`--probe_images`,
+`--probe_epochs`)."""
     write_section(s.out, "probe", body)
     return body
 
@@ -445,11 +455,11 @@ def time_train_step(repeats: int) -> dict:
 
     c = toy_ldm.get_config()
     *_, params, loss_fn, optimizer = recipes.ldm_setup(c, 16, 40, np.ones(c.max_length, np.int32))
-    replicated, split = training.data_parallel(c.batch_size)
-    state = jax.device_put(training.init_state(params, optimizer), replicated)
+    jax.set_mesh(mesh.make())  # every device along the data axis, as `train.fit`
+    state = mesh.replicate(training.init_state(params, optimizer))
     rng = np.random.default_rng(0)
-    batch = jax.device_put((rng.normal(size=(c.batch_size, 16, 16, 4)).astype(np.float32),
-                            rng.integers(0, 40, (c.batch_size, c.max_length)).astype(np.int32)), split)
+    batch = mesh.shard((rng.normal(size=(c.batch_size, 16, 16, 4)).astype(np.float32),
+                        rng.integers(0, 40, (c.batch_size, c.max_length)).astype(np.int32)))
     step = training.make_step(loss_fn, optimizer, c.ema_decay, 0)
 
     def steps():

@@ -13,16 +13,23 @@ import signal
 import sys
 import threading
 
-from absl import app, logging
+import jax
+from absl import app, flags, logging
+
+from jaxprobe import mesh
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "start jax.distributed first (multi-host: run the same command on every host; the "
+    "workdir must be on a filesystem they all see)")
 
 
 def run(main) -> None:
     """`absl.app.run(main)` as a jaxprobe launcher: absl and orbax INFO logs off (orbax logs every checkpoint);
     a ValueError or FileNotFoundError, which is how the library's up-front checks reject a bad input, printed as
     one line `error: <message>` on stderr with exit status 2 and no traceback (JAXPROBE_DEBUG=1 keeps the
-    traceback, for an error raised deep inside a job rather than by a check); Ctrl-C as `exit_on_interrupt`."""
+    traceback, for an error raised deep inside a job rather than by a check); Ctrl-C as `exit_on_interrupt`;
+    `--distributed` starts JAX's multi-host runtime before `main`."""
     app.run(functools.partial(_main, main))
 
 
@@ -30,12 +37,18 @@ def _main(main, argv):
     logging.set_verbosity(logging.WARNING)
     exit_on_interrupt()
     try:
+        mesh.initialize(_DISTRIBUTED.value)
         return main(argv)
     except (ValueError, FileNotFoundError) as e:
         if os.environ.get("JAXPROBE_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def on_mesh(c):
+    """The context a launcher runs its job in: the device mesh of `c.mesh` (`jaxprobe.mesh`), checked first."""
+    return jax.set_mesh(mesh.from_config(c))
 
 
 def exit_on_interrupt() -> None:

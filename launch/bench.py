@@ -20,14 +20,11 @@ _STEPS = flags.DEFINE_integer("steps", _D.steps, "denoising steps")
 _REPEATS = flags.DEFINE_integer("repeats", _D.repeats, "timed repeats (best is kept)")
 _PROBE_IMAGES = flags.DEFINE_integer("probe_images", _D.probe_images, "training images for the probe benchmark")
 _PROBE_EPOCHS = flags.DEFINE_integer("probe_epochs", _D.probe_epochs, "epochs for the probe benchmark (both sides)")
-_TORCH_PROBES = flags.DEFINE_integer("torch_probes", _D.torch_probes,
-                                     "PyTorch probes timed per shape group (then scaled)")
 
 
 def main(argv):
     settings = benchmarks.Settings(out=_OUT.value, batch=_BATCH.value, steps=_STEPS.value, repeats=_REPEATS.value,
-                                   probe_images=_PROBE_IMAGES.value, probe_epochs=_PROBE_EPOCHS.value,
-                                   torch_probes=_TORCH_PROBES.value)
+                                   probe_images=_PROBE_IMAGES.value, probe_epochs=_PROBE_EPOCHS.value)
     for body in benchmarks.run(argv[1:], settings):
         print(body)
 

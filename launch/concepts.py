@@ -18,7 +18,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/concepts_toy", "labels, results 
 
 def main(argv):
     del argv
-    for line in sweep.headline(sweep.run(_CONFIG.value, _WORKDIR.value)):
+    with cli.on_mesh(_CONFIG.value):
+        summary = sweep.run(_CONFIG.value, _WORKDIR.value)
+    for line in sweep.headline(summary):
         print(line)
     print(f"results and figures: {_WORKDIR.value}/<family>/")
 

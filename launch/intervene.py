@@ -23,6 +23,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_intervene", "images, scores 
 
 def main(argv):
     del argv
+    with cli.on_mesh(_CONFIG.value):
+        _main()
+
+
+def _main():
     if _CONFIG.value.get("ablation"):
         edit_study.ablate(_CONFIG.value, _WORKDIR.value)
         print(f"ablation: {Path(_WORKDIR.value) / 'ablation.csv'}, {Path(_WORKDIR.value) / 'figures/ablation.png'}")

@@ -22,7 +22,8 @@ def main(argv):
     c = _CONFIG.value
     if not c.pipeline_dir:
         raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
-    summary = sweep.run(c, _WORKDIR.value)
+    with cli.on_mesh(c):
+        summary = sweep.run(c, _WORKDIR.value)
     for line in sweep.headline(summary):
         print(line)
     print(f"results: {Path(_WORKDIR.value) / 'results.csv'}, figures: {Path(_WORKDIR.value) / 'figures'}")

@@ -16,7 +16,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/samples", "where PNGs and sample
 def main(argv):
     del argv
     c = _CONFIG.value
-    s = generate.generate(c, _WORKDIR.value)
+    with cli.on_mesh(c):
+        s = generate.generate(c, _WORKDIR.value)
     print(f"wrote {s['images']} images ({s['height']}x{s['width']}, {c.scheduler} {c.num_inference_steps} steps, "
           f"CFG {c.guidance_scale}) to {_WORKDIR.value} in {s['seconds']:.1f} s "
           f"({s['images'] / s['seconds']:.2f} img/s incl. compile)")

@@ -82,7 +82,8 @@ full, hist = test_train._fit(work / "full")
 test_train._fit(work / "killed", stop_after=17)
 resumed, resumed_hist = test_train._fit(work / "killed")
 with pytest.raises(ValueError, match="multiple of 2"):
-    train.data_parallel(15)
+    train.fit(workdir=work / "odd", params=full.params, loss_fn=None, batch_fn=lambda s: np.zeros((15, 1)),
+              optimizer=None, num_steps=1)
 print(json.dumps({"loss": [h["loss"] for h in hist], "resumed_loss": [h["loss"] for h in resumed_hist],
                   "resumed_equal": all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full),
                                                                              jax.tree.leaves(resumed)))}))

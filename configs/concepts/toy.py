@@ -14,11 +14,14 @@ checkpoint, pattern 0.98-0.99 at features_18 at the last one (0.50 at step 0).
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 from jaxprobe.toy.cards import render
 
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.data = ml_collections.ConfigDict(dict(source="toycards", num_images=2000, seed_offset=3_000_000, path="",
                                             name="", split="train", feature="image", tfds_dir=""))
     c.resolution = 64

@@ -13,9 +13,12 @@ The code path is the one tests/diffusion/test_pipeline.py checks against diffuse
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.pipeline_dir = ""  # required: a diffusers StableDiffusionPipeline directory (unet/, vae/, text_encoder/, ...)
     c.prompts = "a photograph of an astronaut riding a horse"  # several prompts separated by '|'
     c.prompts_file = ""  # or one prompt per line

@@ -24,4 +24,5 @@ def get_config():
     c.num_test = 371
     c.batch_size = 4
     c.store_dtype = "bfloat16"
+    c.store_pool = 1  # 2 or 4: a 4x / 16x smaller store (docs/scale-out.md)
     return c

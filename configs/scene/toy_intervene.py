@@ -15,9 +15,12 @@ has both tables and the ablation.
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.pipeline_dir = "assets/toy_pipeline"
     c.labelers_dir = "assets/toy_labelers"  # labels the samples (targets and measures); "" = images only
     c.labels_dir = ""  # or the plain samples' saliency.npy / depth.npy (targets only; no labelers, no measures)

@@ -11,9 +11,12 @@ test cell within 0.013 Dice and 0.010 RMSE. Full tables: docs/results.md.
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.pipeline_dir = "assets/toy_pipeline"
     c.labelers_dir = "assets/toy_labelers"  # labels generated images as the paper does (saliency net + MiDaS)
     c.labels_dir = ""  # or saliency.npy / depth.npy [N, H, W] supplied by the user
@@ -31,6 +34,7 @@ def get_config():
     c.guidance_scale = 7.5
     c.scheduler = "lms"
     c.store_dtype = "float32"  # or bfloat16 to halve the activation store
+    c.store_pool = 1  # k > 1: average-pool each layer's token grid k x k before storing (k**2 smaller store)
     c.models = ("trained", "randomized", "vae")
     c.randomized_seed = 0
     c.tasks = ("saliency", "depth")

@@ -17,4 +17,5 @@ def get_config():
     c.models = ("trained",)
     c.tasks = ("saliency",)
     c.num_train, c.num_test = 256, 64
+    c.store_pool = 1  # no pooling: the intervention edits full-resolution activations against these probes
     return c

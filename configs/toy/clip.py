@@ -11,9 +11,12 @@ assets/toy_clip/. Resumable: rerun the same command after a kill.
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.model = "clip"
     c.seed = 0
     c.resolution = 64  # cards at the probed model's size

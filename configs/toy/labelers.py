@@ -10,9 +10,12 @@ model.safetensors, metrics.json); on 256 held-out scenes saliency IoU 0.950 (goa
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.model = "labelers"
     c.seed = 0
     c.resolution = 64

@@ -12,9 +12,12 @@ bits. Details: docs/toy_models.md.
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.model = "ldm"
     c.seed = 0
     c.vae_dir = "runs/toy_vae/vae"  # written by configs/toy/vae.py

@@ -10,9 +10,12 @@ shipped copy assets/toy_mobilenet_v2/. Resumable: rerun the same command after a
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.model = "mobilenet_v2"
     c.seed = 0
     c.resolution = 64

@@ -10,9 +10,12 @@ assets/toy_pipeline/vae. Resumable: rerun the same command after a kill. Recipe 
 """
 import ml_collections
 
+from jaxprobe import mesh
+
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.model = "vae"
     c.seed = 0
     c.resolution = 64

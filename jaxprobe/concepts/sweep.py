@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxprobe import hooks, io
+from jaxprobe import hooks, io, mesh
 from jaxprobe.concepts import figures, pool, scores, sets
 from jaxprobe.models import load_mobilenet_v2, mobilenet_v2
 from jaxprobe.probing import fit, metrics, probes, report, tasks
@@ -37,7 +37,7 @@ MODELS = ("trained", "shuffled")
 LABEL_SOURCES = ("clip", "truth")
 _STEP = re.compile(r"(\d+)$")
 # A resume may change only what does not change any number already written.
-MAY_CHANGE_ON_RESUME = ("capture_batch_size",)
+MAY_CHANGE_ON_RESUME = ("capture_batch_size", "mesh")
 
 
 def find_checkpoints(directory) -> list[tuple[int, Path]]:
@@ -99,9 +99,13 @@ def check_config(c) -> None:
 
 def capture(module, variables, images: np.ndarray, layers, batch_size: int) -> dict[str, np.ndarray]:
     """{module path: [P, h, w, C] float32} for uint8 images [P, R, R, 3], eval mode, in batches."""
-    run = _capture_fn(module, tuple(layers))
-    parts = [run(variables, jnp.asarray(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in layers}
+    run, variables = _capture_fn(module, tuple(layers)), mesh.replicate(variables)
+    parts = []
+    for i in range(0, len(images), batch_size):  # on a mesh, each batch is split over its data axis
+        batch = images[i:i + batch_size]
+        out = run(variables, mesh.shard(mesh.pad_rows(batch)))
+        parts.append({k: mesh.gather(v)[:len(batch)] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in layers}
 
 
 @functools.lru_cache(maxsize=4)  # one compiled capture per (model, layers), reused at every checkpoint
@@ -181,6 +185,7 @@ def accuracy(params, x: jax.Array, y: np.ndarray) -> np.ndarray:
 
 def run(c, workdir) -> dict:
     """The whole sweep of config `c` into `workdir` (resumable); returns headline numbers for the launcher."""
+    mesh.check_single_process("concept sweep")
     check_config(c)
     data = pool.load_pool(c)
     groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)

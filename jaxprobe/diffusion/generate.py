@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from jaxprobe import io
+from jaxprobe import io, mesh
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import Pipeline, load_pipeline
 
@@ -34,6 +34,8 @@ def _check_config(c) -> tuple[list[str], list[int]]:
     for field in ("num_images_per_prompt", "batch_size"):
         if c[field] < 1:
             raise ValueError(f"config.{field} must be >= 1, got {c[field]}")
+    mesh.check_batch(c.batch_size, "config.batch_size")
+    mesh.check_single_process("sampling job")
     sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
     sampling.check_dtype(c.dtype)
     if not c.pipeline_dir:

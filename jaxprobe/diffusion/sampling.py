@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe import mesh
 from jaxprobe.diffusion import schedulers
 from jaxprobe.validate import check_choice
 
@@ -288,18 +289,33 @@ def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
     (multiplied by the scheduler's init sigma, as diffusers does with user latents). `guidance_scale` is one CFG
     weight or one per step (`guidance_schedule`). `hook` runs at every step (see `Hook`), with `extra` traced into
     the program; what it returns at `keep_steps` (`select_steps`: None = all, () = none) comes back in `kept`.
+    On a mesh (`jaxprobe.mesh`) the batch is split over the data axis (a batch that does not split is padded with
+    copies of its last image, which are dropped; `extra` must then hold no per-image arrays).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     dtype = check_dtype(dtype)
+    n = len(prompts)
+    if -n % mesh.axis_size("data"):  # on a mesh, pad with copies of the last image up to a split of the data axis
+        prompts, seed, latents = _pad_batch(prompts, seed, latents, -n % mesh.axis_size("data"))
     req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                   height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
     kept_steps = select_steps(keep_steps, num_inference_steps) if keep_steps is None or len(keep_steps) else ()
     slots = np.full(num_inference_steps, -1, np.int32)
     slots[list(kept_steps)] = np.arange(len(kept_steps))
     run = _compiled(modules(pipe), req.sched, req.guidance, dtype, hook, len(kept_steps))
-    images, lat, kept = run(params_for(pipe, dtype), extra, jnp.asarray(req.ids), req.noise, req.plan,
-                            jnp.asarray(slots))
-    return SampleOutput(images=np.asarray(images), latents=lat, kept=kept)
+    # On a mesh (`jaxprobe.mesh`) the images are split over its data axis and everything else is replicated.
+    images, lat, kept = run(params_for(pipe, dtype), mesh.replicate(extra), mesh.shard(req.ids),
+                            mesh.shard(req.noise), mesh.replicate(req.plan), mesh.replicate(jnp.asarray(slots)))
+    if len(prompts) > n:
+        lat, kept = lat[:n], jax.tree.map(lambda a: a[:n], kept)
+    return SampleOutput(images=mesh.gather(images)[:n], latents=lat, kept=kept)
+
+
+def _pad_batch(prompts, seed, latents, extra: int):
+    seeds = image_seeds(seed, len(prompts))
+    if latents is not None:
+        latents = jnp.concatenate([latents, jnp.repeat(latents[-1:], extra, axis=0)])
+    return prompts + prompts[-1:] * extra, seeds + seeds[-1:] * extra, latents
 
 
 def modules(pipe) -> Modules:
@@ -308,14 +324,18 @@ def modules(pipe) -> Modules:
 
 
 @functools.lru_cache(maxsize=16)
-def _params_cache(pipe, dtype):
-    return cast_params(pipe.params, dtype)
+def _params_cache(pipe, dtype, device_mesh):
+    del device_mesh  # a cache key: params are replicated on each mesh once
+    return mesh.replicate(pipe.params if dtype == jnp.float32 else cast_params(pipe.params, dtype))
 
 
 def params_for(pipe, dtype):
-    """The pipeline's params in the compute dtype (cast once per pipeline and dtype)."""
+    """The pipeline's params in the compute dtype (cast once per pipeline and dtype), replicated on the current
+    mesh if one is set."""
     dtype = jnp.dtype(dtype)
-    return pipe.params if dtype == jnp.float32 else _params_cache(pipe, dtype)
+    if dtype == jnp.float32 and mesh.current() is None:
+        return pipe.params
+    return _params_cache(pipe, dtype, mesh.current())
 
 
 @functools.lru_cache(maxsize=16)

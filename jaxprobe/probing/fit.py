@@ -13,9 +13,12 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import PartitionSpec as P
 
+from jaxprobe import mesh
 from jaxprobe.probing.probes import (
     KINDS,
     Params,
@@ -50,16 +53,18 @@ def init_state(keys: jax.Array, kind: str, task: str, channels: int, *, lr: floa
     return FitState(epoch=jnp.asarray(0, jnp.int32), params=params, opt_state=jax.vmap(optax.adam(lr).init)(params))
 
 
-@functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr", "per_probe"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr", "per_probe", "num_images"),
+                   donate_argnums=0)
 def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: str, batch_size: int = 4,
-              lr: float = 1e-3, per_probe: bool = False) -> tuple[FitState, jax.Array]:
+              lr: float = 1e-3, per_probe: bool = False, num_images: int | None = None) -> tuple[FitState, jax.Array]:
     """One epoch for a group, as one device call: x [N, G, h, w, C], target [N, ...] shared by the G probes, or
     [N, G, ...] one per probe when `per_probe` -> (state, mean loss [G]).
 
     The images are shuffled by a permutation that depends only on (seed, epoch), shared by all probes. A last
     partial batch is padded and masked, so its loss is the mean over its real images (PyTorch's drop_last=False).
+    `num_images`: only the first n rows of x are images (the rest pad x to a multiple of the mesh's data axis).
     """
-    n = x.shape[0]
+    n = x.shape[0] if num_images is None else num_images
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
     perm = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), state.epoch), n)
@@ -118,7 +123,14 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
         target = jax.vmap(lambda y: prepare_targets(y, x.shape[2:4], task, label_mode), 1, 1)(labels)
     else:
         target = prepare_targets(labels, x.shape[2:4], task, label_mode)
+    n, g = x.shape[:2]
+    if mesh.current() is not None:
+        x, target, keys = _pad_for_mesh(x, target, keys, per_probe)
     state = init_state(keys, kind, task, x.shape[-1], lr=lr, hidden=hidden)
+    if mesh.current() is not None:  # images over the data axis, probes over the probe axis
+        x = mesh.shard(x, P("data", "probe"))
+        target = mesh.shard(target, P("data", "probe") if per_probe else P("data"))
+        state = jax.tree.map(lambda a: mesh.shard(a, P("probe") if a.ndim else P()), state)
     mngr = None
     if checkpoint_dir is not None:
         mngr = ocp.CheckpointManager(Path(checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(
@@ -127,15 +139,28 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
             state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
     last = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
     for epoch in range(int(state.epoch), last):
-        state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr, per_probe=per_probe)
+        state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr, per_probe=per_probe,
+                             num_images=n)
         if mngr is not None:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
     if mngr is not None:
         mngr.wait_until_finished()
         mngr.close()
-    return state.params
+    if mesh.current() is None:
+        return state.params
+    return jax.tree.map(lambda a: jnp.asarray(mesh.gather(a)[:g]), state.params)
 
 
+def _pad_for_mesh(x, target, keys, per_probe: bool):
+    """Zero images appended up to a multiple of the data axis (`run_epoch` never draws them) and copies of the
+    last probe up to a multiple of the probe axis (dropped after the fit)."""
+    g = x.shape[1]
+    x = mesh.pad_rows(mesh.pad_rows(np.asarray(x), 0), 1, mesh.axis_size("probe"))
+    target = mesh.pad_rows(np.asarray(target), 0)
+    if per_probe:
+        target = mesh.pad_rows(target, 1, mesh.axis_size("probe"))
+    extra = x.shape[1] - g
+    return x, target, jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
 
 
 def fit_sweep(acts: dict, labels, task: str, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,

@@ -35,6 +35,7 @@ class CaptureHook(sampling.Hook):
     store_dtype: jnp.dtype | None = None
     randomized: bool = False
     vae: bool = False
+    store_pool: int = 1  # average-pool each layer's token grid k x k before the cast (1: off)
 
     @property
     def keep_x0(self):
@@ -45,12 +46,15 @@ class CaptureHook(sampling.Hook):
         kept = {"acts": {k: v[-b:] for k, v in acts.items()}}
         if self.randomized:  # the same conditional inputs; only its captured layers are computed (XLA drops the rest)
             kept["randomized"] = hooks.apply(unet, extra, lat_in[-b:], t[-b:], context[-b:], record=self.paths)[1]
-        return pred, {k: {n: _store(a, self.store_dtype) for n, a in v.items()} for k, v in kept.items()}
+        hw = lat_in.shape[1:3]
+        return pred, {k: {n: _store(a, self.store_dtype, self.store_pool, hw) for n, a in v.items()}
+                      for k, v in kept.items()}
 
     def finish(self, modules, params, extra, kept):
         out = dict(kept["aux"])
         if self.vae:  # one selected step at a time: [S, B, h, w, c] -> {layer: [S, B, H', W', C']}
-            acts = jax.lax.map(lambda z: baselines.vae_decoder_activations(modules.vae, params["vae"], z),
+            acts = jax.lax.map(lambda z: {k: _pool(v, self.store_pool, z.shape[1:3]) for k, v in
+                                          baselines.vae_decoder_activations(modules.vae, params["vae"], z).items()},
                                jnp.swapaxes(kept["x0"], 0, 1))
             out["vae"] = {k: _store(jnp.swapaxes(v, 0, 1), self.store_dtype) for k, v in acts.items()}
         return out
@@ -73,19 +77,20 @@ class CaptureResult:
 def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5,
                   num_inference_steps=15, scheduler="lms", store_dtype=None, randomized_seed: int | None = None,
                   vae_baseline: bool = False, dtype=jnp.float32, height=None, width=None, latents=None,
-                  negative_prompt: str = "") -> CaptureResult:
+                  negative_prompt: str = "", store_pool: int = 1) -> CaptureResult:
     """Generate images and capture the trained UNet (and optionally both baselines) in ONE jitted pass.
 
     Sampling is exactly `sampling.sample` with the same arguments (the trained UNet's prediction drives it).
     `randomized_seed`: also run `baselines.randomize_params(unet params, randomized_seed)` on the trained
     model's conditional UNet inputs (x_t, t, text) at every step and capture the same layers. `vae_baseline`:
     decode each selected step's predicted x0 and capture `baselines.VAE_LAYER`. `store_dtype` (e.g. bf16) is
-    the dtype the activations are kept in.
+    the dtype the activations are kept in; `store_pool` k > 1 average-pools every captured layer (baselines too)
+    k x k over its token grid first, which must divide by k (k**2 times smaller).
     """
     dtype = jnp.dtype(dtype)
     hook = CaptureHook(paths=hooks.select_layers(pipe.unet, layers),
                        store_dtype=None if store_dtype is None else jnp.dtype(store_dtype),
-                       randomized=randomized_seed is not None, vae=vae_baseline)
+                       randomized=randomized_seed is not None, vae=vae_baseline, store_pool=_check_pool(store_pool))
     out = sampling.sample(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           seed=seed, height=height, width=width, scheduler=scheduler, dtype=dtype, latents=latents,
                           negative_prompt=negative_prompt, hook=hook,
@@ -114,8 +119,44 @@ def capture_activations(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, see
     return out.images, out.acts
 
 
-def _store(x: jax.Array, store_dtype) -> jax.Array:
+def _store(x: jax.Array, store_dtype, pool: int = 1, latent_hw: tuple[int, int] | None = None) -> jax.Array:
+    x = _pool(x, pool, latent_hw)
     return x if store_dtype is None else x.astype(store_dtype)
+
+
+def _pool(x: jax.Array, k: int, latent_hw: tuple[int, int]) -> jax.Array:
+    """k x k average pool of one step's output, in its own layout: tokens [B, T, C] (laid out on the latent grid as
+    `hooks.to_spatial` does) or spatial [B, h, w, C]. Averages in float32, returns x's dtype."""
+    if k == 1:
+        return x
+    tokens = x.ndim == 3
+    grid = hooks.to_spatial(x, latent_hw) if tokens else x
+    b, h, w, c = grid.shape
+    if h % k or w % k:
+        raise ValueError(f"store_pool={k} does not divide a captured {h}x{w} token grid")
+    pooled = grid.astype(jnp.float32).reshape(b, h // k, k, w // k, k, c).mean(axis=(2, 4)).astype(x.dtype)
+    return pooled.reshape(b, -1, c) if tokens else pooled
+
+
+def token_grids(pipe, paths, height: int, width: int) -> dict[str, tuple[int, int] | None]:
+    """{UNet layer path: its (h, w) token grid for height x width images, or None for an output without one}.
+    Shapes only: one `jax.eval_shape` of the UNet, nothing is computed."""
+    latent_hw = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    x, t, context = pipe.unet.dummy_inputs()
+    x = jnp.zeros((1, *latent_hw, x.shape[-1]), x.dtype)
+
+    def grids(params):
+        acts = hooks.apply(pipe.unet, params, x, t, context, record=tuple(paths))[1]
+        return {k: hooks.to_spatial(a, latent_hw) if a.ndim == 3 else a for k, a in acts.items()}
+
+    shapes = jax.eval_shape(grids, pipe.params["unet"])
+    return {k: tuple(s.shape[1:3]) if len(s.shape) == 4 else None for k, s in shapes.items()}
+
+
+def _check_pool(k) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"store_pool must be an integer >= 1 (1: no pooling), got {k!r}")
+    return int(k)
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,14 +173,14 @@ def randomized_pipeline(pipe, seed: int):
 
 
 def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, num_inference_steps=15,
-                    scheduler="lms", store_dtype=None) -> dict[str, jax.Array]:
+                    scheduler="lms", store_dtype=None, store_pool: int = 1) -> dict[str, jax.Array]:
     """Capture the UNet on real images noised to each selected step's level (labels of the images stay exact).
 
     images uint8 [B,H,W,3] are VAE-encoded (posterior mean x scaling_factor); for each selected step k the latent
     is noised with `add_noise` to the scheduler's t_k (one unit noise per image, from seed + k or seed[k], shared
     by all steps), scaled with `scale_model_input` as in sampling, and the UNet is applied once on the conditional text
-    embedding only (no CFG). One jit, `lax.map` over the steps.
-    Returns {layer: [B, S, h, w, C]}.
+    embedding only (no CFG). One jit, `lax.map` over the steps. `store_dtype`, `store_pool`: as in `capture_sweep`.
+    Returns {layer: [B, S, h, w, C]} (h, w divided by store_pool).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     images = np.asarray(images)
@@ -155,7 +196,8 @@ def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None,
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
     noise = sampling.initial_noise(sampling.image_seeds(seed, len(prompts)), latent_shape)
-    run = _compiled_encoded(sampling.modules(pipe), sched, paths, None if store_dtype is None else jnp.dtype(store_dtype))
+    run = _compiled_encoded(sampling.modules(pipe), sched, paths,
+                            None if store_dtype is None else jnp.dtype(store_dtype), _check_pool(store_pool))
     acts = run(pipe.params, jnp.asarray(pipe.tokenize(prompts)), jnp.asarray(images), noise, plan,
                jnp.asarray(step_idx, jnp.int32))
     acts = {k: hooks.to_spatial(v, latent_shape[:2]) if v.ndim == 4 else v for k, v in acts.items()}
@@ -164,7 +206,7 @@ def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None,
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_encoded(modules, sched, paths, store_dtype):
+def _compiled_encoded(modules, sched, paths, store_dtype, store_pool=1):
     unet, text, vae = modules
 
     @jax.jit
@@ -178,7 +220,7 @@ def _compiled_encoded(modules, sched, paths, store_dtype):
             lat_in = sched.scale_model_input(plan, sched.add_noise(plan, clean, noise, k), k)
             t = jnp.broadcast_to(plan.timesteps[k], (lat_in.shape[0],))
             acts = hooks.apply(unet, params["unet"], lat_in, t, context, record=paths)[1]
-            return {name: _store(a, store_dtype) for name, a in acts.items()}
+            return {name: _store(a, store_dtype, store_pool, lat_in.shape[1:3]) for name, a in acts.items()}
 
         return {k: jnp.swapaxes(v, 0, 1) for k, v in jax.lax.map(one, steps).items()}  # [S, B, ...] -> [B, S, ...]
 

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxprobe import hooks, io, validate
+from jaxprobe import hooks, io, mesh, validate
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import load_pipeline
 from jaxprobe.models.pipeline import COMPONENTS
@@ -71,6 +71,9 @@ def check(c, pipe) -> Plan:
     for key, low in AT_LEAST.items():
         if not c[key] >= low:
             raise ValueError(f"config.{key} must be >= {low}, got {c[key]!r}")
+    mesh.check_single_process("intervention study")
+    mesh.check_batch(c.batch_size, "config.batch_size")  # every batch, the last one too, splits over the data axis
+    mesh.check_batch(c.num_images * c.shifts_per_image, "config.num_images x config.shifts_per_image")
     if not 0 < c.lr < math.inf:
         raise ValueError(f"config.lr must be a finite number > 0, got {c.lr!r}")
     lo, hi = c.depth_range

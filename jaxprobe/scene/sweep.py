@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxprobe import hooks, io
+from jaxprobe import hooks, io, mesh
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import load_pipeline
 from jaxprobe.models.pipeline import COMPONENTS
@@ -78,6 +78,7 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     for key, low in AT_LEAST.items():
         if not _get(c, key) >= low:
             raise ValueError(f"config.{key} must be >= {low}, got {_get(c, key)!r}")
+    mesh.check_batch(c.batch_size, "config.batch_size")
     if not 0 < c.probe.lr < math.inf:
         raise ValueError(f"config.probe.lr must be a finite number > 0, got {c.probe.lr!r}")
     if c.probe.kind == "ridge" and not 0 < round(c.num_train * RIDGE_VAL_FRACTION) < c.num_train:
@@ -95,6 +96,8 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if c.resolution < 1 or c.resolution % factor:
         raise ValueError(f"config.resolution must be a positive multiple of {factor} (the VAE's factor "
                          f"{pipe.vae_scale_factor} x 2 ** (UNet blocks - 1)), got {c.resolution}")
+    if c.store_pool != 1:
+        _check_store_pool(c, pipe, layers)
     _check_prompts_file(c, pipe)
     if c.data == "generated":  # encoded scenes carry exact labels
         if c.labels_dir:
@@ -109,6 +112,24 @@ def _check_choices(c, key: str, valid: Sequence[str]) -> None:
         raise ValueError(f"config.{key} is empty; choose from {', '.join(valid)}")
     for value in c[key]:
         check_choice(f"config.{key}", value, valid)
+
+
+def _check_store_pool(c, pipe, layers: Sequence[str]) -> None:
+    """config.store_pool must be an integer >= 1 that divides every selected layer's token grid at
+    config.resolution (the VAE baseline's grid is the latent grid, a multiple of each). Shapes only: one
+    `jax.eval_shape` of the UNet, nothing computed."""
+    grids = capture.token_grids(pipe, layers, c.resolution, c.resolution)
+    flat = [k for k, g in grids.items() if g is None]
+    if flat:
+        raise ValueError(f"config.store_pool={c.store_pool!r} pools a token grid, but layer(s) {', '.join(flat)} "
+                         "output none; use config.store_pool=1 or other config.layers")
+    sides = {side for g in grids.values() for side in g}
+    valid = [k for k in range(1, min(sides) + 1) if all(side % k == 0 for side in sides)]
+    if not (isinstance(c.store_pool, int) and c.store_pool in valid):
+        layer, (h, w) = min(grids.items(), key=lambda kv: kv[1][0] * kv[1][1])
+        raise ValueError(f"config.store_pool must be an integer >= 1 that divides every selected layer's token grid "
+                         f"at config.resolution={c.resolution} (the smallest: {h}x{w} at {layer}); valid values: "
+                         f"{', '.join(map(str, valid))}; got {c.store_pool!r}")
 
 
 def _get(c, key: str):
@@ -196,18 +217,19 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
                 pipe, data.prompts[lo:hi], layers=layers, steps=steps, seed=seeds, guidance_scale=c.guidance_scale,
                 num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype),
                 randomized_seed=c.randomized_seed if "randomized" in c.models else None,
-                vae_baseline="vae" in c.models, height=c.resolution, width=c.resolution)
+                vae_baseline="vae" in c.models, height=c.resolution, width=c.resolution, store_pool=c.store_pool)
             arrays["images"] = out.images
             groups = {"trained": out.acts, "randomized": out.randomized, "vae": out.vae}
         else:
             groups = {"trained": capture.capture_encoded(
                 pipe, data.images[lo:hi], data.prompts[lo:hi], layers=layers, steps=steps, seed=seeds,
-                num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype))}
+                num_inference_steps=c.num_inference_steps, scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype),
+                store_pool=c.store_pool)}
             if "randomized" in c.models:
                 groups["randomized"] = capture.capture_encoded(
                     random_pipe, data.images[lo:hi], data.prompts[lo:hi],
                     layers=layers, steps=steps, seed=seeds, num_inference_steps=c.num_inference_steps,
-                    scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype))
+                    scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype), store_pool=c.store_pool)
         for model, acts in groups.items():
             if model in c.models:
                 arrays.update({f"{model}/{layer}": np.asarray(a) for layer, a in acts.items()})
@@ -341,6 +363,7 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
 
 def run(c, workdir) -> dict:
     """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped."""
+    mesh.check_single_process("scene sweep")
     pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
     tqdm.write(f"loading pipeline {pipeline_dir}")
     pipe = load_pipeline(pipeline_dir)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe import io
+from jaxprobe import io, mesh
 from jaxprobe import train as training  # not `train`: that is this module's entry point
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import (
@@ -43,7 +43,7 @@ SCHEDULER_CONFIG = {"_class_name": "LMSDiscreteScheduler", "beta_start": 0.00085
 MODELS = ("vae", "ldm", "labelers", "mobilenet_v2", "clip")
 # A resume may lengthen the schedule or change what evaluations do; anything else needs a new workdir.
 MAY_CHANGE_ON_RESUME = ("num_steps", "decoder_steps", "eval_every", "checkpoint_every", "quality_images",
-                        "labelers_dir")
+                        "labelers_dir", "mesh")
 
 
 def vae_config(c) -> vae.VAEConfig:
@@ -254,9 +254,15 @@ def train(c, workdir) -> list[str]:
     On a CPU it runs data parallel over one XLA device per core (`train.host_device_flags`), which takes effect
     only if nothing in this process has started jax's backend yet (launch/train.py calls this first)."""
     check_choice("config.model", c.model, MODELS)
+    mesh.check_single_process("training run")
     workdir = Path(workdir)
     io.claim_workdir(workdir, c.to_dict(), kind="training run", may_change=MAY_CHANGE_ON_RESUME)
     os.environ["XLA_FLAGS"] = training.host_device_flags(os.environ.get("XLA_FLAGS", ""))
+    with jax.set_mesh(mesh.from_config(c)):  # `train.fit` splits its batches over the data axis
+        return _train(c, workdir)
+
+
+def _train(c, workdir: Path) -> list[str]:
     if c.model == "vae":
         module, params = train_vae(c, workdir)
         save_component(workdir / "vae", module, params)

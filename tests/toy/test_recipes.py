@@ -17,7 +17,7 @@ def test_an_unknown_model_fails_before_the_workdir_is_claimed(tmp_path):
 
 @pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_labelers_train_tiny_and_are_written_to_the_workdir_and_the_export(tmp_path, monkeypatch):
-    # One CPU device whenever jax starts: the batch of 8 must split over the devices (`train.data_parallel`).
+    # One CPU device whenever jax starts: the batch of 8 must split over the devices (`train.fit` checks it).
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=1")
     c = toy_labelers.get_config()
     c.update(resolution=32, num_images=16, num_eval=8, channels=(8, 8, 8, 8), batch_size=8, num_steps=2,

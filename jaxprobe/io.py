@@ -122,11 +122,12 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = ()) -> None:
+def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = (), write: bool = True) -> None:
     """A workdir belongs to one config: the first run writes `workdir/config.json`; a later run (a resume) with a
     config that differs in any key outside `may_change` raises ValueError naming the keys, nested ones dotted
     (`probe.label_mode`), with both values (mixing them would silently continue someone else's run). Keys in
-    `may_change` (e.g. a longer schedule; a dotted key, or a parent for all its keys) are updated."""
+    `may_change` (e.g. a longer schedule; a dotted key, or a parent for all its keys) are updated. `write=False`
+    only checks (the processes but the first of a multi-host run)."""
     path = Path(workdir) / "config.json"
     current = json.loads(json.dumps(config, default=jsonable))
     if path.exists():
@@ -138,7 +139,8 @@ def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ..
             values = "; ".join(f"{k} was {previous.get(k, _ABSENT)!r}, now {now.get(k, _ABSENT)!r}" for k in changed)
             raise ValueError(f"{workdir} holds a {kind} with another config (differs in: {', '.join(changed)}): "
                              f"{values}; use a new --workdir or delete it")
-    write_json(path, current)
+    if write:
+        write_json(path, current)
 
 
 class _Absent:

@@ -142,6 +142,28 @@ def check_single_process(job: str) -> None:
                          f"--distributed on one host")
 
 
+def local_rows(x) -> tuple[int, np.ndarray]:
+    """(first row, the rows of x [B, ...] that this process holds): what a host stores of an array split over the
+    data axis. With one process, all of x; when the rows this process holds are not one contiguous block (or x is
+    split along another axis), x is gathered and the process keeps block p of P equal blocks."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return 0, np.asarray(x)
+    spans = {}
+    for s in x.addressable_shards:
+        rows = range(*s.index[0].indices(x.shape[0]))
+        if any(i != slice(None) for i in s.index[1:]):
+            spans = None
+            break
+        spans[(rows.start, rows.stop)] = s.data
+    if spans:
+        ordered = sorted(spans)
+        if all(a[1] == b[0] for a, b in zip(ordered, ordered[1:])):
+            return ordered[0][0], np.concatenate([np.asarray(spans[k]) for k in ordered])
+    per = -(-x.shape[0] // jax.process_count())
+    start = min(x.shape[0], jax.process_index() * per)
+    return start, gather(x)[start:start + per]
+
+
 def is_main() -> bool:
     """Whether this process writes shared outputs (reports, merged results): process 0."""
     return jax.process_index() == 0

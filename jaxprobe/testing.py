@@ -105,3 +105,17 @@ def random_linear_probes(pipe, layers, steps, rng: np.random.Generator, *, scale
             kernel = rng.normal(size=(width, 2))
             out[(layer, step)] = {"kernel": (kernel / np.sqrt(width) if scaled else kernel).astype(np.float32)}
     return out
+
+
+def random_mobilenet_checkpoints(directory, *, width: float = 0.5, num_classes: int = 16, steps=(0, 7)) -> Path:
+    """Random MobileNetV2 "training checkpoints" step_<step>.safetensors in `directory` (torchvision names): the
+    same init with weights scaled by 1, 1.5, 2, ... so that every checkpoint differs."""
+    from jaxprobe.models import mobilenet_v2
+    module = mobilenet_v2.MobileNetV2(mobilenet_v2.MobileNetV2Config(num_classes=num_classes, width_mult=width))
+    variables = module.init(jax.random.key(0), *module.dummy_inputs())
+    for k, step in enumerate(steps):
+        moved = jax.tree.map(lambda p: p * (1.0 + 0.5 * k), variables["params"])
+        mobilenet_v2.save_mobilenet_v2(Path(directory) / f"step_{step:06d}.safetensors", module,
+                               {**variables, "params": moved})
+    return Path(directory)
+

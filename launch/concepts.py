@@ -20,6 +20,8 @@ def main(argv):
     del argv
     with cli.on_mesh(_CONFIG.value):
         summary = sweep.run(_CONFIG.value, _WORKDIR.value)
+    if not summary:  # not process 0 of a multi-host run: that one reports
+        return
     for line in sweep.headline(summary):
         print(line)
     print(f"results and figures: {_WORKDIR.value}/<family>/")

@@ -24,6 +24,8 @@ def main(argv):
         raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
     with cli.on_mesh(c):
         summary = sweep.run(c, _WORKDIR.value)
+    if not summary:  # not process 0 of a multi-host run: that one reports
+        return
     for line in sweep.headline(summary):
         print(line)
     print(f"results: {Path(_WORKDIR.value) / 'results.csv'}, figures: {Path(_WORKDIR.value) / 'figures'}")

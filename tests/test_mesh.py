@@ -2,13 +2,11 @@
 probe fits and the concept study's capture and probes give the single-device results; a mesh that does not fit
 the devices or the batch is one clear error naming the valid sizes."""
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from multihost import run_one, run_processes
 
 from jaxprobe import mesh
 
@@ -96,11 +94,8 @@ print(json.dumps({"diffs": out, "error": error}))
 
 @pytest.mark.slow  # 8 host devices on 2 cores: about 3 minutes
 def test_sharded_runs_equal_single_device_runs():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    run = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1])
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    stdout = run_one([sys.executable, "-c", _SCRIPT], devices=8)
+    result = json.loads(stdout.strip().splitlines()[-1])
     diffs = result["diffs"]
     print(diffs)
     assert result["error"] == ("config.batch_size=3 does not split over the mesh's data axis of 2 devices; use a "
@@ -154,30 +149,14 @@ np.savez(os.path.join(sys.argv[1], f"process_{jax.process_index()}.npz"), **acts
 def test_two_processes_match_one(tmp_path):
     """A global mesh over 2 processes x 2 devices: capture and probe fits gathered on every process equal a
     1-process run on a mesh of the same shape (4 host devices)."""
-    base = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-            "JAX_COORDINATOR_ADDRESS": f"localhost:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
-    procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, str(tmp_path)], cwd=Path(__file__).parents[1],
-                              env={**base, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
+    run_processes([sys.executable, "-c", _TWO_PROCESSES, str(tmp_path)], devices_per_process=2)
     one = tmp_path / "one"
     one.mkdir()
     single = _TWO_PROCESSES.replace("mesh.initialize(True)", "pass").replace("(2, 4)", "(1, 4)")
-    run = subprocess.run([sys.executable, "-c", single, str(one)], cwd=Path(__file__).parents[1], text=True,
-                         env={**base, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, capture_output=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_one([sys.executable, "-c", single, str(one)], devices=4)
     ref = dict(np.load(one / "process_0.npz"))
     for i in range(2):
         got = np.load(tmp_path / f"process_{i}.npz")
         assert sorted(got.files) == sorted(ref)
         worst = max(float(np.max(np.abs(got[k] - ref[k]))) for k in ref)
         assert worst <= 1e-5, (i, worst)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]

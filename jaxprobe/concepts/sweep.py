@@ -184,8 +184,9 @@ def accuracy(params, x: jax.Array, y: np.ndarray) -> np.ndarray:
 
 
 def run(c, workdir) -> dict:
-    """The whole sweep of config `c` into `workdir` (resumable); returns headline numbers for the launcher."""
-    mesh.check_single_process("concept sweep")
+    """The whole sweep of config `c` into `workdir` (resumable); returns headline numbers for the launcher.
+    Multi-host (`--distributed`): every process captures and fits on the global mesh; process 0 writes (and returns
+    the headline numbers; the others return {})."""
     check_config(c)
     data = pool.load_pool(c)
     groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)
@@ -201,9 +202,12 @@ def run(c, workdir) -> dict:
     concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
                                   test_fraction=c.test_fraction, seed=c.seed, negatives=c.negatives)
     workdir = Path(workdir)  # claimed only now: every check above runs before a workdir exists
-    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
+    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME,
+                     write=mesh.is_main())
     quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
-    _write_labels(workdir / "labels", concept_sets, quality, data.images)
+    if mesh.is_main():
+        _write_labels(workdir / "labels", concept_sets, quality, data.images)
+    mesh.barrier("claim")  # before any process decides what is left to do
 
     used = sets.pool_indices(concept_sets)  # capture only these images; re-index the sets into them
     position = np.full(len(data.images), -1)
@@ -215,16 +219,21 @@ def run(c, workdir) -> dict:
     parts = workdir / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     todo = [(s, v) for s, v in checkpoints if not (parts / f"step_{s:07d}.csv").exists()]
-    bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt", dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt", dynamic_ncols=True, disable=not mesh.is_main())
     for step, variables in todo:
         bar.set_postfix(step=step)
         acts = capture(module, variables, images, layers, c.capture_batch_size)
         rows = probe_checkpoint(acts, local, c, step=step)
-        io.write_csv(parts / f"step_{step:07d}.csv", rows, ["family", *report.COLUMNS])
+        if mesh.is_main():
+            io.write_csv(parts / f"step_{step:07d}.csv", rows, ["family", *report.COLUMNS])
         bar.update(1)
     bar.close()
-    rows = [r for s, _ in checkpoints for r in io.read_csv(parts / f"step_{s:07d}.csv")]
-    return figures.write_report(workdir, rows, c.families, layers, quality)
+    summary = {}
+    if mesh.is_main():
+        rows = [r for s, _ in checkpoints for r in io.read_csv(parts / f"step_{s:07d}.csv")]
+        summary = figures.write_report(workdir, rows, c.families, layers, quality)
+    mesh.barrier("report")
+    return summary
 
 
 def _load_clip(directory):

@@ -95,6 +95,11 @@ class ActivationStore:
                  for i in self.chunks()]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def read_chunk(self, i: int, name: str) -> np.ndarray:
+        """The rows of `name` in chunk i (a read-only memmap)."""
+        return np.load(self._file(i, name), allow_pickle=False, mmap_mode="r").view(
+            _dtype(self._index["arrays"][name]["dtype"]))
+
     def _chunk_dir(self, i: int) -> Path:
         return self.directory / f"chunk_{int(i):06d}"
 
@@ -141,6 +146,50 @@ class ActivationStore:
                 raise ValueError(f"chunk {i}: {name} is {arr.dtype.name} [B, {', '.join(map(str, arr.shape[1:]))}]"
                                  f", the store holds {spec['dtype']} [B, {', '.join(map(str, spec['shape']))}]")
         return rows.pop()
+
+
+class ProcessStores:
+    """A job's store, split by process so that hosts never write the same file. With one process it is the
+    `ActivationStore` at `directory`; with P processes, process p writes `directory/process_<p>` holding only the
+    rows of each chunk that its devices computed (meta 'row_from'), and reads merge every chunk's parts in row
+    order. A chunk is complete when every process wrote its part; other processes' parts are read fresh each time
+    (they are written concurrently)."""
+
+    def __init__(self, directory, process_index: int = 0, process_count: int = 1):
+        self.directory, self.count = Path(directory), process_count
+        self.mine = ActivationStore(self._part(process_index))
+
+    def _part(self, p: int) -> Path:
+        return self.directory if self.count == 1 else self.directory / f"process_{p:03d}"
+
+    def _parts(self) -> list[ActivationStore]:
+        return [self.mine] if self.count == 1 else [ActivationStore(self._part(p)) for p in range(self.count)]
+
+    def has_chunk(self, i: int) -> bool:
+        return all(part.has_chunk(i) for part in self._parts())
+
+    def write_chunk(self, i: int, arrays: Mapping[str, np.ndarray], meta: Mapping, row_from: int = 0) -> None:
+        """This process's rows of chunk i, starting at row `row_from` of the chunk."""
+        self.mine.write_chunk(i, arrays, meta if self.count == 1 else {**meta, "row_from": int(row_from)})
+
+    def read(self, name: str) -> np.ndarray:
+        """All rows of `name` [N, ...], chunk by chunk; each chunk's rows placed by their 'row_from' (parts that
+        overlap hold the same rows)."""
+        if self.count == 1:
+            return self.mine.read(name)
+        parts = self._parts()
+        out = []
+        for i in parts[0].chunks():
+            pieces = [(part.meta()[i]["row_from"], part.read_chunk(i, name)) for part in parts]
+            rows = max(start + len(a) for start, a in pieces)
+            chunk = np.empty((rows,) + pieces[0][1].shape[1:], pieces[0][1].dtype)
+            covered = np.zeros(rows, bool)
+            for start, a in pieces:
+                chunk[start:start + len(a)], covered[start:start + len(a)] = a, True
+            if not covered.all():
+                raise ValueError(f"{self.directory}: chunk {i} of {name!r} misses rows {np.flatnonzero(~covered)}")
+            out.append(chunk)
+        return np.concatenate(out)
 
 
 def _validate(index: dict, path: Path) -> None:

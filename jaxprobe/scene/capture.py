@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe import hooks
+from jaxprobe import hooks, mesh
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.scene import baselines
 
@@ -195,12 +195,17 @@ def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None,
     plan = sched.set_timesteps(num_inference_steps)
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
-    noise = sampling.initial_noise(sampling.image_seeds(seed, len(prompts)), latent_shape)
+    n, ids, seeds = len(prompts), pipe.tokenize(prompts), sampling.image_seeds(seed, len(prompts))
+    extra = -n % mesh.axis_size("data")  # on a mesh: copies of the last image up to a split of the data axis
+    if extra:
+        images, ids = (np.concatenate([a, np.repeat(a[-1:], extra, 0)]) for a in (images, ids))
+        seeds = seeds + seeds[-1:] * extra
+    noise = sampling.initial_noise(seeds, latent_shape)
     run = _compiled_encoded(sampling.modules(pipe), sched, paths,
                             None if store_dtype is None else jnp.dtype(store_dtype), _check_pool(store_pool))
-    acts = run(pipe.params, jnp.asarray(pipe.tokenize(prompts)), jnp.asarray(images), noise, plan,
-               jnp.asarray(step_idx, jnp.int32))
-    acts = {k: hooks.to_spatial(v, latent_shape[:2]) if v.ndim == 4 else v for k, v in acts.items()}
+    acts = run(sampling.params_for(pipe, jnp.float32), mesh.shard(ids), mesh.shard(images), mesh.shard(noise),
+               mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
+    acts = {k: hooks.to_spatial(v[:n], latent_shape[:2]) if v.ndim == 4 else v[:n] for k, v in acts.items()}
     hooks.check_finite(acts, "encoded-mode activations")
     return acts
 

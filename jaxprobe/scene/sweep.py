@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -195,8 +196,9 @@ def _read_prompts(path: Path) -> list[str]:
     return [p.strip() for p in path.read_text().splitlines() if p.strip()]
 
 
-def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> None:
-    """Fill the store batch by batch (chunk k holds images k*B .. k*B+B-1); finished chunks are skipped."""
+def capture_all(c, pipe, data: Dataset, act_store: store.ProcessStores) -> None:
+    """Fill the store batch by batch (chunk k holds images k*B .. k*B+B-1); finished chunks are skipped. Each
+    process stores the rows its devices computed."""
     n, b = len(data.prompts), c.batch_size
     layers = hooks.select_layers(pipe.unet, list(c.layers))
     steps = list(c.steps) if len(c.steps) else None
@@ -230,10 +232,14 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ActivationStore) -> Non
                     random_pipe, data.images[lo:hi], data.prompts[lo:hi],
                     layers=layers, steps=steps, seed=seeds, num_inference_steps=c.num_inference_steps,
                     scheduler=c.scheduler, store_dtype=_dtype(c.store_dtype), store_pool=c.store_pool)
+        rows = {}
         for model, acts in groups.items():
             if model in c.models:
-                arrays.update({f"{model}/{layer}": np.asarray(a) for layer, a in acts.items()})
-        act_store.write_chunk(k, arrays, {"prompts": data.prompts[lo:hi], "seeds": seeds})
+                rows.update({f"{model}/{layer}": mesh.local_rows(a) for layer, a in acts.items()})
+        row_from = min(start for start, _ in rows.values())
+        arrays = {k: a[row_from:row_from + len(next(iter(rows.values()))[1])] for k, a in arrays.items()}
+        arrays.update({name: a for name, (_, a) in rows.items()})
+        act_store.write_chunk(k, arrays, {"prompts": data.prompts[lo:hi], "seeds": seeds}, row_from=row_from)
         bar.set_postfix_str("", refresh=False)
 
 
@@ -252,16 +258,18 @@ def labels_for(c, data: Dataset, act_store: store.ActivationStore) -> dict[str, 
     return labels.prepare(salient, depth, c.num_train)
 
 
-def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: dict, layers: Sequence[str],
+def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict, layers: Sequence[str],
                   steps: Sequence[int]) -> None:
     """Fit and score every (model, task) unit not already scored; scores go to scores/<model>_<task>_<split>.npz,
-    keyed by (layer, denoising step)."""
+    keyed by (layer, denoising step). Multi-host: every process takes part in the SGD fits (on the global mesh);
+    process 0 alone fits ridge probes (no collectives), scores and writes."""
     n = c.num_train + c.num_test
     train, test = np.arange(c.num_train), np.arange(c.num_train, n)
-    units = [(m, t) for m in c.models for t in c.tasks]
-    for model, task in tqdm(units, desc="probes", unit="fit"):
-        if all(_scores_path(workdir, model, task, s).exists() for s in ("train", "test")):
-            continue
+    units = [(m, t) for m in c.models for t in c.tasks  # decided once, so that every process runs the same fits
+             if not all(_scores_path(workdir, m, t, s).exists() for s in ("train", "test"))]
+    if not mesh.is_main() and c.probe.kind == "ridge":
+        return
+    for model, task in tqdm(units, desc="probes", unit="fit", disable=not mesh.is_main()):
         names = [VAE_LAYER] if model == "vae" else list(layers)
         acts = {layer: act_store.read(f"{model}/{layer}") for layer in names}
         p, train_acts = c.probe, {k: np.asarray(v[train]) for k, v in acts.items()}
@@ -273,6 +281,8 @@ def fit_and_score(c, workdir: Path, act_store: store.ActivationStore, labels: di
                                    batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
                                    hidden=p.hidden,
                                    checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
+        if not mesh.is_main():
+            continue
         saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
             model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
             meta={**json.loads((workdir / "config.json").read_text()),
@@ -362,8 +372,10 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
 
 
 def run(c, workdir) -> dict:
-    """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped."""
-    mesh.check_single_process("scene sweep")
+    """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped.
+
+    Multi-host (`--distributed`): every process runs this; each stores the rows its devices captured
+    (`store.ProcessStores`), the fits run on the global mesh, and process 0 writes probes, scores and the report."""
     pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
     tqdm.write(f"loading pipeline {pipeline_dir}")
     pipe = load_pipeline(pipeline_dir)
@@ -372,11 +384,14 @@ def run(c, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     _check_same_config(c, workdir)
     data = make_dataset(c)
-    act_store = store.ActivationStore(workdir / "activations")
+    act_store = store.ProcessStores(workdir / "activations", jax.process_index(), jax.process_count())
     capture_all(c, pipe, data, act_store)
+    mesh.barrier("capture")  # every part of every chunk is written
     labels = labels_for(c, data, act_store)
     fit_and_score(c, workdir, act_store, labels, layers, steps)
-    return write_report(c, workdir, act_store, layers, data)
+    summary = write_report(c, workdir, act_store, layers, data) if mesh.is_main() else {}
+    mesh.barrier("report")
+    return summary
 
 
 def headline(summary: dict) -> list[str]:
@@ -412,7 +427,8 @@ def _check_same_config(c, workdir: Path) -> None:
     """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
     results."""
     io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir, c.labelers_dir)},
-                     kind="sweep")
+                     kind="sweep", write=mesh.is_main())
+    mesh.barrier("claim")
 
 
 def _dtype(name: str):

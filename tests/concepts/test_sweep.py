@@ -1,26 +1,15 @@
 """The concept sweep end to end on a tiny setting: exact-label sets of toy cards, two MobileNetV2 checkpoints."""
 import csv
 
-import jax
 import numpy as np
 import pytest
 
 from configs.concepts import toy
 from jaxprobe.concepts import pool, sweep
-from jaxprobe.models import load_mobilenet_v2, mobilenet_v2, save_mobilenet_v2
+from jaxprobe.testing import random_mobilenet_checkpoints
 from jaxprobe.probing import report
 
 RES = 32
-
-
-def _checkpoints(directory, width=0.5, steps=(0, 7)):
-    """Two different random MobileNetV2s (the second one's weights moved), saved as torchvision checkpoints."""
-    module = mobilenet_v2.MobileNetV2(mobilenet_v2.MobileNetV2Config(num_classes=16, width_mult=width))
-    variables = module.init(jax.random.key(0), *module.dummy_inputs())
-    for k, step in enumerate(steps):
-        moved = jax.tree.map(lambda p: p * (1.0 + 0.5 * k), variables["params"])
-        save_mobilenet_v2(directory / f"step_{step:06d}.safetensors", module, {**variables, "params": moved})
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +19,7 @@ def config(tmp_path_factory):
     c.resolution = RES
     c.labels = "truth"
     c.num_positive, c.num_negative = 20, 40
-    c.checkpoints_dir = str(_checkpoints(tmp_path_factory.mktemp("ckpts")))
+    c.checkpoints_dir = str(random_mobilenet_checkpoints(tmp_path_factory.mktemp("ckpts")))
     c.layers = ("features_0", "features_1", "features_17", "features_18")
     c.probe.epochs, c.probe.lr, c.probe.hidden = 20, 3e-3, 16
     return c

@@ -171,3 +171,21 @@ def test_written_files_and_directories_get_the_umask_modes(tmp_path, umask, file
         assert _mode(path) == file_mode, path
     for path in (tmp_path / "new", tmp_path / "d", tmp_path / "d" / "sub", tmp_path / "acts" / "chunk_000000"):
         assert _mode(path) == dir_mode, path
+
+
+def test_process_parts_merge_in_row_order_and_a_chunk_needs_every_part(tmp_path):
+    """Two hosts write their rows of each chunk into their own part; reads merge them; a missing part or row is
+    not a complete chunk."""
+    x = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
+    hosts = [store.ProcessStores(tmp_path, p, 2) for p in range(2)]
+    hosts[1].write_chunk(0, {"a": x[2:4]}, {}, row_from=2)  # chunk 0 = rows 0..3, host 1 first
+    assert not hosts[0].has_chunk(0)
+    hosts[0].write_chunk(0, {"a": x[0:2]}, {}, row_from=0)
+    hosts[0].write_chunk(1, {"a": x[4:6]}, {}, row_from=0)  # chunk 1 = rows 4..5, both hold them
+    hosts[1].write_chunk(1, {"a": x[4:6]}, {}, row_from=0)
+    assert hosts[0].has_chunk(0) and hosts[1].has_chunk(1)
+    np.testing.assert_array_equal(hosts[1].read("a"), x)
+    assert (tmp_path / "process_001" / "chunk_000000").is_dir()  # hosts never write the same file
+    hosts[1].write_chunk(0, {"a": x[3:4]}, {}, row_from=3)  # row 2 of chunk 0 is now nobody's
+    with pytest.raises(ValueError, match=r"chunk 0 of 'a' misses rows \[2\]"):
+        hosts[0].read("a")

@@ -76,6 +76,27 @@ def test_capture_leaves_the_sample_unchanged(reference, sweep):
     assert np.abs(sweep.images.astype(int) - reference.images.astype(int)).max() <= 1
 
 
+def _np_pool(a, k):
+    """[..., h, w, C] -> [..., h/k, w/k, C], the mean of each k x k block."""
+    *lead, h, w, c = a.shape
+    return np.asarray(a, np.float64).reshape(*lead, h // k, k, w // k, k, c).mean(axis=(-4, -2))
+
+
+def test_pooled_capture_is_the_average_pool_of_the_unpooled_one(tiny, noise, sweep):
+    """config.store_pool (the rest of its tests are in test_store_pool.py): here, to compare against this module's
+    unpooled `sweep` instead of compiling a second unpooled sweep of its own (compilation dominates)."""
+    pooled = capture.capture_sweep(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise, vae_baseline=True,
+                                   store_pool=2)
+    for kind in ("acts", "vae"):
+        a, b = getattr(sweep, kind), getattr(pooled, kind)
+        assert a.keys() == b.keys() and a
+        for layer in a:
+            assert b[layer].shape[:2] == (B, STEPS)
+            np.testing.assert_allclose(np.asarray(b[layer]), _np_pool(a[layer], 2), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{kind} {layer}")
+    np.testing.assert_array_equal(pooled.images, sweep.images)  # pooling only touches what is stored
+
+
 def test_attn1_outputs_match_diffusers_forward_hooks(tiny, noise, sweep):
     torch_pipe, pipe = tiny
     recorded, handles = {}, []

@@ -439,7 +439,7 @@ LMS {s.steps} steps, CFG 7.5, fp32; {machine()}; best of {s.repeats} after a war
 | --- | ---: | ---: |
 {table}
 
-Goal for capture: <= 1.15x. Command: `python launch/bench.py capture`."""
+Capture / sampling: **{times[1][1] / base:.2f}x** (goal <= 1.15x). Command: `python launch/bench.py capture`."""
     write_section(s.out, "capture", body)
     return body
 
@@ -499,6 +499,76 @@ fp32; {one['machine']}; best of {s.repeats} x 5 steps after a warm-up. The CPU i
 Speed-up from data parallel over the cores: **{one['seconds'] / many['seconds']:.2f}x**. Command:
 `python launch/bench.py train`."""
     write_section(s.out, "train", body)
+    return body
+
+
+def time_scaling(repeats: int, steps: int) -> dict:
+    """Capture and probe-fit throughput on every device of this process (`scaling` runs one process per count):
+    capture splits a batch of 8 toy-LDM prompts over the data axis; the fit splits the 80 probes (the 16x16x32
+    toy attn1 group x 15 steps, padded from 75) over the probe axis."""
+    import jax
+    import numpy as np
+
+    import jaxprobe.scene  # noqa: F401  (registers the saliency task)
+    from jaxprobe import mesh
+    from jaxprobe.models import load_pipeline
+    from jaxprobe.probing import fit
+    from jaxprobe.scene import capture as scene_capture
+    from jaxprobe.toy.world import render
+
+    n = jax.device_count()
+    pipe = load_pipeline(TOY_PIPELINE)
+    prompts = [render.sample_scene(seed).caption for seed in range(8)]
+    side, channels, layers = TOY_LAYERS[0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, layers * 15, side, side, channels)).astype(np.float32)
+    labels = rng.random((64, 64, 64)) < 0.3
+    with jax.set_mesh(mesh.make(data=n, probe=1)):
+        cap = best_time(lambda: jax.block_until_ready(scene_capture.capture_activations(
+            pipe, prompts, num_inference_steps=steps)[1]), repeats=repeats)
+    with jax.set_mesh(mesh.make(data=1, probe=n)):
+        fits = best_time(lambda: jax.block_until_ready(fit.fit_group(x, labels, "saliency", epochs=2)),
+                         repeats=repeats)
+    return {"devices": n, "capture_s": cap, "images": len(prompts), "fit_s": fits, "probes": x.shape[1],
+            "probe_epochs": 2 * x.shape[1], "machine": machine()}
+
+
+_SCALING_WORKER = ("import json, sys; from jaxprobe import benchmarks; "
+                   "print(json.dumps(benchmarks.time_scaling(int(sys.argv[1]), int(sys.argv[2]))))")
+SCALING_DEVICES = (1, 2, 4, 8)
+
+
+def scaling(s: Settings) -> str:
+    """Throughput from 1 to 8 host devices (a fresh process per count: XLA fixes it at start)."""
+    from jaxprobe import train as training
+
+    runs = []
+    for devices in SCALING_DEVICES:
+        env = {**os.environ, "XLA_FLAGS": training.host_device_flags(
+            " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f), cores=devices)}
+        out = subprocess.run([sys.executable, "-c", _SCALING_WORKER, str(s.repeats), str(s.steps)], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    one = runs[0]
+    two = next((r for r in runs if r["devices"] == 2), runs[-1])
+    rows = "\n".join(f"| {r['devices']} | {r['images'] / r['capture_s']:.2f} | {one['capture_s'] / r['capture_s']:.2f}x "
+                     f"| {r['probe_epochs'] / r['fit_s']:.0f} | {one['fit_s'] / r['fit_s']:.2f}x |" for r in runs)
+    body = f"""Capture (shipped toy LDM, batch {one['images']} split over the data axis, LMS {s.steps} steps, every attn1 layer x
+step) and probe fitting (`fit.fit_group`, {one['probes']} linear saliency probes of the 16x16x32 toy group split over
+the probe axis, 64 images, 2 epochs, incl. placing the inputs) on 1 to 8 XLA host devices, each count in a fresh
+process; {one['machine']}; best of {s.repeats} after a warm-up.
+
+| devices | capture images / s | vs 1 | probe-epochs / s | vs 1 |
+| --- | ---: | ---: | ---: | ---: |
+{rows}
+
+Capture on {two['devices']} devices: **{one['capture_s'] / two['capture_s']:.2f}x** one device's throughput.
+
+XLA host devices share this machine's cores, and one device already runs its ops on all of them: the rows past the
+core count measure what splitting costs when devices time-share cores (the probe fits' per-step collectives), not
+scaling. Scaling proper is for a TPU VM or a multi-GPU machine to measure (docs/scale-out.md). Command:
+`python launch/bench.py scaling`."""
+    write_section(s.out, "scaling", body)
     return body
 
 
@@ -583,13 +653,62 @@ Goal >= 20x. Command: `python launch/bench.py concepts`."""
 
 
 BENCHMARKS = {"sample": sample, "intervene": intervene, "probe": probe, "capture": capture, "train": train,
-              "concepts": concepts}
+              "concepts": concepts, "scaling": scaling}
+
+
+# Each benchmark's goal (issues 5-21), shown beside its headline figure in the summary.
+GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
+         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x",
+         "scaling": "measured (no goal on a 2-core CPU)"}
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "diffusers", "transformers")
 
 
 def run(names, settings: Settings) -> Iterator[str]:
-    """The named benchmarks (all if none), run one by one as the result is iterated; each writes its section to
-    `settings.out` and yields it. An unknown name is a ValueError here, before anything runs."""
-    names = list(names) or list(BENCHMARKS)
+    """The named benchmarks (all if none, or 'all'), run one by one as the result is iterated; each writes its
+    section to `settings.out`, refreshes the summary at the top, and yields the section. An unknown name is a
+    ValueError here, before anything runs."""
+    names = [n for n in names if n != "all"] or list(BENCHMARKS)
     for name in names:
         check_choice("benchmark", name, BENCHMARKS)
-    return (BENCHMARKS[name](settings) for name in names)
+
+    def one(name):
+        body = BENCHMARKS[name](settings)
+        write_summary(settings.out)
+        return body
+
+    return (one(name) for name in names)
+
+
+def write_summary(path) -> None:
+    """The file's header: machine, versions, and one row per section present: its headline figure (the first bold
+    one), its goal and its command."""
+    from importlib import metadata
+    path = Path(path)
+    text = path.read_text()
+    first = text.find("\n## ")
+    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", text, re.S | re.M))
+    rows = []
+    for name in BENCHMARKS:
+        if name in sections:
+            figure = re.search(r"\*\*([^*]+)\*\*", sections[name])
+            rows.append(f"| [{name}](#{name}) | {figure[1] if figure else '-'} | {GOALS[name]} | "
+                        f"`python launch/bench.py {name}` |")
+    versions = ", ".join(f"{p} {_version(metadata, p)}" for p in VERSIONED)
+    header = f"""# jaxprobe benchmarks
+
+Written by `python launch/bench.py all` (or one name); each section states its setting and was measured in one run,
+both sides together. Machine: {machine()}. Versions: {versions}.
+
+| benchmark | headline | goal | command |
+| --- | --- | --- | --- |
+{chr(10).join(rows)}
+"""
+    with io.atomic_path(path) as tmp:
+        tmp.write_text(header + (text[first:] if first >= 0 else ""))
+
+
+def _version(metadata, package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

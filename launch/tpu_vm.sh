@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Run the paper's scene-probing sweep on a single-host Cloud TPU VM (v4-8, v5litepod-8, ...: one process, every chip
-# on the mesh's data axis), then fetch the results. Not run where jaxprobe is built (no cloud access there); see
-# docs/scale-out.md for what each step needs and the memory it takes. Multi-host slices: the core (sampling, capture,
-# probe fits) runs under --distributed, but the sweep's workdir is not split by process yet, so it refuses them.
+# Run the paper's scene-probing sweep on a Cloud TPU VM (a single host, or a multi-host slice: every worker runs
+# the same command under jax.distributed, every chip on the mesh's data axis), then fetch the results. Not run where
+# jaxprobe is built (no cloud access there); see docs/scale-out.md for what each step needs and the memory it takes.
 #
 #   NAME=jaxprobe-v4 ZONE=us-central2-b TYPE=v4-8 WEIGHTS=/local/stable-diffusion-v1-4 \
 #   PROMPTS=prompts.txt LABELS=labels/ launch/tpu_vm.sh
 #
 # WEIGHTS is a local diffusers SD v1 directory (copied to every worker) or gs://bucket/path (copied with gsutil on
-# each worker).
+# each worker). On a multi-host slice RUNS must be a path every worker sees (a Filestore/NFS or gcsfuse mount).
 set -euo pipefail
 
 : "${NAME:?set NAME, the TPU VM name}" "${ZONE:?set ZONE}" "${TYPE:=v4-8}" "${VERSION:=tpu-ubuntu2204-base}"
@@ -37,8 +36,8 @@ fi
 "${SCP[@]}" "$PROMPTS" "$NAME:prompts.txt"
 "${SCP[@]}" "$LABELS" "$NAME:labels"
 
-echo "4/5 the sweep (a rerun of this step resumes)"
-"${SSH[@]}" "cd jaxprobe && python launch/probe.py --config=configs/scene/sd_v1_paper.py \
+echo "4/5 the sweep on every worker (a rerun of this step resumes)"
+"${SSH[@]}" "cd jaxprobe && python launch/probe.py --distributed --config=configs/scene/sd_v1_paper.py \
   --config.pipeline_dir=\$HOME/sd --config.prompts_file=\$HOME/prompts.txt --config.labels_dir=\$HOME/labels \
   --config.mesh.data=-1 --workdir=$RUNS/sd_v1_paper"
 

@@ -103,6 +103,10 @@ def check(c, pipe) -> Plan:
         if probe_set.meta.get(key) != c[key]:
             raise ValueError(f"config.{key}={c[key]!r}, but the probes were fitted at {key}="
                              f"{probe_set.meta.get(key)!r}: a probe reads one step's activations at one size")
+    if probe_set.meta.get("store_pool", 1) != 1:
+        raise ValueError(f"config.probes: the probes in {c.probes} were fitted on activations average-pooled "
+                         f"{probe_set.meta['store_pool']}x{probe_set.meta['store_pool']} (store_pool), but an edit "
+                         f"acts on the full token grid; fit probes with store_pool=1 to edit with them")
     with validate.config_key("steps"):
         steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
     with validate.config_key("layers"):

@@ -68,12 +68,16 @@ def test_bad_configs_fail_before_any_sampling(tiny_dir, probes_dir, pipe, over, 
         edit_study.check(_config(tiny_dir, probes_dir, **over), pipe)
 
 
-def test_probes_of_another_pipeline_are_refused(tiny_dir, probes_dir, pipe, tmp_path):
+@pytest.mark.parametrize("meta, error", [
+    ({"pipeline_sha256": "0" * 64}, "fitted on another pipeline"),
+    ({"store_pool": 2}, "fitted on activations average-pooled 2x2 .* fit probes with store_pool=1"),
+])
+def test_probes_of_another_pipeline_or_pooled_ones_are_refused(tiny_dir, probes_dir, pipe, tmp_path, meta, error):
     other = tmp_path / "other"
     probe_set = saved.load(saved.path_for(probes_dir[0] / "probes", "trained", "saliency"))
     saved.save(saved.path_for(other / "probes", "trained", "saliency"),
-               saved.SavedProbes(**{**vars(probe_set), "meta": {**probe_set.meta, "pipeline_sha256": "0" * 64}}))
-    with pytest.raises(ValueError, match="fitted on another pipeline"):
+               saved.SavedProbes(**{**vars(probe_set), "meta": {**probe_set.meta, **meta}}))
+    with pytest.raises(ValueError, match=error):
         edit_study.check(_config(tiny_dir, probes_dir, probes=str(other)), pipe)
 
 

@@ -29,10 +29,12 @@ def main(argv):
 
 def _main():
     if _CONFIG.value.get("ablation"):
-        edit_study.ablate(_CONFIG.value, _WORKDIR.value)
-        print(f"ablation: {Path(_WORKDIR.value) / 'ablation.csv'}, {Path(_WORKDIR.value) / 'figures/ablation.png'}")
+        if edit_study.ablate(_CONFIG.value, _WORKDIR.value):  # [] on processes but the first of a multi-host run
+            print(f"ablation: {Path(_WORKDIR.value) / 'ablation.csv'}, {Path(_WORKDIR.value) / 'figures/ablation.png'}")
         return
     summary = edit_study.run(_CONFIG.value, _WORKDIR.value)
+    if not summary:  # not process 0 of a multi-host run: that one reports
+        return
     for line in edit_study.headline(summary):
         print(line)
     print(f"results: {Path(_WORKDIR.value) / 'results.csv'}, figures: {Path(_WORKDIR.value) / 'figures'}")

@@ -71,7 +71,6 @@ def check(c, pipe) -> Plan:
     for key, low in AT_LEAST.items():
         if not c[key] >= low:
             raise ValueError(f"config.{key} must be >= {low}, got {c[key]!r}")
-    mesh.check_single_process("intervention study")
     mesh.check_batch(c.batch_size, "config.batch_size")  # every batch, the last one too, splits over the data axis
     mesh.check_batch(c.num_images * c.shifts_per_image, "config.num_images x config.shifts_per_image")
     if not 0 < c.lr < math.inf:
@@ -231,7 +230,8 @@ def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path)
         images[run] = sampling.sample(pipe, prompts, hook=hook, extra=extra, **common).images
     for run, ims in images.items():
         for e, im in zip(edits, ims):
-            io.write_png(workdir / DIRS.get(run, run) / f"{e['k']}.png", im)
+            if mesh.is_main():
+                io.write_png(workdir / DIRS.get(run, run) / f"{e['k']}.png", im)
     if not plan.labelers:
         return {}
     shifts = np.asarray([[e["dx"], e["dy"]] for e in edits], np.float64)
@@ -278,13 +278,16 @@ def _batch_path(workdir: Path, batch: int) -> Path:
 
 def run(c, workdir, pipe=None) -> dict:
     """The whole study; rerunning with the same config and workdir resumes at the first batch not written.
-    `pipe`: config.pipeline_dir already loaded."""
+    `pipe`: config.pipeline_dir already loaded. Multi-host (`--distributed`): every process samples on the global
+    mesh; process 0 writes (and returns the summary; the others return {})."""
     pipe = pipe or _load(c)
     plan = check(c, pipe)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": sweep.weights_fingerprint(
-        c.pipeline_dir, c.labelers_dir, c.probes and Path(c.probes) / "probes")}, kind="run of edits")
+        c.pipeline_dir, c.labelers_dir, c.probes and Path(c.probes) / "probes")}, kind="run of edits",
+        write=mesh.is_main())
+    mesh.barrier("claim")  # before any process decides what is left to do
     edits = edit_list(c)
     batches = [edits[i:i + c.batch_size] for i in range(0, len(edits), c.batch_size)]
     todo = [b for b in range(len(batches)) if not _batch_path(workdir, b).exists()]
@@ -292,13 +295,16 @@ def run(c, workdir, pipe=None) -> dict:
                f"{', '.join(('no_edit', 'edited') + tuple(c.controls))}")
     # The first batch compiles the edit program (a scan over steps around a scan over Adam iterations).
     bar = tqdm(todo, desc="edits", unit="batch", initial=len(batches) - len(todo), total=len(batches),
-               postfix="compiling…" if todo else None)
+               postfix="compiling…" if todo else None, disable=not mesh.is_main())
     for b in bar:
         out = run_batch(c, plan, pipe, batches[b], b, workdir)
-        with io.atomic_path(_batch_path(workdir, b)) as tmp:
-            np.savez(tmp, **out)
+        if mesh.is_main():
+            with io.atomic_path(_batch_path(workdir, b)) as tmp:
+                np.savez(tmp, **out)
         bar.set_postfix_str("", refresh=False)
-    return write_report(c, workdir, plan, edits, len(batches))
+    summary = write_report(c, workdir, plan, edits, len(batches)) if mesh.is_main() else {}
+    mesh.barrier("report")
+    return summary
 
 
 def load_scores(workdir: Path, num_batches: int) -> dict[str, np.ndarray]:
@@ -418,14 +424,15 @@ def ablate(c, workdir) -> list[dict]:
     for i, (name, over) in enumerate(settings.items()):
         tqdm.write(f"[{i + 1}/{len(settings)}] ablation setting {name}: {over or 'the base config'}")
         summary = run(configs[name], workdir / name, pipe)
-        for run_name, by_metric in summary["runs"].items():
+        for run_name, by_metric in summary.get("runs", {}).items():  # process 0 of a multi-host run
             for m, s in by_metric.items():
                 rows.append({"setting": name, "changed": " ".join(f"{k}={v}" for k, v in over.items()),
                              "layers": len(summary["layers"]), "steps": " ".join(map(str, summary["steps"])),
                              "run": run_name, "metric": m, "mean": s["mean"], "ci_low": s["ci95"][0],
                              "ci_high": s["ci95"][1], "n": s["n"]})
-    io.write_csv(workdir / "ablation.csv", rows, list(rows[0]))
-    edit_figures.ablation_figure(workdir / "figures" / "ablation.png", rows)
+    if mesh.is_main():
+        io.write_csv(workdir / "ablation.csv", rows, list(rows[0]))
+        edit_figures.ablation_figure(workdir / "figures" / "ablation.png", rows)
     return rows
 
 

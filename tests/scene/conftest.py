@@ -4,6 +4,12 @@ import numpy as np
 import pytest
 from tiny_sd import build_torch_pipeline
 
+from jaxprobe import hooks
+from jaxprobe.models import load_pipeline
+from jaxprobe.probing import saved
+from jaxprobe.scene import capture, sweep
+from jaxprobe.testing import random_linear_probes
+
 PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
 
 
@@ -19,3 +25,20 @@ def tiny_dir(tmp_path_factory):
         np.save(directory / name / "saliency.npy", rng.random((rows, 16, 16)) < 0.4)
         np.save(directory / name / "depth.npy", rng.normal(size=(rows, 16, 16)).astype(np.float32))
     return directory
+
+
+EDIT_STEPS = 3  # the sampling steps the probes_dir probes were fitted at
+
+
+@pytest.fixture(scope="session")
+def probes_dir(tiny_dir, tmp_path_factory):
+    """A sweep workdir's probes/ for the tiny pipeline: random linear saliency probes of its two last up-block
+    attn1 layers at steps 0 and 1."""
+    directory = tmp_path_factory.mktemp("sweep")
+    pipe = load_pipeline(tiny_dir)
+    layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]
+    saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
+        "trained", "saliency", "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
+        meta={"resolution": 16, "num_inference_steps": EDIT_STEPS,
+              "pipeline_sha256": sweep.weights_fingerprint(tiny_dir)}))
+    return directory, layers

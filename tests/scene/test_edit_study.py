@@ -7,26 +7,12 @@ import numpy as np
 import pytest
 
 from configs.scene import toy_intervene
-from jaxprobe import hooks, io
+from jaxprobe import io
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
-from jaxprobe.scene import capture, edit_study, sweep
-from jaxprobe.testing import random_linear_probes
+from jaxprobe.scene import edit_study
 
-STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def probes_dir(tiny_dir, tmp_path_factory):
-    """A sweep workdir's probes/ for the tiny pipeline: random linear saliency probes of its two last up-block
-    attn1 layers at steps 0 and 1."""
-    directory = tmp_path_factory.mktemp("sweep")
-    pipe = load_pipeline(tiny_dir)
-    layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]
-    saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
-        "trained", "saliency", "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
-        meta={"resolution": 16, "num_inference_steps": STEPS, "pipeline_sha256": sweep.weights_fingerprint(tiny_dir)}))
-    return directory, layers
+STEPS = 3  # the sampling steps of the probes_dir fixture's probes (conftest.py)
 
 
 @pytest.fixture(scope="module")

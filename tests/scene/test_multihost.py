@@ -44,3 +44,31 @@ def test_two_process_sweep_matches_one_process_and_recaptures_a_lost_part(tiny_d
     assert json.loads((lost / "index.json").read_text())["chunks"].keys() == {"0", "1"}
     np.testing.assert_array_equal(np.load(lost / "chunk_000001" / "images.npy"), before)
     assert _values(two) == got
+
+
+def _edit_flags(tiny_dir, probes_dir, workdir) -> list[str]:
+    directory, layers = probes_dir
+    return [sys.executable, "launch/intervene.py", "--config=configs/scene/toy_intervene.py", f"--workdir={workdir}",
+            f"--config.pipeline_dir={tiny_dir}", "--config.labelers_dir=", f"--config.labels_dir={tiny_dir / 'labels'}",
+            f"--config.prompts_file={tiny_dir / 'prompts.txt'}", f"--config.probes={directory}",
+            f"--config.layers={tuple(layers)}", "--config.steps=(0, 1)", "--config.resolution=16",
+            "--config.num_inference_steps=3", "--config.num_images=2", "--config.shifts_per_image=2",
+            "--config.batch_size=2", "--config.shift_fraction=(0.1, 0.3)", "--config.iterations=4",
+            "--config.lr=0.05", "--config.mesh.data=2"]
+
+
+@pytest.mark.slow  # two runs of 4 edits with 3 controls on the tiny pipeline, one as 2 processes: about 3 minutes
+def test_two_process_intervention_matches_one_process(tiny_dir, probes_dir, tmp_path):
+    outs = run_processes(_edit_flags(tiny_dir, probes_dir, tmp_path / "two") + ["--distributed"])
+    assert "results:" in outs[0] and "results:" not in outs[1]
+    run_one(_edit_flags(tiny_dir, probes_dir, tmp_path / "one"), devices=2)
+    images = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png")
+                    if p.parent.name != "figures")
+    assert len(images) == 4 * 5  # control, edited and the three controls' images of 4 edits
+    for name in images:
+        np.testing.assert_array_equal(np.asarray(_png(tmp_path / "two" / name)), np.asarray(_png(tmp_path / "one" / name)))
+
+
+def _png(path):
+    from PIL import Image
+    return Image.open(path)

@@ -6,7 +6,7 @@ r"""Text-to-image sampling from a diffusers-format Stable Diffusion directory; w
 from absl import flags
 from ml_collections import config_flags
 
-from jaxprobe import cli
+from jaxprobe import cli, mesh
 from jaxprobe.diffusion import generate
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/toy.py", "sampling config")
@@ -18,6 +18,8 @@ def main(argv):
     c = _CONFIG.value
     with cli.on_mesh(c):
         s = generate.generate(c, _WORKDIR.value)
+    if not mesh.is_main():  # process 0 of a multi-host run reports
+        return
     print(f"wrote {s['images']} images ({s['height']}x{s['width']}, {c.scheduler} {c.num_inference_steps} steps, "
           f"CFG {c.guidance_scale}) to {_WORKDIR.value} in {s['seconds']:.1f} s "
           f"({s['images'] / s['seconds']:.2f} img/s incl. compile)")

@@ -35,7 +35,6 @@ def _check_config(c) -> tuple[list[str], list[int]]:
         if c[field] < 1:
             raise ValueError(f"config.{field} must be >= 1, got {c[field]}")
     mesh.check_batch(c.batch_size, "config.batch_size")
-    mesh.check_single_process("sampling job")
     sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
     sampling.check_dtype(c.dtype)
     if not c.pipeline_dir:
@@ -59,10 +58,10 @@ def generate(c, workdir) -> dict:
     """Sample every image config `c` asks for into `workdir`: `{index:05d}_seed{seed}.png` and samples.json
     (the config and, per image, file, prompt and seed), each file written atomically. Nothing is written unless
     the whole request checks out (`plan`). Returns {'images', 'height', 'width', 'seconds'} (seconds include
-    compilation)."""
+    compilation). Multi-host (`--distributed`): every process samples on the global mesh; process 0 writes."""
     pipe, p = plan(c)
     workdir, index, start = Path(workdir), [], time.perf_counter()
-    with tqdm(total=len(p.prompts), desc="sampling", unit="img") as bar:
+    with tqdm(total=len(p.prompts), desc="sampling", unit="img", disable=not mesh.is_main()) as bar:
         for lo in range(0, len(p.prompts), p.batch_size):
             batch, seeds = p.prompts[lo:lo + p.batch_size], p.seeds[lo:lo + p.batch_size]
             out = sampling.sample(pipe, batch, seed=seeds, num_inference_steps=c.num_inference_steps,
@@ -70,8 +69,11 @@ def generate(c, workdir) -> dict:
                                   width=p.width, dtype=c.dtype)
             for k, (prompt, seed, image) in enumerate(zip(batch, seeds, out.images)):
                 name = f"{lo + k:05d}_seed{seed}.png"
-                io.write_png(workdir / name, image)
+                if mesh.is_main():
+                    io.write_png(workdir / name, image)
                 index.append({"file": name, "prompt": prompt, "seed": seed})
             bar.update(len(batch))
-    io.write_json(workdir / "samples.json", {"config": c.to_dict(), "images": index})
+    if mesh.is_main():
+        io.write_json(workdir / "samples.json", {"config": c.to_dict(), "images": index})
+    mesh.barrier("samples")
     return {"images": len(index), "height": p.height, "width": p.width, "seconds": time.perf_counter() - start}

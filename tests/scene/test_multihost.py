@@ -1,5 +1,6 @@
-"""The scene sweep as 2 `jax.distributed` processes on localhost: each stores only its rows, process 0 writes the
-report, the results equal a 1-process run on a mesh of the same shape, and a part lost on one host is recaptured."""
+"""The jobs on the diffusion pipeline as 2 `jax.distributed` processes on localhost, each against a 1-process run on
+a mesh of the same shape: the scene sweep (each host stores only its rows, process 0 writes the report, a part lost
+on one host is recaptured), the intervention study and sampling (process 0 writes the same images)."""
 import json
 import sys
 
@@ -72,3 +73,19 @@ def test_two_process_intervention_matches_one_process(tiny_dir, probes_dir, tmp_
 def _png(path):
     from PIL import Image
     return Image.open(path)
+
+
+@pytest.mark.slow  # 6 images of the tiny pipeline, once as 2 processes: about a minute
+def test_two_process_sampling_writes_the_one_process_images(tiny_dir, tmp_path):
+    flags = lambda workdir: [sys.executable, "launch/sample.py", "--config=configs/sample/sd_v1.py",
+                             f"--config.pipeline_dir={tiny_dir}", "--config.prompts=a red ball|a blue cube|a cone",
+                             "--config.num_images_per_prompt=2", "--config.batch_size=4", "--config.height=16",
+                             "--config.width=16", "--config.num_inference_steps=3", "--config.mesh.data=2",
+                             f"--workdir={workdir}"]
+    outs = run_processes(flags(tmp_path / "two") + ["--distributed"])
+    assert "wrote 6 images" in outs[0] and "wrote" not in outs[1]
+    run_one(flags(tmp_path / "one"), devices=2)
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert len(names) == 6 and sorted(p.name for p in (tmp_path / "two").glob("*.png")) == names
+    for name in names:  # the last batch of 2 splits 1 + 1; the first batch of 4, 2 + 2
+        np.testing.assert_array_equal(np.asarray(_png(tmp_path / "two" / name)), np.asarray(_png(tmp_path / "one" / name)))

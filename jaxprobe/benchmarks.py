@@ -551,8 +551,9 @@ def scaling(s: Settings) -> str:
         runs.append(json.loads(out.strip().splitlines()[-1]))
     one = runs[0]
     two = next((r for r in runs if r["devices"] == 2), runs[-1])
-    rows = "\n".join(f"| {r['devices']} | {r['images'] / r['capture_s']:.2f} | {one['capture_s'] / r['capture_s']:.2f}x "
-                     f"| {r['probe_epochs'] / r['fit_s']:.0f} | {one['fit_s'] / r['fit_s']:.2f}x |" for r in runs)
+    rows = "\n".join(f"| {r['devices']} | {r['images'] / r['capture_s']:.2f} | "
+                     f"{one['capture_s'] / r['capture_s']:.2f}x | {r['probe_epochs'] / r['fit_s']:.0f} | "
+                     f"{one['fit_s'] / r['fit_s']:.2f}x |" for r in runs)
     body = f"""Capture (shipped toy LDM, batch {one['images']} split over the data axis, LMS {s.steps} steps, every attn1 layer x
 step) and probe fitting (`fit.fit_group`, {one['probes']} linear saliency probes of the 16x16x32 toy group split over
 the probe axis, 64 images, 2 epochs, incl. placing the inputs) on 1 to 8 XLA host devices, each count in a fresh

@@ -19,7 +19,8 @@ def _flags(tiny_dir, workdir) -> list[str]:
 
 
 def _values(workdir) -> dict:
-    return {tuple(v for k, v in r.items() if k != "value"): float(r["value"]) for r in read_csv(workdir / "results.csv")}
+    rows = read_csv(workdir / "results.csv")
+    return {tuple(v for k, v in r.items() if k != "value"): float(r["value"]) for r in rows}
 
 
 @pytest.mark.slow  # three sweeps of the tiny pipeline, two of them as 2 processes: about 5 minutes on 2 cores
@@ -67,12 +68,12 @@ def test_two_process_intervention_matches_one_process(tiny_dir, probes_dir, tmp_
                     if p.parent.name != "figures")
     assert len(images) == 4 * 5  # control, edited and the three controls' images of 4 edits
     for name in images:
-        np.testing.assert_array_equal(np.asarray(_png(tmp_path / "two" / name)), np.asarray(_png(tmp_path / "one" / name)))
+        np.testing.assert_array_equal(_png(tmp_path / "two" / name), _png(tmp_path / "one" / name))
 
 
-def _png(path):
+def _png(path) -> np.ndarray:
     from PIL import Image
-    return Image.open(path)
+    return np.asarray(Image.open(path))
 
 
 @pytest.mark.slow  # 6 images of the tiny pipeline, once as 2 processes: about a minute
@@ -88,4 +89,4 @@ def test_two_process_sampling_writes_the_one_process_images(tiny_dir, tmp_path):
     names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
     assert len(names) == 6 and sorted(p.name for p in (tmp_path / "two").glob("*.png")) == names
     for name in names:  # the last batch of 2 splits 1 + 1; the first batch of 4, 2 + 2
-        np.testing.assert_array_equal(np.asarray(_png(tmp_path / "two" / name)), np.asarray(_png(tmp_path / "one" / name)))
+        np.testing.assert_array_equal(_png(tmp_path / "two" / name), _png(tmp_path / "one" / name))

@@ -94,7 +94,8 @@ def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, g
     out = sampling.sample(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           seed=seed, height=height, width=width, scheduler=scheduler, dtype=dtype, latents=latents,
                           negative_prompt=negative_prompt, hook=hook,
-                          extra=None if randomized_seed is None else _randomized_params(pipe, randomized_seed, dtype),
+                          extra=None if randomized_seed is None else _randomized_params(pipe, randomized_seed, dtype,
+                                                                                        mesh.current()),
                           keep_steps=sampling.select_steps(steps, num_inference_steps))
     latent_hw = out.latents.shape[1:3]
     spatial = {kind: {k: hooks.to_spatial(v, latent_hw) if v.ndim == 4 else v for k, v in acts.items()}
@@ -160,16 +161,19 @@ def _check_pool(k) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _randomized_params(pipe, seed, dtype):
-    """The randomized UNet's params, permuted once per (pipeline, seed) and cast to the compute dtype."""
+def _randomized_params(pipe, seed, dtype, device_mesh):
+    """The randomized UNet's params, permuted once per (pipeline, seed), cast to the compute dtype and replicated
+    on `device_mesh` (the current mesh, or None)."""
+    del device_mesh  # a cache key: replicated once per mesh, not per batch
     params = baselines.randomize_params(pipe.params["unet"], seed)
-    return params if dtype == jnp.float32 else sampling.cast_params(params, dtype)
+    return mesh.replicate(params if dtype == jnp.float32 else sampling.cast_params(params, dtype))
 
 
 def randomized_pipeline(pipe, seed: int):
     """The same pipeline with the UNet's weights permuted (the paper's randomized baseline; for encoded mode, where
     `capture_encoded` runs it like any pipeline)."""
-    return dataclasses.replace(pipe, params={**pipe.params, "unet": _randomized_params(pipe, seed, jnp.float32)})
+    return dataclasses.replace(pipe, params={**pipe.params, "unet": _randomized_params(pipe, seed, jnp.float32,
+                                                                                    mesh.current())})
 
 
 def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, num_inference_steps=15,

@@ -43,7 +43,7 @@ def small(tmp_path_factory):
 def initialised():
     """A freshly initialised width-0.5, 16-class model (init compiles slowly on XLA:CPU, so it is shared)."""
     module = MobileNetV2(MobileNetV2Config(num_classes=16, width_mult=0.5))
-    return module, module.init(jax.random.key(0), *module.dummy_inputs())
+    return module, jax.jit(module.init)(jax.random.key(0), *module.dummy_inputs())  # jitted: ~1/3 faster than eager
 
 
 def test_matches_torchvision(golden):

@@ -81,14 +81,46 @@ def init_params(module, key):
 def tiny_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
     """A random tiny SD pipeline (Flax init from `seed`), saved to `directory` (atomically; a temp dir if None)
     and loaded back from it, so the result is exactly what diffusers would load from that directory."""
+    return _random_pipeline(directory, seed, UNET_CONFIG, VAE_CONFIG, TEXT_ENCODER_CONFIG, SCHEDULER_CONFIG,
+                            MAX_LENGTH)
+
+
+SD_V1_MAX_LENGTH = 77
+SD_V1_UNET_CONFIG = {
+    **UNET_CONFIG, "block_out_channels": [32, 64, 64, 64], "attention_head_dim": 8, "sample_size": 8,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+"""SD v1's UNet config.json (four levels, 16 attn1 layers, 8 heads, 2 resnets per block) at 1/10 of its widths."""
+SD_V1_VAE_CONFIG = {
+    **VAE_CONFIG, "block_out_channels": [32, 32, 64, 64], "layers_per_block": 2, "sample_size": 64,
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "scaling_factor": 0.18215}
+"""SD v1's AutoencoderKL config.json (factor 8) at 1/4 of its widths."""
+SD_V1_TEXT_ENCODER_CONFIG = {**TEXT_ENCODER_CONFIG, "max_position_embeddings": SD_V1_MAX_LENGTH}
+SD_V1_SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+    "clip_sample": False}
+"""SD v1-4's scheduler_config.json as shipped (a config's `scheduler` picks the sampler; the betas come from here)."""
+
+
+def sd_v1_structured_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
+    """A random pipeline with SD v1's block structure (same module paths, so the same 16 attn1 layers, VAE factor
+    8, 77-token prompts) at small widths: what configs/scene/sd_v1_paper.py runs on when no weights exist. Saved
+    and loaded back as `tiny_pipeline` does."""
+    return _random_pipeline(directory, seed, SD_V1_UNET_CONFIG, SD_V1_VAE_CONFIG, SD_V1_TEXT_ENCODER_CONFIG,
+                            SD_V1_SCHEDULER_CONFIG, SD_V1_MAX_LENGTH)
+
+
+def _random_pipeline(directory, seed, unet_config, vae_config, text_config, scheduler_config, max_length):
     keys = jax.random.split(jax.random.key(seed), 3)
-    modules = {"unet": load.build_unet(UNET_CONFIG), "vae": load.build_vae(VAE_CONFIG),
-               "text_encoder": load.build_text_encoder(TEXT_ENCODER_CONFIG)}
+    modules = {"unet": load.build_unet(unet_config), "vae": load.build_vae(vae_config),
+               "text_encoder": load.build_text_encoder(text_config)}
     params = {name: init_params(m, k) for (name, m), k in zip(modules.items(), keys)}
     with tempfile.TemporaryDirectory() as tmp:
-        write_char_tokenizer(Path(tmp) / "tokenizer")
+        write_char_tokenizer(Path(tmp) / "tokenizer", max_length)
         pipe = Pipeline(**modules, tokenizer=load_tokenizer(Path(tmp) / "tokenizer"),
-                        scheduler_config=dict(SCHEDULER_CONFIG), params=params)
+                        scheduler_config=dict(scheduler_config), params=params)
         target = Path(tmp) / "pipeline" if directory is None else directory
         save_pipeline(target, pipe)
         return load_pipeline(target)

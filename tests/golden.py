@@ -14,10 +14,10 @@ def read_csv(path):
 
 
 def assert_matches_golden(rows, name):
-    """Every key column exactly, values to 1e-6 (bit-identical here; the tolerance only lets XLA:CPU order a
-    reduction differently on another CPU)."""
+    """Every key column exactly, values to 1e-5: bit-identical on the CPU that wrote them; the tolerance lets XLA:CPU
+    order a reduction differently on another CPU (an AMD EPYC differs by up to 1.4e-6, 2026-12-05)."""
     golden = read_csv(GOLDEN / name)
     keys = [c for c in golden[0] if c != "value"]
     assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in golden]
     np.testing.assert_allclose([float(r["value"]) for r in rows], [float(r["value"]) for r in golden],
-                               rtol=0, atol=1e-6)
+                               rtol=0, atol=1e-5)

@@ -1,7 +1,17 @@
 """A tiny random Stable Diffusion pipeline built with diffusers/transformers PyTorch (the parity reference)."""
 from pathlib import Path
 
+from jaxprobe import io
+from jaxprobe.scene import image_index
 from jaxprobe.testing import write_char_tokenizer
+
+PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
+
+
+def write_index(directory, prompts, seed: int = 0):
+    """The images/index.csv a sweep with these prompts and config.seed writes, as a user copies it beside labels."""
+    io.write_csv(Path(directory) / image_index.INDEX, image_index.rows(prompts, range(seed, seed + len(prompts)), 0),
+                 image_index.COLUMNS)
 
 
 def build_torch_pipeline(directory, *, seed: int = 0, scheduler: str = "LMSDiscreteScheduler"):

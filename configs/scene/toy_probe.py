@@ -19,7 +19,9 @@ def get_config():
     c.mesh = mesh.config()  # devices along the data and probe axes (jaxprobe.mesh); -1: the rest
     c.pipeline_dir = "assets/toy_pipeline"
     c.labelers_dir = "assets/toy_labelers"  # labels generated images as the paper does (saliency net + MiDaS)
-    c.labels_dir = ""  # or saliency.npy / depth.npy [N, H, W] supplied by the user
+    c.labels_dir = ""  # or the user's label files (docs/labels.md): saliency.npy or segmentation.npy, depth.npy
+    c.depth_model_dir = ""  # or depth labels from a transformers DPT / MiDaS directory, run in the job
+    c.stage = "all"  # or one of 'capture', 'label', 'fit', 'report' (label the images elsewhere in between)
     c.data = "generated"  # 'generated' (the model's own samples) or 'encoded' (real scenes, exact labels)
     c.prompts_file = ""  # default: captions of toy-world scenes scene_seed_offset .. + N
     c.scene_seed_offset = 2_000_000  # scenes no shipped model was trained or evaluated on

@@ -11,6 +11,11 @@
    (`jaxprobe.probing.saved`), per-image scores to scores/, so a rerun skips finished units.
 4. Report: `results.csv` (model,task,layer,step,split,metric,value), `summary.json`, figures.
 
+Stages (`config.stage`): 'all' runs the four in one job; 'capture', 'label', 'fit' and 'report' run one each, so that
+real SD v1 images can be labelled elsewhere between capture and label: capture writes images/<row>.png and
+images/index.csv (`image_index`), label writes labels/ (`labels`: the user's files checked against that index, a
+DPT depth model, the toy labelers, or exact labels), fit and report read them.
+
 Before any of it `check_config` validates the whole config against the loaded pipeline, so that a typo fails in
 seconds and before the workdir is claimed, not after a capture.
 """
@@ -35,11 +40,12 @@ from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import load_pipeline
 from jaxprobe.models.pipeline import COMPONENTS
 from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
-from jaxprobe.scene import capture, labels
+from jaxprobe.scene import capture, image_index, labels
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe import validate
 from jaxprobe.validate import check_choice
 
+STAGES = ("all", "capture", "label", "fit", "report")
 MODELS = ("trained", "randomized", "vae")
 DATA_MODES = ("generated", "encoded")
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
@@ -47,6 +53,8 @@ PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_
 STORE_DTYPES = ("float32", "bfloat16", "float16")
 VAE_LAYER = "decoder/mid_block/attentions_0"
 LABEL_FILES = ("saliency.npy", "depth.npy")  # what `labels.from_files` reads from config.labels_dir
+# Keys a later stage may set or change: the label sources are often known only once the images exist.
+STAGE_KEYS = ("stage", "labels_dir", "labelers_dir", "depth_model_dir")
 RIDGE_VAL_FRACTION = 0.2  # ridge picks each probe's lambda on this seeded fraction of the train split
 # The least valid value of each numeric config key (probe.lr, a float, is checked on its own: > 0 and finite).
 AT_LEAST = {"num_train": 1, "num_test": 1, "batch_size": 1, "num_inference_steps": 1, "probe.epochs": 0,
@@ -67,6 +75,7 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Validate the whole sweep config against the loaded pipeline before the workdir is claimed or anything is
     captured: a typo must cost seconds, not a capture, and must not leave a workdir that refuses the corrected
     rerun. Returns the selected layers and denoising steps (negative steps resolved)."""
+    check_choice("config.stage", c.stage, STAGES)
     check_choice("config.data", c.data, DATA_MODES)
     _check_choices(c, "models", MODELS)
     _check_choices(c, "tasks", TASKS)
@@ -100,11 +109,8 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if c.store_pool != 1:
         _check_store_pool(c, pipe, layers)
     _check_prompts_file(c, pipe)
-    if c.data == "generated":  # encoded scenes carry exact labels
-        if c.labels_dir:
-            _check_labels(c, pipe)
-        else:
-            check_labelers(c)
+    if c.stage in ("all", "label"):
+        check_label_sources(c, pipe, layers)
     return layers, steps
 
 
@@ -151,24 +157,47 @@ def _check_prompts_file(c, pipe) -> None:
         pipe.tokenize(prompts[:n])
 
 
-def _check_labels(c, pipe) -> None:
-    """The user's labels must cover every image at a size the probes can use (a multiple of every layer's token
-    grid): they are read only after the capture. Reads only the .npy headers."""
-    path = validate.existing_path(c, "labels_dir", f"a directory holding {' and '.join(LABEL_FILES)}", LABEL_FILES)
-    n, grid = c.num_train + c.num_test, c.resolution // pipe.vae_scale_factor
-    for name in LABEL_FILES:
-        shape = np.load(path / name, mmap_mode="r").shape
-        if len(shape) != 3 or shape[0] < n or shape[1] % grid or shape[2] % grid:
-            raise ValueError(f"config.labels_dir: {path / name} has shape {shape}; need [N >= {n}, H, W] with H "
-                             f"and W multiples of the {grid}x{grid} latent grid")
+def label_sources(c) -> dict[str, labels.Source]:
+    """Each task's label source: exact for encoded scenes, else from config (`labels.sources`)."""
+    if c.data == "encoded":
+        return {task: labels.Source("exact") for task in c.tasks}
+    return labels.sources(c, c.tasks)
+
+
+def check_label_sources(c, pipe, layers: Sequence[str]) -> None:
+    """Every task has one label source, and it fits: the user's files match the images' index (order, count) and
+    a size the probes can use (headers only), a DPT directory holds a DPT, the toy labelers take these images."""
+    with validate.config_key("labels_dir"):
+        srcs = label_sources(c)
+    kinds = {src.kind for src in srcs.values()}
+    if "labelers" in kinds:
+        check_labelers(c)
+    if "depth_model" in kinds:
+        from jaxprobe.models import load
+        path = validate.existing_path(c, "depth_model_dir", "a transformers DPTForDepthEstimation directory",
+                                      ("config.json",))
+        with validate.config_key("depth_model_dir"):
+            load.build_dpt(load.read_config(path, what="DPT"))
+    if kinds & {"file", "segmentation"}:
+        grids = [g for g in capture.token_grids(pipe, layers, c.resolution, c.resolution).values() if g]
+        if "vae" in c.models:
+            grids.append((c.resolution // pipe.vae_scale_factor,) * 2)
+        with validate.config_key("labels_dir"):
+            labels.check_files(srcs, expected_index(c), grids, (c.resolution, c.resolution))
+
+
+def expected_index(c) -> list[dict[str, str]]:
+    """images/index.csv as the capture writes it (known from the config alone)."""
+    prompts = _prompts(c)
+    return image_index.rows(prompts, [c.seed + i for i in range(len(prompts))], c.num_train)
 
 
 def check_labelers(c) -> None:
-    """Generated images without config.labels_dir are labelled after the capture: the labelers must load and
-    take images of config.resolution."""
+    """Toy labelers label the generated images after the capture: they must load and take images of
+    config.resolution."""
     from jaxprobe.toy import labelers
     path = validate.existing_path(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
-                     (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
+                                  (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
     size = labelers.load_labelers(path).config.resolution
     if size != c.resolution:
         raise ValueError(f"config.labelers_dir: {path} labels {size}x{size} images; config.resolution is "
@@ -177,19 +206,21 @@ def check_labelers(c) -> None:
 
 def make_dataset(c) -> Dataset:
     """Prompts (toy-world captions, or a prompts file) and, for encoded data, the scenes with exact labels."""
-    from jaxprobe.toy.world import render
-    n = c.num_train + c.num_test
-    prompts = None
-    if c.prompts_file:
-        prompts = _read_prompts(Path(c.prompts_file))[:n]
-        if c.data == "generated":
-            return Dataset(prompts=prompts)
-    seeds = range(c.scene_seed_offset, c.scene_seed_offset + n)
+    prompts = _prompts(c)
     if c.data == "generated":  # captions only: no need to render
-        return Dataset(prompts=[render.sample_scene(s).caption for s in seeds])
-    scenes = render.render_batch(list(seeds), c.resolution)
-    return Dataset(prompts=prompts or list(scenes["caption"]), images=scenes["rgb"], salient=scenes["salient"],
-                   depth=scenes["depth"])
+        return Dataset(prompts=prompts)
+    from jaxprobe.toy.world import render
+    scenes = render.render_batch(list(range(c.scene_seed_offset, c.scene_seed_offset + len(prompts))), c.resolution)
+    return Dataset(prompts=prompts, images=scenes["rgb"], salient=scenes["salient"], depth=scenes["depth"])
+
+
+def _prompts(c) -> list[str]:
+    """The prompts file's first N lines, or the captions of toy-world scenes scene_seed_offset .. + N."""
+    n = c.num_train + c.num_test
+    if c.prompts_file:
+        return _read_prompts(Path(c.prompts_file))[:n]
+    from jaxprobe.toy.world import render
+    return [render.sample_scene(s).caption for s in range(c.scene_seed_offset, c.scene_seed_offset + n)]
 
 
 def _read_prompts(path: Path) -> list[str]:
@@ -243,19 +274,46 @@ def capture_all(c, pipe, data: Dataset, act_store: store.ProcessStores) -> None:
         bar.set_postfix_str("", refresh=False)
 
 
-def labels_for(c, data: Dataset, act_store: store.ActivationStore) -> dict[str, np.ndarray]:
-    """{'saliency': bool [N,H,W], 'depth': float32 [N,H,W] z-scored with the train split's global mean/std}: exact
-    for encoded scenes, else from the user's files or the labelers run on the generated images."""
-    if data.salient is not None:
-        tqdm.write("labels: exact, from the rendered scenes")
-        salient, depth = data.salient, data.depth
-    elif c.labels_dir:
-        tqdm.write(f"labels: reading {Path(c.labels_dir).absolute()}")
-        salient, depth = labels.from_files(Path(c.labels_dir), len(data.prompts))
-    else:
-        tqdm.write(f"labels: labelling the generated images with {Path(c.labelers_dir).absolute()}")
-        salient, depth = labels.from_labelers(c.labelers_dir, act_store.read("images"))
-    return labels.prepare(salient, depth, c.num_train)
+def export_images(c, workdir: Path, data: Dataset, act_store: store.ProcessStores) -> None:
+    """images/<row>.png and images/index.csv (process 0): what a user labels between the capture and label stages."""
+    directory = workdir / "images"
+    if mesh.is_main() and not (directory / image_index.INDEX).exists():
+        images = data.images if data.images is not None else act_store.read("images")
+        image_index.write(directory, images, expected_index(c))
+    mesh.barrier("images")
+
+
+def label(c, workdir: Path, data: Dataset, act_store: store.ProcessStores) -> None:
+    """Write labels/ (raw labels per task and where they came from), unless the same sources already wrote it.
+    Labels from other sources are refused: the workdir's probes and scores were fitted on the first ones."""
+    srcs = label_sources(c)
+    record = {task: {"source": str(src), "sha256": weights_fingerprint(src.path) if src.path else ""}
+              for task, src in srcs.items()}
+    directory = workdir / "labels"
+    have = labels.saved_sources(directory)
+    if have is not None and {t: have.get(t) for t in record} == record:
+        tqdm.write(f"labels: already in {directory.absolute()}")
+        return
+    if have is not None:
+        raise ValueError(f"{directory} holds labels from {have}; this run's would come from {record}. The "
+                         "workdir's probes were fitted on the first: use a new --workdir (or delete its labels/, "
+                         "probe_checkpoints/, probes/ and scores/)")
+    tqdm.write("labels: " + "; ".join(f"{task} from {src}" for task, src in srcs.items()))
+    exact = {"saliency": data.salient, "depth": data.depth}
+    arrays = labels.make(c, srcs, lambda: act_store.read("images"), exact)
+    labels.prepare(arrays, c.num_train)  # refuses labels the probes cannot use, before they are saved
+    if mesh.is_main():
+        labels.save(directory, arrays, record)
+    mesh.barrier("labels")
+
+
+def labels_for(c, workdir: Path) -> dict[str, np.ndarray]:
+    """The label stage's labels, prepared for the probes: masks bool, depth z-scored with the train split's global
+    mean/std."""
+    raw = labels.load(workdir / "labels", c.tasks)
+    if raw is None:
+        raise ValueError(f"{workdir} has no labels yet: run --config.stage=label first")
+    return labels.prepare(raw, c.num_train)
 
 
 def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict, layers: Sequence[str],
@@ -372,7 +430,8 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
 
 
 def run(c, workdir) -> dict:
-    """The whole sweep; rerunning with the same config and workdir resumes where a killed run stopped.
+    """The whole sweep, or the one stage config.stage names; rerunning with the same config and workdir resumes
+    where a killed run stopped. Returns the summary once the report is written, else {}.
 
     Multi-host (`--distributed`): every process runs this; each stores the rows its devices captured
     (`store.ProcessStores`), the fits run on the global mesh, and process 0 writes probes, scores and the report."""
@@ -385,13 +444,35 @@ def run(c, workdir) -> dict:
     _check_same_config(c, workdir)
     data = make_dataset(c)
     act_store = store.ProcessStores(workdir / "activations", jax.process_index(), jax.process_count())
-    capture_all(c, pipe, data, act_store)
-    mesh.barrier("capture")  # every part of every chunk is written
-    labels = labels_for(c, data, act_store)
-    fit_and_score(c, workdir, act_store, labels, layers, steps)
+    every = c.stage == "all"
+    if every or c.stage == "capture":
+        capture_all(c, pipe, data, act_store)
+        mesh.barrier("capture")  # every part of every chunk is written
+        export_images(c, workdir, data, act_store)
+        if not every:
+            tqdm.write(f"capture done: the images and their index are in {(workdir / 'images').absolute()}; label "
+                       "them (docs/labels.md), then run --config.stage=label")
+            return {}
+    _require(all(act_store.has_chunk(k) for k in range(math.ceil(len(data.prompts) / c.batch_size)))
+             and (workdir / "images" / image_index.INDEX).exists(), workdir, "capture")
+    if every or c.stage == "label":
+        label(c, workdir, data, act_store)
+        if not every:
+            return {}
+    if every or c.stage == "fit":
+        fit_and_score(c, workdir, act_store, labels_for(c, workdir), layers, steps)
+        if not every:
+            return {}
+    _require(all(_scores_path(workdir, m, t, s).exists() for m in c.models for t in c.tasks
+                 for s in ("train", "test")), workdir, "fit")
     summary = write_report(c, workdir, act_store, layers, data) if mesh.is_main() else {}
     mesh.barrier("report")
     return summary
+
+
+def _require(done: bool, workdir: Path, stage: str) -> None:
+    if not done:
+        raise ValueError(f"{workdir} has not finished the {stage} stage: run --config.stage={stage} (or 'all') first")
 
 
 def headline(summary: dict) -> list[str]:
@@ -410,12 +491,14 @@ def headline(summary: dict) -> list[str]:
     return lines
 
 
-def weights_fingerprint(*directories) -> str:
-    """sha256 of every weight and config file (*.safetensors, *.json) under the given directories ("" = none):
-    two sweeps with the same config but retrained weights must not share a workdir."""
+def weights_fingerprint(*paths) -> str:
+    """sha256 of every weight and config file (*.safetensors, *.json) under the given directories, or of a file
+    ("" = none): two sweeps with the same config but retrained weights must not share a workdir."""
     digest = hashlib.sha256()
-    for directory in filter(None, directories):
-        for f in sorted(p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".json")):
+    for directory in filter(None, paths):
+        files = [Path(directory)] if Path(directory).is_file() else sorted(
+            p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".json"))
+        for f in files:
             digest.update(str(f.relative_to(directory)).encode())
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 24), b""):
@@ -426,8 +509,8 @@ def weights_fingerprint(*directories) -> str:
 def _check_same_config(c, workdir: Path) -> None:
     """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
     results."""
-    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir, c.labelers_dir)},
-                     kind="sweep", write=mesh.is_main())
+    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir)}, kind="sweep",
+                     may_change=STAGE_KEYS, write=mesh.is_main())
     mesh.barrier("claim")
 
 

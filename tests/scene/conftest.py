@@ -2,7 +2,7 @@
 and labels for its generated images, as a user of configs/scene/sd_v1_paper.py supplies them."""
 import numpy as np
 import pytest
-from tiny_sd import build_torch_pipeline
+from tiny_sd import PROMPTS, build_torch_pipeline, write_index
 
 from jaxprobe import hooks
 from jaxprobe.models import load_pipeline
@@ -10,12 +10,12 @@ from jaxprobe.probing import saved
 from jaxprobe.scene import capture, sweep
 from jaxprobe.testing import random_linear_probes
 
-PROMPTS = ["a red ball", "blue cube", "a green cone", "two cubes", "a sphere", "red cone", "big ball", "a cube"]
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """pipeline dir + prompts.txt + labels/ (8 images) + few_labels/ (7 images: one short)."""
+    """pipeline dir + prompts.txt + labels/ (8 images) + few_labels/ (7 images: one short), each with the index.csv
+    of the images they label (seeds 0..)."""
     directory = tmp_path_factory.mktemp("tiny_sd")
     build_torch_pipeline(directory)
     (directory / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
@@ -24,6 +24,7 @@ def tiny_dir(tmp_path_factory):
         (directory / name).mkdir()
         np.save(directory / name / "saliency.npy", rng.random((rows, 16, 16)) < 0.4)
         np.save(directory / name / "depth.npy", rng.normal(size=(rows, 16, 16)).astype(np.float32))
+        write_index(directory / name, PROMPTS[:rows])
     return directory
 
 

@@ -47,7 +47,7 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
 
     # The saved probes are the ones scored: evaluated on the stored test activations they give results.csv.
     act_store = store.ActivationStore(tmp_path / "run" / "activations")
-    labels = sweep.labels_for(c, sweep.make_dataset(c), act_store)
+    labels = sweep.labels_for(c, tmp_path / "run")
     test = np.arange(c.num_train, c.num_train + c.num_test)
     for model in c.models:
         for task in c.tasks:
@@ -107,7 +107,7 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
     c.probe.kind = "ridge"
     sweep.run(c, tmp_path / "run")
     act_store = store.ActivationStore(tmp_path / "run" / "activations")
-    labels = sweep.labels_for(c, sweep.make_dataset(c), act_store)
+    labels = sweep.labels_for(c, tmp_path / "run")
     layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
     acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
     for task in c.tasks:

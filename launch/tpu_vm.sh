@@ -12,7 +12,7 @@ set -euo pipefail
 
 : "${NAME:?set NAME, the TPU VM name}" "${ZONE:?set ZONE}" "${TYPE:=v4-8}" "${VERSION:=tpu-ubuntu2204-base}"
 : "${WEIGHTS:?set WEIGHTS, a diffusers SD v1 directory or gs:// path}" "${PROMPTS:?set PROMPTS, one prompt per line}"
-: "${LABELS:?set LABELS, a directory with saliency.npy and depth.npy}"
+: "${LABELS:?set LABELS, a labels directory (docs/labels.md: index.csv + saliency.npy or segmentation.npy + depth.npy)}"
 : "${RUNS:=\$HOME/runs}" "${OUT:=runs/$NAME}"
 SSH=(gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command)
 SCP=(gcloud compute tpus tpu-vm scp --zone "$ZONE" --worker=all --recurse)

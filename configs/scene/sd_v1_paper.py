@@ -1,14 +1,21 @@
 r"""The paper's setting on a local Stable Diffusion v1 directory: 617 generated images (246 train / 371 test), LMS 15
-steps, CFG 7.5, 512x512, the 16 attn1 layers, bf16 store, user-supplied labels saliency.npy / depth.npy [N, 512, 512]
-(from a saliency net and MiDaS) in the order of the prompts file.
+steps, CFG 7.5, 512x512, the 16 attn1 layers, bf16 store, both baselines. Labels are made between stages
+(docs/labels.md): the capture writes images/ and index.csv, the label stage takes your segmentation (the salient
+object is its largest instance) or masks, and depth from a local DPT-Large / MiDaS directory or your depth.npy.
 
-  python launch/probe.py --config=configs/scene/sd_v1_paper.py --config.pipeline_dir=/data/stable-diffusion-v1-4 \
-      --config.prompts_file=prompts.txt --config.labels_dir=labels/ --workdir=runs/sd_v1_paper
+  SD="--config=configs/scene/sd_v1_paper.py --config.pipeline_dir=/data/sd-v1-4 --config.prompts_file=prompts.txt"
+  python launch/probe.py $SD --config.stage=capture --workdir=runs/sd_v1_paper
+  cp runs/sd_v1_paper/images/index.csv labels/   # + labels/segmentation.npy (or saliency.npy) [617, H, W]
+  python launch/probe.py $SD --config.stage=label --config.labels_dir=labels/ \
+      --config.depth_model_dir=/data/dpt-large --workdir=runs/sd_v1_paper
+  python launch/probe.py $SD --config.stage=fit --workdir=runs/sd_v1_paper   # then --config.stage=report
 
 No SD v1 weights exist where jaxprobe is built: its time and results on real weights are NOT measured here (the
-paper reports Dice ~0.85 and depth RMSE ~0.47). Measured instead, on the 2-core CPU (2026-12-02): this config on
-the tiny random pipeline of jaxprobe/testing.py with random labels at test size (--config.resolution=16, all 617
-prompts, both baselines, 30 epochs) ran end to end in 2 min 50 s wall; its scores are meaningless by construction.
+paper reports Dice ~0.85 and depth RMSE ~0.47). Measured instead, on the 2-core CPU (2026-12-05): these four
+commands on `jaxprobe.testing.sd_v1_structured_pipeline` (SD v1's blocks and module paths at small widths, random
+weights) at --config.resolution=64 with all 617 prompts and random label files: capture 3 min 8 s, label 11 s, fit
+4 min 50 s, report 17 s. Its scores are chance by construction (depth RMSE 1.000, saliency Dice ~0.3 for masks
+covering ~30%); tests/scene/test_stages.py runs the same flow in the slow tier.
 """
 from configs.scene import toy_probe
 

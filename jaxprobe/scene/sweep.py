@@ -458,10 +458,12 @@ def run(c, workdir) -> dict:
     if every or c.stage == "label":
         label(c, workdir, data, act_store)
         if not every:
+            tqdm.write(f"labels are in {(workdir / 'labels').absolute()}; next: --config.stage=fit")
             return {}
     if every or c.stage == "fit":
         fit_and_score(c, workdir, act_store, labels_for(c, workdir), layers, steps)
         if not every:
+            tqdm.write(f"probes and scores are in {workdir.absolute()}; next: --config.stage=report")
             return {}
     _require(all(_scores_path(workdir, m, t, s).exists() for m in c.models for t in c.tasks
                  for s in ("train", "test")), workdir, "fit")

@@ -14,8 +14,8 @@ No SD v1 weights exist where jaxprobe is built: its time and results on real wei
 paper reports Dice ~0.85 and depth RMSE ~0.47). Measured instead, on the 2-core CPU (2026-12-05): these four
 commands on `jaxprobe.testing.sd_v1_structured_pipeline` (SD v1's blocks and module paths at small widths, random
 weights) at --config.resolution=64 with all 617 prompts and random label files: capture 3 min 8 s, label 11 s, fit
-4 min 50 s, report 17 s. Its scores are chance by construction (depth RMSE 1.000, saliency Dice ~0.3 for masks
-covering ~30%); tests/scene/test_stages.py runs the same flow in the slow tier.
+4 min 50 s, report 17 s. Its scores are chance by construction (depth RMSE 1.000, best saliency Dice 0.29-0.31 for
+masks covering 26%); tests/scene/test_stages.py runs the same flow in the slow tier.
 """
 from configs.scene import toy_probe
 

@@ -65,7 +65,8 @@ DEPTH = np.random.default_rng(2).normal(size=(8, 16, 16)).astype(np.float32)
 BAD = {  # id: (files replaced in the labels dir, config changes, exception, message)
     "no index": (dict(index_csv=None), {}, FileNotFoundError, r"config.labels_dir=.* lacks index.csv"),
     "order": (dict(index_csv=_swap_rows), {}, ValueError,
-              r"index.csv row 0 differs from the sweep's images/index.csv in row, file, seed, prompt \(row='1', want '0'"),
+              r"index.csv row 0 differs from the sweep's images/index.csv in row, file, seed, prompt "
+              r"\(row='1', want '0'"),
     "count": (dict(saliency_npy=SAL[:7]), {}, ValueError, r"saliency.npy has shape \(7, 16, 16\); need \[N=8, H, W\]"),
     "size": (dict(depth_npy=np.zeros((8, 10, 10), np.float32)), {}, ValueError,
              r"depth.npy holds 10x10 labels; need the images' 16x16 or a multiple of every probed layer's token grid "

@@ -151,3 +151,27 @@ def random_mobilenet_checkpoints(directory, *, width: float = 0.5, num_classes: 
                                {**variables, "params": moved})
     return Path(directory)
 
+
+
+DPT_CONFIG = {
+    "architectures": ["DPTForDepthEstimation"], "model_type": "dpt", "hidden_size": 32, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "intermediate_size": 64, "patch_size": 16, "backbone_out_indices": [0, 1, 2, 3],
+    "neck_hidden_sizes": [8, 16, 24, 32], "fusion_hidden_size": 16, "initializer_range": 0.15}
+"""transformers DPTConfig of the tiny random DPT: DPT-Large's structure (readout 'project', factors 4, 2, 1,
+0.5; patch 16, so the depth map has the input's size) at toy widths; init std 0.15, not 0.02, so that depth is
+O(1), not ~0."""
+
+
+def random_dpt(directory, *, seed: int = 0, image_size: int = 32) -> Path:
+    """A random tiny DPTForDepthEstimation (Flax init from `seed`) for image_size x image_size inputs, saved in the
+    transformers layout (`DPTForDepthEstimation.from_pretrained` and `load.load_dpt` read it) with a DPT-Large style
+    preprocessor_config.json of that size; returns `directory`."""
+    module = load.build_dpt({**DPT_CONFIG, "image_size": image_size})
+    load.save_component(directory, module, init_params(module, jax.random.key(seed)),
+                        weights_name="model.safetensors")
+    processor = {"image_processor_type": "DPTImageProcessor", "do_resize": True, "resample": 3,
+                 "size": {"height": image_size, "width": image_size}, "keep_aspect_ratio": False,
+                 "ensure_multiple_of": 1, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    (Path(directory) / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    return Path(directory)

@@ -1,6 +1,7 @@
 """Flax models with diffusers/transformers/torchvision parameter names, and their loaders."""
 from jaxprobe.models.load import (  # noqa: F401
     load_clip,
+    load_dpt,
     load_text_encoder,
     load_unet,
     load_vae,

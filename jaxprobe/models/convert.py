@@ -47,11 +47,12 @@ def torch_key_to_path(key: str) -> tuple[str, ...]:
 
 
 def path_to_torch_key(path: tuple[str, ...]) -> str:
-    """Inverse of `torch_key_to_path` for module names (the leaf is converted by the caller)."""
+    """Inverse of `torch_key_to_path` for module names (the leaf is converted by the caller). Every trailing index
+    is split off, so a Sequential inside a ModuleList (DPT's `readout_projects_0_0`) becomes `readout_projects.0.0`."""
     parts = []
     for name in path:
-        m = re.fullmatch(r"(.+)_(\d+)", name)
-        parts.append(name if (m is None or name in LITERAL_NAMES) else f"{m.group(1)}.{m.group(2)}")
+        m = re.fullmatch(r"(.+?)((?:_\d+)+)", name)
+        parts.append(name if (m is None or name in LITERAL_NAMES) else m.group(1) + m.group(2).replace("_", "."))
     return ".".join(parts)
 
 

@@ -174,6 +174,23 @@ def _check_clip_config(config: dict, where: str):
                          f"'clip' (architectures={config.get('architectures')!r}){hint}")
 
 
+def build_dpt(config: dict, *, dtype=None):
+    """DPTForDepthEstimation (ViT backbone, DPT-Large style) from a transformers config.json dict (no weights).
+
+    Raises ValueError for any other model_type and for DPT variants not implemented (hybrid, external backbones).
+    """
+    from jaxprobe.models import dpt
+    _check_dpt_config(config, "config")
+    return dpt.DPTForDepthEstimation(dpt.DPTConfig.from_dict(config), **_dt(dtype))
+
+
+def _check_dpt_config(config: dict, where: str):
+    model_type = config.get("model_type")
+    if model_type != "dpt":
+        raise ValueError(f"{where} is not a transformers DPT config: model_type={model_type!r}, expected 'dpt' "
+                         f"(architectures={config.get('architectures')!r})")
+
+
 def load_unet(directory, *, dtype=None, variant=None):
     """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params); `variant` as in `read_weights`."""
     return _load(directory, build_unet, "UNet", dtype, variant)
@@ -195,6 +212,14 @@ def load_clip(directory, *, dtype=None, variant=None):
     directory = Path(os.path.abspath(directory))
     _check_clip_config(read_config(directory, what="CLIP model"), str(directory / "config.json"))
     return _load(directory, build_clip, "CLIP model", dtype, variant)
+
+
+def load_dpt(directory, *, dtype=None, variant=None):
+    """DPTForDepthEstimation from a transformers `save_pretrained` directory (or a snapshot of e.g. Intel/dpt-large)
+    -> (module, params); `variant` as in `read_weights`. `dpt.preprocessor(directory)` reads its image settings."""
+    directory = Path(os.path.abspath(directory))
+    _check_dpt_config(read_config(directory, what="DPT model"), str(directory / "config.json"))
+    return _load(directory, build_dpt, "DPT model", dtype, variant)
 
 
 def save_clip(directory, module, params):

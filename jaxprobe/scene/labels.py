@@ -24,7 +24,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from jaxprobe import io, mesh
@@ -171,8 +170,7 @@ def from_depth_model(directory, images: np.ndarray, batch_size: int) -> np.ndarr
     module, params = load_dpt(directory)
     pre = dpt.preprocessor(directory)
     params = mesh.replicate(params)
-    predict = jax.jit(functools.partial(dpt.predict_depth, module, size=pre["size"], mean=pre["image_mean"],
-                                        std=pre["image_std"]))
+    predict = functools.partial(dpt.predict_depth, module, **pre)  # jitted; the preprocessing is static
     n = len(images)
     padded = np.concatenate([images, np.zeros((-n % batch_size, *images.shape[1:]), images.dtype)])
     out = [mesh.gather(predict(params, mesh.shard(padded[i:i + batch_size])))

@@ -7,6 +7,9 @@ not implement; `to_dict` writes a config.json the PyTorch library loads back (cl
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 
@@ -35,3 +38,14 @@ class Config:
     def to_dict(self) -> dict:
         fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
         return {**self.EXPORT, **fields}
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict:
+    """A JSON object file; a broken one is a ValueError naming `what` and the path, not a bare JSONDecodeError."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} is not a JSON object")
+    return obj

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxprobe.models.clip import ACTIVATIONS
 from jaxprobe.models.config import Config
-from jaxprobe.models.load import read_json
+from jaxprobe.models.config import read_json
 
 READOUT_TYPES = ("ignore", "add", "project")
 # DPTImageProcessor's settings for Intel/dpt-large, used when a directory has no preprocessor_config.json; the keys

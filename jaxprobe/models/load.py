@@ -29,6 +29,7 @@ import safetensors.numpy
 
 from jaxprobe import io
 from jaxprobe.models import convert
+from jaxprobe.models.config import read_json  # noqa: F401  (also load.read_json)
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
 WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
@@ -36,17 +37,6 @@ WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
 _WEIGHTS_RE = re.compile(r"(?P<name>diffusion_pytorch_model|model)(?:\.(?P<v1>[^.]+))?\.safetensors"
                          r"(?P<index>\.index(?:\.(?P<v2>[^.]+))?\.json)?")
 _SHARD_SUFFIX = re.compile(r"-\d+-of-\d+$")
-
-
-def read_json(path: str | os.PathLike, what: str) -> dict:
-    """A JSON object file; a broken one is a ValueError naming `what` and the path, not a bare JSONDecodeError."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{what} {path} is not a JSON object")
-    return obj
 
 
 def read_config(directory: str | os.PathLike, *, what: str = "component") -> dict:

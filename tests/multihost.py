@@ -32,12 +32,11 @@ def run_processes(argv: list[str], num_processes: int = 2, devices_per_process: 
     shared = env(num_processes, devices_per_process)
     procs = [subprocess.Popen(argv, cwd=ROOT, text=True, env={**shared, "JAX_PROCESS_ID": str(i)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(num_processes)]
-    outs = []
-    for i, p in enumerate(procs):
-        out, err = p.communicate(timeout=timeout)
-        assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
-        outs.append(out)
-    return outs
+    done = [p.communicate(timeout=timeout) for p in procs]
+    failed = [f"process {i} (exit {p.returncode}):\n{err[-3000:]}"
+              for i, (p, (_, err)) in enumerate(zip(procs, done)) if p.returncode != 0]
+    assert not failed, "\n".join(failed)  # every failing process: the first to fail is often not process 0
+    return [out for out, _ in done]
 
 
 def run_one(argv: list[str], devices: int) -> str:

@@ -462,6 +462,7 @@ def run(c, workdir) -> dict:
             return {}
     if every or c.stage == "fit":
         fit_and_score(c, workdir, act_store, labels_for(c, workdir), layers, steps)
+        mesh.barrier("fit")  # process 0 wrote every score
         if not every:
             tqdm.write(f"probes and scores are in {workdir.absolute()}; next: --config.stage=report")
             return {}

@@ -12,9 +12,9 @@ install-test:
 demo: install
 	$(PY) launch/demo.py --workdir=runs/demo
 
-# Fast tier: parity, units and small end-to-end runs.
+# Fast tier: parity, units and small end-to-end runs; one pytest worker per core (at most 4), a test module per worker.
 test: install-test
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "not slow" tests
 
 # Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results.
 test-slow: install-test

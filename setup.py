@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL,
     extras_require={
-        "test": ["pytest>=8"] + TORCH_REF,
+        "test": ["pytest>=8", "pytest-xdist==3.8.0"] + TORCH_REF,
         "bench": TORCH_REF,
     },
 )

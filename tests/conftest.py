@@ -1,6 +1,8 @@
 """Shared test set-up: fp32 everywhere, deterministic CPU XLA, and the PyTorch reference builders importable."""
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -13,6 +15,22 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+def pytest_configure(config):
+    """One XLA compile cache per test run, shared by its xdist workers (they inherit the variable): many tests
+    compile the same tiny UNet, VAE and sampler, and compiling dominates the fast tier. In-process only (launchers
+    the tests spawn compile as a user's run would); it starts empty and goes at the end of the run, so no result
+    depends on an earlier run."""
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
+        os.environ["JAXPROBE_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxprobe-tests-xla-")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAXPROBE_TESTS_XLA_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop("JAXPROBE_TESTS_XLA_CACHE"), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

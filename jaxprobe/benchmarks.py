@@ -6,6 +6,7 @@
   probe      every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   capture    sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM
   train      toy LDM training step on 1 CPU device vs one device per core (data parallel)
+  dpt        the label stage's depth model: Flax DPT-Large under jit vs transformers PyTorch, same random weights
 
 The PyTorch references (torch, diffusers: the `bench` extra) are imported inside the benchmarks that use them, so the
 library never needs torch.
@@ -652,15 +653,66 @@ Goal >= 20x. Command: `python launch/bench.py concepts`."""
     write_section(s.out, "concepts", body)
     return body
 
+# DPT-Large (Intel/dpt-large, MiDaS v3): the depth model the paper labels with.
+DPT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                 image_size=384, patch_size=16, backbone_out_indices=[5, 11, 17, 23],
+                 neck_hidden_sizes=[256, 512, 1024, 1024], fusion_hidden_size=256, readout_type="project")
+
+
+def dpt(s: Settings) -> str:
+    """Depth labelling cost: a random DPT-Large saved by transformers, run by jaxprobe's Flax DPT (one jit) and by
+    transformers' PyTorch model on the same 384x384 batch."""
+    import jax
+    import numpy as np
+    import torch
+    import transformers
+
+    from jaxprobe.models import load_dpt
+
+    torch.manual_seed(0)
+    ref = transformers.DPTForDepthEstimation(transformers.DPTConfig(**DPT_LARGE)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ref.save_pretrained(tmp)
+        module, params = load_dpt(tmp)
+    size = DPT_LARGE["image_size"]
+    pixels = np.random.default_rng(0).normal(size=(s.batch, size, size, 3)).astype(np.float32)
+    apply = jax.jit(module.apply)
+    ours = lambda: jax.block_until_ready(apply({"params": params}, pixels))
+    x = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+
+    def theirs():
+        with torch.no_grad():
+            return ref(pixel_values=x).predicted_depth
+
+    depth = theirs().numpy()
+    err, scale = float(np.abs(np.asarray(ours()) - depth).max()), float(np.abs(depth).max())
+    t_ours, t_torch = best_time(ours, repeats=s.repeats), best_time(theirs, repeats=s.repeats)
+    minutes = 617 * t_ours / s.batch / 60  # the paper's image count
+    body = f"""Random DPT-Large (24 x 1024 ViT, 'project' readout, {sum(p.numel() for p in ref.parameters()) / 1e6:.0f}M
+parameters) saved by transformers and loaded by `jaxprobe.models.load_dpt`; batch {s.batch} at {size}x{size}, fp32,
+both on {machine()}, PyTorch on {torch.get_num_threads()} threads; best of {s.repeats} after a warm-up (jit compile
+excluded). Max abs depth difference between the two: {err:.1e} (max |depth| {scale:.2f}).
+
+| implementation | s / batch | images / s |
+| --- | ---: | ---: |
+| jaxprobe Flax DPT (one jit) | {t_ours:.2f} | {s.batch / t_ours:.2f} |
+| transformers PyTorch {torch.__version__} | {t_torch:.2f} | {s.batch / t_torch:.2f} |
+
+Speed-up jaxprobe / PyTorch: **{t_torch / t_ours:.2f}x**; the paper's 617 images take {minutes:.0f} min
+on this machine. Command: `python launch/bench.py dpt`."""
+    write_section(s.out, "dpt", body)
+    return body
+
 
 BENCHMARKS = {"sample": sample, "intervene": intervene, "probe": probe, "capture": capture, "train": train,
-              "concepts": concepts, "scaling": scaling}
+              "concepts": concepts, "scaling": scaling, "dpt": dpt}
 
 
 # Each benchmark's goal (issues 5-21), shown beside its headline figure in the summary.
 GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
          "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x",
-         "scaling": "measured (no goal on a 2-core CPU)"}
+         "scaling": "measured (no goal on a 2-core CPU)",
+         "dpt": "measured (label stage cost)"}
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "diffusers", "transformers")
 
 

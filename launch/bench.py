@@ -1,7 +1,7 @@
 r"""Benchmarks, each side by side with its reference in one run; results go to BENCHMARKS.md (with a summary of
 every headline figure, its goal, the machine and the versions at the top).
 
-  python launch/bench.py all         # every benchmark below, one after another (about 15 min on 2 CPU cores)
+  python launch/bench.py all         # every benchmark below, one after another (about 18 min on 2 CPU cores)
 
   python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
   python launch/bench.py intervene   # the probe-guided edit in one jit vs the paper's eager PyTorch hook loop
@@ -10,6 +10,7 @@ every headline figure, its goal, the machine and the versions at the top).
   python launch/bench.py concepts    # one checkpoint of the toy concept sweep: grouped vmapped fits vs one-at-a-time PyTorch
   python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)
   python launch/bench.py scaling     # capture and probe-fit throughput on 1, 2, 4, 8 XLA host devices
+  python launch/bench.py dpt         # the label stage's depth model: Flax DPT-Large vs transformers PyTorch
 """
 from pathlib import Path
 

@@ -141,12 +141,37 @@ def linear_resize_matrix(size_in: int, size_out: int, align_corners: bool) -> np
     return matrix.astype(np.float32)
 
 
+def cubic_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """float32 [size_out, size_in]: torch's 1-D bicubic weights (`F.interpolate(..., mode="bicubic", size=...,
+    align_corners=False)`, no antialias): Keys' kernel with A = -0.75 at src = (dst + 0.5) * in / out - 0.5, taps
+    beyond the border clamped to the edge pixel."""
+    a = -0.75
+    src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    first = np.floor(src).astype(np.int64)
+    frac = src - first
+    matrix = np.zeros((size_out, size_in))
+    for offset in (-1, 0, 1, 2):
+        d = np.abs(frac - offset)
+        weight = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
+        np.add.at(matrix, (np.arange(size_out), np.clip(first + offset, 0, size_in - 1)), weight)
+    return matrix.astype(np.float32)
+
+
+def _resize(x: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
+    """x [B, H, W, C] -> [B, rows.shape[0], cols.shape[0], C] by the row and column interpolation matrices."""
+    x = jnp.einsum("oh,bhwc->bowc", jnp.asarray(rows, x.dtype), x, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("pw,bowc->bopc", jnp.asarray(cols, x.dtype), x, precision=jax.lax.Precision.HIGHEST)
+
+
 def resize_bilinear(x: jax.Array, size: tuple[int, int], align_corners: bool) -> jax.Array:
     """torch bilinear interpolation of NHWC x [B, H, W, C] -> [B, size[0], size[1], C]."""
-    rows = jnp.asarray(linear_resize_matrix(x.shape[1], size[0], align_corners), x.dtype)
-    cols = jnp.asarray(linear_resize_matrix(x.shape[2], size[1], align_corners), x.dtype)
-    x = jnp.einsum("oh,bhwc->bowc", rows, x, precision=jax.lax.Precision.HIGHEST)
-    return jnp.einsum("pw,bowc->bopc", cols, x, precision=jax.lax.Precision.HIGHEST)
+    return _resize(x, linear_resize_matrix(x.shape[1], size[0], align_corners),
+                   linear_resize_matrix(x.shape[2], size[1], align_corners))
+
+
+def resize_bicubic(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """torch bicubic interpolation (align_corners=False) of NHWC x [B, H, W, C] -> [B, size[0], size[1], C]."""
+    return _resize(x, cubic_resize_matrix(x.shape[1], size[0]), cubic_resize_matrix(x.shape[2], size[1]))
 
 
 def _upsample2x(x: jax.Array) -> jax.Array:
@@ -603,33 +628,40 @@ def resize_output_size(height: int, width: int, size: tuple[int, int], keep_aspe
     return round(scale_h * height / multiple) * multiple, round(scale_w * width / multiple) * multiple
 
 
-@functools.partial(jax.jit, static_argnames=("module", "size", "mean", "std", "rescale_factor", "keep_aspect_ratio",
-                                             "ensure_multiple_of"))
-def predict_depth(module: DPTForDepthEstimation, params, images: jax.Array, *,
-                  size: tuple[int, int] | None = DPT_LARGE_PREPROCESSOR["size"],
-                  mean: tuple[float, ...] = DPT_LARGE_PREPROCESSOR["mean"],
-                  std: tuple[float, ...] = DPT_LARGE_PREPROCESSOR["std"],
-                  rescale_factor: float = DPT_LARGE_PREPROCESSOR["rescale_factor"],
-                  keep_aspect_ratio: bool = False, ensure_multiple_of: int = 1) -> jax.Array:
-    """Relative inverse depth float32 [B, H, W] at the input resolution, for RGB images [B, H, W, 3] (uint8, or
-    float in 0..255). Jitted; `module` and the keyword arguments (`preprocessor(directory)` gives them) are static.
+def pixel_values(images: jax.Array, *, size: tuple[int, int] | None = DPT_LARGE_PREPROCESSOR["size"],
+                 mean: tuple[float, ...] = DPT_LARGE_PREPROCESSOR["mean"],
+                 std: tuple[float, ...] = DPT_LARGE_PREPROCESSOR["std"],
+                 rescale_factor: float = DPT_LARGE_PREPROCESSOR["rescale_factor"], keep_aspect_ratio: bool = False,
+                 ensure_multiple_of: int = 1) -> jax.Array:
+    """The DPT processor's input steps for RGB images [B, H, W, 3] (uint8, or float in 0..255): resize to `size`
+    (adjusted by keep_aspect_ratio / ensure_multiple_of; None = keep), rescale, normalise -> float32 [B, h, w, 3].
 
-    The DPT processor's steps: resize to `size` (adjusted by keep_aspect_ratio / ensure_multiple_of; None = keep),
-    rescale, normalise, `module.apply`, then `post_process_depth_estimation`'s resize back to H x W. Resizes are
-    jax.image.resize "cubic" (Keys a=-0.5, antialiased when shrinking; integer images are rounded and clipped to
-    0..255 after it, as the processor's uint8 resize is): close to, but not bit-equal to, the processor's
-    torchvision/PIL bicubic and torch's bicubic (a=-0.75) upsampling of the prediction.
+    The resize is PIL's bicubic as the processor runs it: Keys a=-0.5, antialiased when shrinking, the width pass
+    then the height pass, uint8 images rounded and clipped to 0..255 after each (PIL keeps 8 bits between them).
+    PIL's fixed-point weights still differ from it by a grey level or two on a few pixels.
     """
-    batch, height, width, _ = images.shape
     x = images.astype(jnp.float32)
+    batch, height, width, channels = x.shape
     target = (height, width) if size is None else resize_output_size(height, width, size, keep_aspect_ratio,
                                                                      ensure_multiple_of)
-    if target != (height, width):
-        x = jax.image.resize(x, (batch, *target, x.shape[-1]), method="cubic")
-        if jnp.issubdtype(images.dtype, jnp.integer):
-            x = jnp.clip(jnp.round(x), 0, 255)
-    x = (x * rescale_factor - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    for shape in ((batch, height, target[1], channels), (batch, *target, channels)):
+        if shape != x.shape:
+            x = jax.image.resize(x, shape, method="cubic")
+            if jnp.issubdtype(images.dtype, jnp.integer):
+                x = jnp.clip(jnp.round(x), 0, 255)
+    return (x * rescale_factor - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "size", "mean", "std", "rescale_factor", "keep_aspect_ratio",
+                                             "ensure_multiple_of"))
+def predict_depth(module: DPTForDepthEstimation, params, images: jax.Array, **preprocessing) -> jax.Array:
+    """Relative inverse depth float32 [B, H, W] at the input resolution, for RGB images [B, H, W, 3] (uint8, or
+    float in 0..255): `pixel_values`, `module.apply`, then `post_process_depth_estimation`'s resize back to H x W
+    (torch's bicubic, `resize_bicubic`). Jitted; `module` and the keyword arguments of `pixel_values`
+    (`preprocessor(directory)` gives them) are static."""
+    height, width = images.shape[1:3]
+    x = pixel_values(images, **preprocessing)
     depth = module.apply({"params": params}, x.astype(module.dtype)).astype(jnp.float32)
     if depth.shape[1:] != (height, width):
-        depth = jax.image.resize(depth, (batch, height, width), method="cubic")
+        depth = resize_bicubic(depth[..., None], (height, width))[..., 0]
     return depth

@@ -145,18 +145,52 @@ def test_random_dpt_and_predict_depth(tmp_path):
 
     # The same steps by hand, and (patch 16, as DPT-Large: the depth map has the input's size) at the model's size
     # nothing is resized, so the result is module.apply on the normalised floats.
-    resized = jnp.clip(jnp.round(jax.image.resize(images.astype(np.float32), (2, IMAGE, IMAGE, 3), "cubic")), 0, 255)
+    resized = dpt.pixel_values(images, size=(IMAGE, IMAGE), mean=(0.0,) * 3, std=(1.0,) * 3, rescale_factor=1.0)
     floats = np.random.default_rng(1).uniform(0, 255, (2, IMAGE, IMAGE, 3)).astype(np.float32)
     apply = jax.jit(module.apply)
-    want = jax.image.resize(apply({"params": params}, (resized / 255 - 0.5) / 0.5), (2, 45, 30), "cubic")
+    want = dpt.resize_bicubic(apply({"params": params}, (resized / 255 - 0.5) / 0.5)[..., None], (45, 30))[..., 0]
     np.testing.assert_allclose(depth, want, atol=1e-5, rtol=0)
     same = dpt.predict_depth(module, params, floats, **settings)
     np.testing.assert_allclose(same, apply({"params": params}, (floats / 255 - 0.5) / 0.5), atol=1e-5, rtol=0)
 
-    # transformers loads the directory and computes the same depth (patch 16: DPT-Large's geometry).
+    # transformers loads the directory and computes the same depth (patch 16: DPT-Large's geometry), and its
+    # processor's post-processing resizes it back to the image size as predict_depth does.
     model = transformers.DPTForDepthEstimation.from_pretrained(str(directory)).eval()
     pixels = (floats / 255 - 0.5) / 0.5
     np.testing.assert_allclose(apply({"params": params}, pixels), _torch_depth(model, pixels), atol=TOL, rtol=0)
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+    with torch.no_grad():
+        out = model(pixel_values=torch.from_numpy(np.array((resized / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2)))
+    ref = DPTImageProcessorPil().post_process_depth_estimation(out, target_sizes=[(45, 30)] * 2)
+    np.testing.assert_allclose(depth, np.stack([r["predicted_depth"].numpy() for r in ref]), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("shape,keep,multiple", [((512, 512), False, 1), ((200, 300), True, 32), ((64, 64), False, 1)])
+def test_pixel_values_are_the_processors(shape, keep, multiple):
+    """Sharp images (overshooting the 0..255 range when resized): the processor's PIL resize keeps 8 bits between
+    its passes, and so does pixel_values; PIL's fixed-point weights leave a grey level or two on a few pixels."""
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+    rng = np.random.default_rng(0)
+    images = np.clip(rng.normal(128, 80, (2, *shape, 3)), 0, 255).astype(np.uint8)
+    settings = dict(size=(384, 384), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), keep_aspect_ratio=keep,
+                    ensure_multiple_of=multiple)
+    processor = DPTImageProcessorPil(size={"height": 384, "width": 384}, image_mean=list(settings["mean"]),
+                                     image_std=list(settings["std"]), keep_aspect_ratio=keep,
+                                     ensure_multiple_of=multiple)
+    ref = processor(images=list(images), return_tensors="np").pixel_values.transpose(0, 2, 3, 1)
+    got = np.asarray(dpt.pixel_values(images, **settings))
+    assert got.shape == ref.shape
+    levels = np.abs(got - ref) * np.asarray(settings["std"]) * 255
+    print(f"pixel_values {shape}: max {levels.max():.2f} grey levels, {100 * (levels > 0.5).mean():.3f} % differ")
+    assert levels.max() <= 2.01 and (levels > 0.5).mean() <= 0.01
+
+
+@pytest.mark.parametrize("size_in,size_out", [((6, 9), (13, 20)), ((32, 32), (45, 30)), ((40, 17), (8, 17))])
+def test_resize_bicubic_is_torchs(size_in, size_out):
+    x = np.random.default_rng(0).normal(size=(2, *size_in, 3)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), size=size_out, mode="bicubic",
+                                          align_corners=False).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(dpt.resize_bicubic(jnp.asarray(x), size_out), ref, atol=1e-5, rtol=0)
 
 
 def test_preprocessor_defaults_and_keep_aspect_ratio(tmp_path):

@@ -185,6 +185,26 @@ def test_pixel_values_are_the_processors(shape, keep, multiple):
     assert levels.max() <= 2.01 and (levels > 0.5).mean() <= 0.01
 
 
+def test_predict_depth_is_the_hf_pipelines(tmp_path):
+    """Processor, model and post-processing against predict_depth on smooth 96x96 images (a 64x64 random DPT)."""
+    import scipy.ndimage
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+    directory = testing.random_dpt(tmp_path / "dpt", seed=1, image_size=64)
+    rng = np.random.default_rng(0)
+    images = np.stack([np.clip(scipy.ndimage.gaussian_filter(rng.normal(128, 400, (96, 96, 3)), (3, 3, 0)), 0, 255)
+                       for _ in range(4)]).astype(np.uint8)
+    processor = DPTImageProcessorPil.from_pretrained(str(directory))
+    model = transformers.DPTForDepthEstimation.from_pretrained(str(directory)).eval()
+    with torch.no_grad():
+        out = model(**processor(images=list(images), return_tensors="pt"))
+    ref = np.stack([r["predicted_depth"].numpy()
+                    for r in processor.post_process_depth_estimation(out, target_sizes=[(96, 96)] * 4)])
+    got = np.asarray(dpt.predict_depth(*load_dpt(directory), images, **dpt.preprocessor(directory)))
+    err = float(np.abs(got - ref).max() / np.abs(ref).max())
+    print(f"predict_depth vs the HF pipeline: max diff {100 * err:.2f} % of max depth")
+    assert err <= 0.02  # the input resize's last grey levels, amplified by a random network
+
+
 @pytest.mark.parametrize("size_in,size_out", [((6, 9), (13, 20)), ((32, 32), (45, 30)), ((40, 17), (8, 17))])
 def test_resize_bicubic_is_torchs(size_in, size_out):
     x = np.random.default_rng(0).normal(size=(2, *size_in, 3)).astype(np.float32)

@@ -32,4 +32,5 @@ def get_config():
     c.batch_size = 4
     c.store_dtype = "bfloat16"
     c.store_pool = 1  # 2 or 4: a 4x / 16x smaller store (docs/scale-out.md)
+    c.fit_memory_gb = 24.0  # the 16 layers' test activations (128.6 GB bf16) read and fit in 7 parts of <= 24 GB
     return c

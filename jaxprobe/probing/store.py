@@ -84,16 +84,24 @@ class ActivationStore:
         index["chunks"][str(int(i))] = {"rows": rows, "meta": dict(meta or {})}
         self._commit(index)
 
-    def read(self, name: str, *, mmap: bool = True) -> np.ndarray:
-        """All rows of `name` [N, ...] in chunk order (a read-only memmap when there is one chunk and `mmap`)."""
+    def read(self, name: str, *, rows=None, mmap: bool = True) -> np.ndarray:
+        """All rows of `name` [N, ...] in chunk order (a read-only memmap when there is one chunk and `mmap`), or
+        only `rows` (indices into those N), read chunk by chunk so that memory holds just them."""
         if name not in self._index["names"]:
             raise KeyError(f"no array {name!r} in {self.directory}; stored: {', '.join(self.names()) or 'none'}")
         if not self.chunks():
             raise ValueError(f"{self.directory} holds no complete chunk yet")
+        if rows is not None:
+            return take_rows((self.read_chunk(i, name) for i in self.chunks()), rows, f"{self.directory}: {name}")
         dtype = _dtype(self._index["arrays"][name]["dtype"])
         parts = [np.load(self._file(i, name), allow_pickle=False, mmap_mode="r" if mmap else None).view(dtype)
                  for i in self.chunks()]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def row_bytes(self, name: str) -> int:
+        """Bytes one row of `name` takes as stored."""
+        spec = self._index["arrays"][name]
+        return int(np.prod(spec["shape"], dtype=np.int64)) * _dtype(spec["dtype"]).itemsize
 
     def read_chunk(self, i: int, name: str) -> np.ndarray:
         """The rows of `name` in chunk i (a read-only memmap)."""
@@ -172,13 +180,19 @@ class ProcessStores:
         """This process's rows of chunk i, starting at row `row_from` of the chunk."""
         self.mine.write_chunk(i, arrays, meta if self.count == 1 else {**meta, "row_from": int(row_from)})
 
-    def read(self, name: str) -> np.ndarray:
-        """All rows of `name` [N, ...], chunk by chunk; each chunk's rows placed by their 'row_from' (parts that
-        overlap hold the same rows)."""
+    def row_bytes(self, name: str) -> int:
+        return self.mine.row_bytes(name)
+
+    def read(self, name: str, *, rows=None) -> np.ndarray:
+        """All rows of `name` [N, ...], or only `rows` (indices into them), chunk by chunk; each chunk's rows placed
+        by their 'row_from' (parts that overlap hold the same rows)."""
         if self.count == 1:
-            return self.mine.read(name)
+            return self.mine.read(name, rows=rows)
+        chunks = self._merged_chunks(name)
+        return np.concatenate(list(chunks)) if rows is None else take_rows(chunks, rows, f"{self.directory}: {name}")
+
+    def _merged_chunks(self, name: str):
         parts = self._parts()
-        out = []
         for i in parts[0].chunks():
             pieces = [(part.meta()[i]["row_from"], part.read_chunk(i, name)) for part in parts]
             rows = max(start + len(a) for start, a in pieces)
@@ -188,8 +202,25 @@ class ProcessStores:
                 chunk[start:start + len(a)], covered[start:start + len(a)] = a, True
             if not covered.all():
                 raise ValueError(f"{self.directory}: chunk {i} of {name!r} misses rows {np.flatnonzero(~covered)}")
-            out.append(chunk)
-        return np.concatenate(out)
+            yield chunk
+
+
+def take_rows(chunks, rows, what: str) -> np.ndarray:
+    """Rows `rows` (any order) of the concatenation of `chunks` (arrays [B_i, ...], an iterable read once), copying
+    only those rows out of each chunk."""
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    out, start = None, 0
+    for chunk in chunks:
+        if out is None:
+            out = np.empty((len(rows),) + chunk.shape[1:], chunk.dtype)
+        mine = (rows >= start) & (rows < start + len(chunk))
+        if mine.any():
+            out[mine] = chunk[rows[mine] - start]
+        start += len(chunk)
+    if out is None or (len(rows) and (rows.min() < 0 or rows.max() >= start)):
+        raise IndexError(f"{what}: rows {rows.min() if len(rows) else ''}..{rows.max() if len(rows) else ''} "
+                         f"asked, the store holds {start}")
+    return out
 
 
 def _validate(index: dict, path: Path) -> None:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -53,12 +54,14 @@ PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_
 STORE_DTYPES = ("float32", "bfloat16", "float16")
 VAE_LAYER = "decoder/mid_block/attentions_0"
 LABEL_FILES = ("saliency.npy", "depth.npy")  # what `labels.from_files` reads from config.labels_dir
-# Keys a later stage may set or change: the label sources are often known only once the images exist.
-STAGE_KEYS = ("stage", "labels_dir", "labelers_dir", "depth_model_dir")
+# Keys a later run may set or change: the label sources are often known only once the images exist, and the fit's
+# memory budget only once it runs out (no probe depends on it).
+STAGE_KEYS = ("stage", "labels_dir", "labelers_dir", "depth_model_dir", "fit_memory_gb")
 RIDGE_VAL_FRACTION = 0.2  # ridge picks each probe's lambda on this seeded fraction of the train split
 # The least valid value of each numeric config key (probe.lr, a float, is checked on its own: > 0 and finite).
 AT_LEAST = {"num_train": 1, "num_test": 1, "batch_size": 1, "num_inference_steps": 1, "probe.epochs": 0,
-            "probe.batch_size": 1, "probe.hidden": 1, "seed": 0, "randomized_seed": 0, "scene_seed_offset": 0}
+            "probe.batch_size": 1, "probe.hidden": 1, "seed": 0, "randomized_seed": 0, "scene_seed_offset": 0,
+            "fit_memory_gb": 0}
 
 
 @dataclasses.dataclass
@@ -320,37 +323,69 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict
                   steps: Sequence[int]) -> None:
     """Fit and score every (model, task) unit not already scored; scores go to scores/<model>_<task>_<split>.npz,
     keyed by (layer, denoising step). Multi-host: every process takes part in the SGD fits (on the global mesh);
-    process 0 alone fits ridge probes (no collectives), scores and writes."""
+    process 0 alone fits ridge probes (no collectives), scores and writes.
+
+    A unit's layers are read from the store a part at a time (`layer_parts`: config.fit_memory_gb), its train rows
+    for the fit and the train scores, then its test rows; no probe depends on which layers share its part."""
     n = c.num_train + c.num_test
     train, test = np.arange(c.num_train), np.arange(c.num_train, n)
     units = [(m, t) for m in c.models for t in c.tasks  # decided once, so that every process runs the same fits
              if not all(_scores_path(workdir, m, t, s).exists() for s in ("train", "test"))]
     if not mesh.is_main() and c.probe.kind == "ridge":
         return
+    p = c.probe
     for model, task in tqdm(units, desc="probes", unit="fit", disable=not mesh.is_main()):
         names = [VAE_LAYER] if model == "vae" else list(layers)
-        acts = {layer: act_store.read(f"{model}/{layer}") for layer in names}
-        p, train_acts = c.probe, {k: np.asarray(v[train]) for k, v in acts.items()}
-        if p.kind == "ridge":  # closed form on block-mean targets: probe.label_mode, epochs, lr do not apply
-            fitted, _ = ridge.fit_ridge_sweep(train_acts, labels[task][train], task, seed=p.seed,
-                                              val_fraction=RIDGE_VAL_FRACTION)
-        else:
-            fitted = fit.fit_sweep(train_acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
-                                   batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
-                                   hidden=p.hidden,
-                                   checkpoint_dir=(workdir / "probe_checkpoints" / f"{model}_{task}").absolute())
+        rows = max(c.num_train, c.num_test)  # a part is read one split at a time
+        parts = layer_parts({name: act_store.row_bytes(f"{model}/{name}") * rows for name in names},
+                            c.fit_memory_gb)
+        fitted, scores = {}, {"train": {}, "test": {}}
+        for part in tqdm(parts, desc=f"{model} {task}: layer parts", unit="part", leave=False,
+                         disable=len(parts) == 1 or not mesh.is_main()):
+            acts = {layer: act_store.read(f"{model}/{layer}", rows=train) for layer in part}
+            if p.kind == "ridge":  # closed form on block-mean targets: probe.label_mode, epochs, lr do not apply
+                got, _ = ridge.fit_ridge_sweep(acts, labels[task][train], task, seed=p.seed,
+                                               val_fraction=RIDGE_VAL_FRACTION)
+            else:
+                checkpoints = workdir / "probe_checkpoints" / f"{model}_{task}"
+                if len(parts) > 1:  # named by its layers, so that another split of the layers starts afresh
+                    checkpoints /= f"layers_{zlib.crc32(chr(0).join(part).encode()):08x}"
+                got = fit.fit_sweep(acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
+                                    batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
+                                    hidden=p.hidden, checkpoint_dir=checkpoints.absolute())
+            fitted.update(got)
+            if not mesh.is_main():
+                continue
+            scores["train"].update(probes.evaluate_sweep(got, acts, labels[task][train], task))
+            del acts
+            acts = {layer: act_store.read(f"{model}/{layer}", rows=test) for layer in part}
+            scores["test"].update(probes.evaluate_sweep(got, acts, labels[task][test], task))
+            del acts
         if not mesh.is_main():
             continue
         saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
             model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
             meta={**json.loads((workdir / "config.json").read_text()),
                   "pipeline_sha256": weights_fingerprint(c.pipeline_dir)}))
-        for split, idx in (("train", train), ("test", test)):
-            scores = probes.evaluate_sweep(fitted, {k: np.asarray(v[idx]) for k, v in acts.items()},
-                                           labels[task][idx], task)
-            _save_scores(_scores_path(workdir, model, task, split), report.with_denoising_steps(scores, steps))
+        for split in ("train", "test"):
+            _save_scores(_scores_path(workdir, model, task, split), report.with_denoising_steps(scores[split], steps))
         if model == "trained":
-            _save_predictions(workdir, task, fitted, acts, test, labels[task][test], steps)
+            _save_predictions(workdir, task, fitted, act_store, test, labels[task][test], steps)
+
+
+def layer_parts(layer_bytes: dict[str, int], memory_gb: float) -> list[list[str]]:
+    """The layers in order, cut into consecutive parts whose activations (`layer_bytes`: one split's, as stored)
+    hold at most `memory_gb` GB; a layer larger than that is a part alone. memory_gb <= 0: one part."""
+    if memory_gb <= 0:
+        return [list(layer_bytes)]
+    parts, size = [[]], 0
+    for layer, nbytes in layer_bytes.items():
+        if parts[-1] and size + nbytes > memory_gb * 1e9:
+            parts.append([])
+            size = 0
+        parts[-1].append(layer)
+        size += nbytes
+    return parts
 
 
 def _scores_path(workdir: Path, model: str, task: str, split: str) -> Path:
@@ -373,7 +408,7 @@ def load_scores(path: Path) -> dict:
     return scores
 
 
-def _save_predictions(workdir, task, fitted, acts, test, truth, steps) -> None:
+def _save_predictions(workdir, task, fitted, act_store: store.ProcessStores, test, truth, steps) -> None:
     """The best trained probe's test predictions for the figure grid (first images of the test split)."""
     scores = load_scores(_scores_path(workdir, "trained", task, "test"))
     metric = tasks.get(task).headline
@@ -381,7 +416,7 @@ def _save_predictions(workdir, task, fitted, acts, test, truth, steps) -> None:
     layer, step = pick(scores, key=lambda k: float(np.mean(scores[k][metric])))
     index = list(steps).index(step)
     k = test[:8]
-    x = jnp.asarray(np.asarray(acts[layer][k, index], np.float32))
+    x = jnp.asarray(np.asarray(act_store.read(f"trained/{layer}", rows=k)[:, index], np.float32))
     pred = probes.predict(fitted[(layer, index)], x, truth.shape[1:])
     with io.atomic_path(workdir / "scores" / f"best_{task}.npz") as tmp:
         np.savez(tmp, pred=np.asarray(pred), truth=truth[:len(k)], index=k, layer=np.str_(layer), step=step)

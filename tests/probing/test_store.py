@@ -185,7 +185,21 @@ def test_process_parts_merge_in_row_order_and_a_chunk_needs_every_part(tmp_path)
     hosts[1].write_chunk(1, {"a": x[4:6]}, {}, row_from=0)
     assert hosts[0].has_chunk(0) and hosts[1].has_chunk(1)
     np.testing.assert_array_equal(hosts[1].read("a"), x)
+    np.testing.assert_array_equal(hosts[1].read("a", rows=[5, 0, 3]), x[[5, 0, 3]])
     assert (tmp_path / "process_001" / "chunk_000000").is_dir()  # hosts never write the same file
     hosts[1].write_chunk(0, {"a": x[3:4]}, {}, row_from=3)  # row 2 of chunk 0 is now nobody's
     with pytest.raises(ValueError, match=r"chunk 0 of 'a' misses rows \[2\]"):
         hosts[0].read("a")
+
+
+def test_reading_rows_takes_them_from_their_chunks_in_the_order_asked(tmp_path):
+    act_store = store.ActivationStore(tmp_path)
+    chunks = [_chunk(seed, rows) for seed, rows in ((0, 3), (1, 2), (2, 4))]
+    for i, arrays in enumerate(chunks):
+        act_store.write_chunk(i, arrays)
+    every = np.concatenate([a["a/b"] for a in chunks])
+    for rows in ([8, 0, 4, 3], np.arange(3, 9), [], [2, 2]):
+        np.testing.assert_array_equal(act_store.read("a/b", rows=rows), every[np.asarray(rows, int)])
+    assert act_store.row_bytes("a/b") == 16 and act_store.row_bytes("img") == 12
+    with pytest.raises(IndexError, match=r"rows 0..9 asked, the store holds 9"):
+        act_store.read("a/b", rows=[0, 9])

@@ -1,4 +1,6 @@
 """The probe sweep end to end on the tiny random pipeline: outputs, resume after a kill, bad input."""
+import shutil
+
 import numpy as np
 import pytest
 from golden import assert_matches_golden, read_csv
@@ -101,6 +103,38 @@ def test_killed_sweep_resumes_to_identical_results(tiny_dir, tmp_path, monkeypat
     assert _results(tmp_path / "killed") == _results(tmp_path / "full")
 
 
+@pytest.mark.slow  # two fits of one capture, one of them killed
+def test_fitting_a_layer_at_a_time_gives_the_whole_fits_results(tiny_dir, tmp_path, monkeypatch):
+    """config.fit_memory_gb below one layer: every layer is read and fit alone (killed in its third layer and
+    resumed), on the store of a sweep fitted all at once; the workdir takes the changed budget."""
+    c = _config(tiny_dir, "encoded")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    sweep.run(c, whole)
+    shutil.copytree(whole, parts, ignore=shutil.ignore_patterns("probes", "scores", "probe_checkpoints", "figures",
+                                                                 "results.csv", "summary.json"))
+    c.fit_memory_gb = 1e-9
+    real_fit, calls = fit.fit_sweep, []
+
+    def fit_then_die(acts, *a, **kw):
+        calls.append(sorted(acts))
+        if len(calls) == 3:
+            kw = {**kw, "epochs": 1}  # the checkpoint of a part half done, then the kill
+            real_fit(acts, *a, **kw)
+            raise KeyboardInterrupt("killed while fitting")
+        return real_fit(acts, *a, **kw)
+
+    monkeypatch.setattr(fit, "fit_sweep", fit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(c, parts)
+    monkeypatch.setattr(fit, "fit_sweep", real_fit)
+    sweep.run(c, parts)
+    assert all(len(layers) == 1 for layers in calls)
+    np.testing.assert_allclose(*[[float(r["value"]) for r in _results(w)] for w in (parts, whole)], rtol=1e-6,
+                               atol=1e-7)
+    assert [{k: v for k, v in r.items() if k != "value"} for r in _results(parts)] == \
+        [{k: v for k, v in r.items() if k != "value"} for r in _results(whole)]
+
+
 @pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir, tmp_path):
     c = _with(_config(tiny_dir, "encoded"), models=("trained",))
@@ -163,3 +197,9 @@ def _with(c, **changes):
     for k, v in changes.items():
         setattr(c, k, v)
     return c
+
+
+def test_layer_parts_hold_at_most_the_budget_and_a_larger_layer_alone():
+    sizes = {"a": 4, "b": 5, "c": 20, "d": 1, "e": 9}
+    assert sweep.layer_parts(sizes, 10e-9) == [["a", "b"], ["c"], ["d", "e"]]
+    assert sweep.layer_parts(sizes, 0) == [list(sizes)]

@@ -334,9 +334,9 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict
     if not mesh.is_main() and c.probe.kind == "ridge":
         return
     p = c.probe
+    rows = max(c.num_train, c.num_test)  # a part is read one split at a time
     for model, task in tqdm(units, desc="probes", unit="fit", disable=not mesh.is_main()):
         names = [VAE_LAYER] if model == "vae" else list(layers)
-        rows = max(c.num_train, c.num_test)  # a part is read one split at a time
         parts = layer_parts({name: act_store.row_bytes(f"{model}/{name}") * rows for name in names},
                             c.fit_memory_gb)
         fitted, scores = {}, {"train": {}, "test": {}}

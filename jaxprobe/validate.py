@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 def check_choice(what: str, value, valid: Iterable) -> None:
@@ -12,6 +14,32 @@ def check_choice(what: str, value, valid: Iterable) -> None:
     valid = list(valid)
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(map(str, valid))}")
+
+
+def check_choices(c, key: str, valid: Sequence) -> None:
+    """config.<key> is a non-empty sequence of values from `valid`."""
+    if not len(c[key]):
+        raise ValueError(f"config.{key} is empty; choose from {', '.join(map(str, valid))}")
+    for value in c[key]:
+        check_choice(f"config.{key}", value, valid)
+
+
+def get(c, key: str):
+    """A dotted config key's value: get(c, 'probe.epochs') is c.probe.epochs."""
+    return functools.reduce(lambda node, k: node[k], key.split("."), c)
+
+
+def at_least(c, lows: Mapping[str, float]) -> None:
+    """Every config key in `lows` (dotted for nested ones) holds a number >= its least valid value."""
+    for key, low in lows.items():
+        if not get(c, key) >= low:
+            raise ValueError(f"config.{key} must be >= {low}, got {get(c, key)!r}")
+
+
+def positive_finite(c, key: str) -> None:
+    """config.<key> is a finite number > 0 (a learning rate, say)."""
+    if not 0 < get(c, key) < math.inf:
+        raise ValueError(f"config.{key} must be a finite number > 0, got {get(c, key)!r}")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxprobe import hooks, io, mesh
+from jaxprobe import hooks, io, jobs, mesh, validate
 from jaxprobe.concepts import figures, pool, scores, sets
 from jaxprobe.models import load_mobilenet_v2, mobilenet_v2
 from jaxprobe.probing import fit, metrics, probes, report, tasks
@@ -92,9 +92,8 @@ def check_config(c) -> None:
         check_choice("config.models entry", m, MODELS)
     if "trained" not in c.models:
         raise ValueError("config.models must include 'trained'")
-    for key in ("epochs", "non_gap_epochs", "batch_size", "hidden"):
-        if c.probe[key] < 1:
-            raise ValueError(f"config.probe.{key} must be >= 1, got {c.probe[key]}")
+    validate.positive_finite(c, "probe.lr")
+    validate.at_least(c, {f"probe.{key}": 1 for key in ("epochs", "non_gap_epochs", "batch_size", "hidden")})
 
 
 def capture(module, variables, images: np.ndarray, layers, batch_size: int) -> dict[str, np.ndarray]:
@@ -201,13 +200,11 @@ def run(c, workdir) -> dict:
         score = scores.clip_scores(*labeller, data.images, groups, template=c.template)
     concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
                                   test_fraction=c.test_fraction, seed=c.seed, negatives=c.negatives)
-    workdir = Path(workdir)  # claimed only now: every check above runs before a workdir exists
-    io.claim_workdir(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME,
-                     write=mesh.is_main())
+    # claimed only now: every check above runs before a workdir exists
+    workdir = jobs.claim(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
     quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
     if mesh.is_main():
         _write_labels(workdir / "labels", concept_sets, quality, data.images)
-    mesh.barrier("claim")  # before any process decides what is left to do
 
     used = sets.pool_indices(concept_sets)  # capture only these images; re-index the sets into them
     position = np.full(len(data.images), -1)

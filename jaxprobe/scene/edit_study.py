@@ -21,20 +21,16 @@ step) and the target file before the workdir is claimed or anything is sampled.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxprobe import hooks, io, mesh, validate
+from jaxprobe import hooks, io, jobs, mesh, validate
 from jaxprobe.diffusion import sampling, schedulers
-from jaxprobe.models import load_pipeline
-from jaxprobe.models.pipeline import COMPONENTS
 from jaxprobe.probing import metrics, report, saved
-from jaxprobe.scene import edit_figures, edit_metrics, intervene, labels, sweep
+from jaxprobe.scene import edit_figures, edit_metrics, intervene, labels
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe.validate import check_choice
 
@@ -68,13 +64,10 @@ def check(c, pipe) -> Plan:
     check_choice("config.task", c.task, TASKS)
     for run in c.controls:
         check_choice("config.controls", run, CONTROLS)
-    for key, low in AT_LEAST.items():
-        if not c[key] >= low:
-            raise ValueError(f"config.{key} must be >= {low}, got {c[key]!r}")
+    validate.at_least(c, AT_LEAST)
     mesh.check_batch(c.batch_size, "config.batch_size")  # every batch, the last one too, splits over the data axis
     mesh.check_batch(c.num_images * c.shifts_per_image, "config.num_images x config.shifts_per_image")
-    if not 0 < c.lr < math.inf:
-        raise ValueError(f"config.lr must be a finite number > 0, got {c.lr!r}")
+    validate.positive_finite(c, "lr")
     lo, hi = c.depth_range
     if not lo < hi:
         raise ValueError(f"config.depth_range must be (low, high) with low < high, got {tuple(c.depth_range)}")
@@ -85,18 +78,13 @@ def check(c, pipe) -> Plan:
     with validate.config_key("shift_fraction"):
         intervene.draw_shifts(1, c.resolution, c.seed, fraction=tuple(c.shift_fraction))
     if c.prompts_file:
-        path = validate.existing_path(c, "prompts_file", "a text file with one prompt per line")
-        prompts = sampling.read_prompts(prompts_file=str(path))
-        if len(prompts) < c.num_images:
-            raise ValueError(f"config.prompts_file: {path} has {len(prompts)} prompts; config.num_images = "
-                             f"{c.num_images}")
-        with validate.config_key("prompts_file"):
-            pipe.tokenize(prompts[:c.num_images])
+        jobs.prompts(c, c.num_images, _captions(c), tokenize=pipe.tokenize, what="config.num_images =")
     probe_set = load_probes(c)
-    if probe_set.meta.get("pipeline_sha256") != sweep.weights_fingerprint(c.pipeline_dir):
+    fingerprint = jobs.weights_fingerprint(c.pipeline_dir)
+    if probe_set.meta.get("pipeline_sha256") != fingerprint:
         raise ValueError(f"config.probes: the probes in {c.probes} were fitted on another pipeline (sha256 of its "
                          f"weights {str(probe_set.meta.get('pipeline_sha256'))[:12]}…, this one "
-                         f"{sweep.weights_fingerprint(c.pipeline_dir)[:12]}…); fit probes on "
+                         f"{fingerprint[:12]}…); fit probes on "
                          f"{c.pipeline_dir} with launch/probe.py first")
     for key in ("resolution", "num_inference_steps"):
         if probe_set.meta.get(key) != c[key]:
@@ -106,8 +94,7 @@ def check(c, pipe) -> Plan:
         raise ValueError(f"config.probes: the probes in {c.probes} were fitted on activations average-pooled "
                          f"{probe_set.meta['store_pool']}x{probe_set.meta['store_pool']} (store_pool), but an edit "
                          f"acts on the full token grid; fit probes with store_pool=1 to edit with them")
-    with validate.config_key("steps"):
-        steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
+    steps = jobs.steps(c)
     with validate.config_key("layers"):
         patterns = list(c.layers)
         if len(patterns) == 1 and str(patterns[0]).startswith(BEST):
@@ -117,12 +104,12 @@ def check(c, pipe) -> Plan:
         stacked, active = intervene.edit_inputs(probe_set, layers, steps, c.num_inference_steps)
     labelers = given = target = None
     if c.labelers_dir:
-        sweep.check_labelers(c)
+        labels.check_labelers(c)
         from jaxprobe.toy.labelers import load_labelers
         labelers = load_labelers(validate.existing_path(c, "labelers_dir", "a labelers directory"))
     elif c.labels_dir:  # the plain samples' labels, e.g. those the sweep was given for the same prompts and seeds
-        path = validate.existing_path(c, "labels_dir", f"a directory with {' and '.join(sweep.LABEL_FILES)}",
-                                      sweep.LABEL_FILES)
+        path = validate.existing_path(c, "labels_dir", f"a directory with {' and '.join(labels.PLAIN_FILES)}",
+                                      labels.PLAIN_FILES)
         given = labels.from_files(path, c.num_images)
         if given[0].shape[1:] != (c.resolution, c.resolution):
             raise ValueError(f"config.labels_dir: {path} holds labels of size {given[0].shape[1:]}; the samples "
@@ -178,14 +165,17 @@ def edit_list(c) -> list[dict]:
     n = c.num_images * c.shifts_per_image
     shifts = np.zeros((n, 2), int) if c.target_file else intervene.draw_shifts(
         n, c.resolution, c.seed, fraction=tuple(c.shift_fraction))
-    if c.prompts_file:
-        prompts = sampling.read_prompts(prompts_file=c.prompts_file)
-    else:
-        from jaxprobe.toy.world import render
-        prompts = [render.sample_scene(c.scene_seed_offset + i).caption for i in range(c.num_images)]
+    prompts = jobs.prompts(c, c.num_images, _captions(c))
     return [{"k": k, "image": k // c.shifts_per_image, "prompt": prompts[k // c.shifts_per_image],
              "seed": c.seed + k // c.shifts_per_image,
              "dx": int(shifts[k, 0]), "dy": int(shifts[k, 1])} for k in range(n)]
+
+
+def _captions(c):
+    def captions(n: int) -> list[str]:
+        from jaxprobe.toy.world import render
+        return [render.sample_scene(c.scene_seed_offset + i).caption for i in range(n)]
+    return captions
 
 
 def _label(plan: Plan, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,12 +256,6 @@ def _found_and_colour(images, masks, prompts, min_pixels):
         return masks.sum(axis=(1, 2)) >= min_pixels, np.full(len(images), np.nan)
 
 
-def _load(c):
-    pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
-    tqdm.write(f"loading pipeline {pipeline_dir}")
-    return load_pipeline(pipeline_dir)
-
-
 def _batch_path(workdir: Path, batch: int) -> Path:
     return workdir / "batches" / f"{batch:05d}.npz"
 
@@ -280,14 +264,10 @@ def run(c, workdir, pipe=None) -> dict:
     """The whole study; rerunning with the same config and workdir resumes at the first batch not written.
     `pipe`: config.pipeline_dir already loaded. Multi-host (`--distributed`): every process samples on the global
     mesh; process 0 writes (and returns the summary; the others return {})."""
-    pipe = pipe or _load(c)
+    pipe = pipe or jobs.load_checked_pipeline(c)
     plan = check(c, pipe)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": sweep.weights_fingerprint(
-        c.pipeline_dir, c.labelers_dir, c.probes and Path(c.probes) / "probes")}, kind="run of edits",
-        write=mesh.is_main())
-    mesh.barrier("claim")  # before any process decides what is left to do
+    workdir = jobs.claim(workdir, {**c.to_dict(), "weights_sha256": jobs.weights_fingerprint(
+        c.pipeline_dir, c.labelers_dir, c.probes and Path(c.probes) / "probes")}, kind="run of edits")
     edits = edit_list(c)
     batches = [edits[i:i + c.batch_size] for i in range(0, len(edits), c.batch_size)]
     todo = [b for b in range(len(batches)) if not _batch_path(workdir, b).exists()]
@@ -416,7 +396,7 @@ def ablate(c, workdir) -> list[dict]:
     if not c.labelers_dir:
         raise ValueError("config.ablation compares the edits' measures, which need config.labelers_dir")
     configs = {name: _override(c, name, over) for name, over in settings.items()}
-    pipe = _load(c)
+    pipe = jobs.load_checked_pipeline(c)
     for name, sc in configs.items():  # every setting is checked before the first one runs
         with validate.config_key(f"ablation.{name}"):
             check(sc, pipe)

@@ -26,13 +26,14 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxprobe import io, mesh
+from jaxprobe import io, mesh, validate
 from jaxprobe.probing import metrics
 from jaxprobe.scene import image_index
 
 SALIENCY_FILES = ("saliency.npy", "segmentation.npy")
 DEPTH_FILE = "depth.npy"
 SOURCES_FILE = "sources.json"
+PLAIN_FILES = ("saliency.npy", DEPTH_FILE)  # what `from_files` reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,6 @@ def sources(c, tasks: Sequence[str]) -> dict[str, Source]:
     read). One source per task: two would leave it unclear which labels were probed."""
     files = {}
     if c.labels_dir:
-        from jaxprobe import validate
         directory = validate.existing_path(c, "labels_dir", "a directory of label files (docs/labels.md)",
                                            (image_index.INDEX,))
         files = {name: directory / name for name in SALIENCY_FILES + (DEPTH_FILE,) if (directory / name).exists()}
@@ -155,6 +155,18 @@ def from_files(directory: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{directory / name} has shape {arr.shape}; need [N>={n}, H, W]")
         out.append(arr[:n])
     return out[0], out[1]
+
+
+def check_labelers(c) -> None:
+    """Toy labelers label the generated images after the capture: they must load and take images of
+    config.resolution."""
+    from jaxprobe.toy import labelers
+    path = validate.existing_path(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
+                                  (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
+    size = labelers.load_labelers(path).config.resolution
+    if size != c.resolution:
+        raise ValueError(f"config.labelers_dir: {path} labels {size}x{size} images; config.resolution is "
+                         f"{c.resolution}")
 
 
 def from_labelers(directory, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

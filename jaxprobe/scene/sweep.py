@@ -22,11 +22,8 @@ seconds and before the workdir is claimed, not after a capture.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import math
-import os
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -38,12 +35,10 @@ from tqdm import tqdm
 
 from jaxprobe import hooks, io, mesh
 from jaxprobe.diffusion import sampling, schedulers
-from jaxprobe.models import load_pipeline
-from jaxprobe.models.pipeline import COMPONENTS
 from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
 from jaxprobe.scene import capture, image_index, labels
 from jaxprobe.scene import tasks as scene_tasks
-from jaxprobe import validate
+from jaxprobe import jobs, validate
 from jaxprobe.validate import check_choice
 
 STAGES = ("all", "capture", "label", "fit", "report")
@@ -53,7 +48,6 @@ TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
 PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
 STORE_DTYPES = ("float32", "bfloat16", "float16")
 VAE_LAYER = "decoder/mid_block/attentions_0"
-LABEL_FILES = ("saliency.npy", "depth.npy")  # what `labels.from_files` reads from config.labels_dir
 # Keys a later run may set or change: the label sources are often known only once the images exist, and the fit's
 # memory budget only once it runs out (no probe depends on it).
 STAGE_KEYS = ("stage", "labels_dir", "labelers_dir", "depth_model_dir", "fit_memory_gb")
@@ -80,27 +74,23 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     rerun. Returns the selected layers and denoising steps (negative steps resolved)."""
     check_choice("config.stage", c.stage, STAGES)
     check_choice("config.data", c.data, DATA_MODES)
-    _check_choices(c, "models", MODELS)
-    _check_choices(c, "tasks", TASKS)
+    validate.check_choices(c, "models", MODELS)
+    validate.check_choices(c, "tasks", TASKS)
     check_choice("config.probe.kind", c.probe.kind, PROBE_KINDS)
     check_choice("config.probe.label_mode", c.probe.label_mode, probes.LABEL_MODES)
     check_choice("config.store_dtype", c.store_dtype, STORE_DTYPES)
     if c.data == "encoded" and "vae" in c.models:
         raise ValueError("config.models has 'vae', which decodes each sampling step's predicted x0, so it needs "
                          "data='generated'; drop 'vae' from config.models for encoded data")
-    for key, low in AT_LEAST.items():
-        if not _get(c, key) >= low:
-            raise ValueError(f"config.{key} must be >= {low}, got {_get(c, key)!r}")
+    validate.at_least(c, AT_LEAST)
     mesh.check_batch(c.batch_size, "config.batch_size")
-    if not 0 < c.probe.lr < math.inf:
-        raise ValueError(f"config.probe.lr must be a finite number > 0, got {c.probe.lr!r}")
+    validate.positive_finite(c, "probe.lr")
     if c.probe.kind == "ridge" and not 0 < round(c.num_train * RIDGE_VAL_FRACTION) < c.num_train:
         raise ValueError(f"config.num_train={c.num_train} leaves ridge no images to pick lambda on: "
                          f"config.probe.kind='ridge' holds out {RIDGE_VAL_FRACTION:.0%} of the train split")
     with validate.config_key("guidance_scale"):  # one finite weight, or one per step
         sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
-    with validate.config_key("steps"):
-        steps = sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
+    steps = jobs.steps(c)
     with validate.config_key("scheduler"):
         schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
     with validate.config_key("layers"):
@@ -115,13 +105,6 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if c.stage in ("all", "label"):
         check_label_sources(c, pipe, layers)
     return layers, steps
-
-
-def _check_choices(c, key: str, valid: Sequence[str]) -> None:
-    if not len(c[key]):
-        raise ValueError(f"config.{key} is empty; choose from {', '.join(valid)}")
-    for value in c[key]:
-        check_choice(f"config.{key}", value, valid)
 
 
 def _check_store_pool(c, pipe, layers: Sequence[str]) -> None:
@@ -142,22 +125,11 @@ def _check_store_pool(c, pipe, layers: Sequence[str]) -> None:
                          f"{', '.join(map(str, valid))}; got {c.store_pool!r}")
 
 
-def _get(c, key: str):
-    """c['probe.epochs'] -> c.probe.epochs."""
-    return functools.reduce(lambda node, k: node[k], key.split("."), c)
-
-
 def _check_prompts_file(c, pipe) -> None:
     """Enough prompts, each short enough for the tokenizer: a long one would fail only at its capture batch."""
-    if not c.prompts_file:  # toy-world captions: as many as asked for
-        return
-    path = validate.existing_path(c, "prompts_file", "a text file with one prompt per line")
-    prompts, n = _read_prompts(path), c.num_train + c.num_test
-    if len(prompts) < n:
-        raise ValueError(f"config.prompts_file: {path} has {len(prompts)} prompts; config.num_train + "
-                         f"config.num_test = {n}")
-    with validate.config_key("prompts_file"):
-        pipe.tokenize(prompts[:n])
+    if c.prompts_file:  # toy-world captions: as many as asked for
+        jobs.prompts(c, c.num_train + c.num_test, _captions(c), tokenize=pipe.tokenize,
+                     what="config.num_train + config.num_test =")
 
 
 def label_sources(c) -> dict[str, labels.Source]:
@@ -174,7 +146,7 @@ def check_label_sources(c, pipe, layers: Sequence[str]) -> None:
         srcs = label_sources(c)
     kinds = {src.kind for src in srcs.values()}
     if "labelers" in kinds:
-        check_labelers(c)
+        labels.check_labelers(c)
     if "depth_model" in kinds:
         from jaxprobe.models import load
         path = validate.existing_path(c, "depth_model_dir", "a transformers DPTForDepthEstimation directory",
@@ -195,18 +167,6 @@ def expected_index(c) -> list[dict[str, str]]:
     return image_index.rows(prompts, [c.seed + i for i in range(len(prompts))], c.num_train)
 
 
-def check_labelers(c) -> None:
-    """Toy labelers label the generated images after the capture: they must load and take images of
-    config.resolution."""
-    from jaxprobe.toy import labelers
-    path = validate.existing_path(c, "labelers_dir", "a labelers directory, or set config.labels_dir",
-                                  (labelers.CONFIG_NAME, labelers.WEIGHTS_NAME))
-    size = labelers.load_labelers(path).config.resolution
-    if size != c.resolution:
-        raise ValueError(f"config.labelers_dir: {path} labels {size}x{size} images; config.resolution is "
-                         f"{c.resolution}")
-
-
 def make_dataset(c) -> Dataset:
     """Prompts (toy-world captions, or a prompts file) and, for encoded data, the scenes with exact labels."""
     prompts = _prompts(c)
@@ -219,15 +179,14 @@ def make_dataset(c) -> Dataset:
 
 def _prompts(c) -> list[str]:
     """The prompts file's first N lines, or the captions of toy-world scenes scene_seed_offset .. + N."""
-    n = c.num_train + c.num_test
-    if c.prompts_file:
-        return _read_prompts(Path(c.prompts_file))[:n]
-    from jaxprobe.toy.world import render
-    return [render.sample_scene(s).caption for s in range(c.scene_seed_offset, c.scene_seed_offset + n)]
+    return jobs.prompts(c, c.num_train + c.num_test, _captions(c))
 
 
-def _read_prompts(path: Path) -> list[str]:
-    return [p.strip() for p in path.read_text().splitlines() if p.strip()]
+def _captions(c):
+    def captions(n: int) -> list[str]:
+        from jaxprobe.toy.world import render
+        return [render.sample_scene(s).caption for s in range(c.scene_seed_offset, c.scene_seed_offset + n)]
+    return captions
 
 
 def capture_all(c, pipe, data: Dataset, act_store: store.ProcessStores) -> None:
@@ -290,7 +249,7 @@ def label(c, workdir: Path, data: Dataset, act_store: store.ProcessStores) -> No
     """Write labels/ (raw labels per task and where they came from), unless the same sources already wrote it.
     Labels from other sources are refused: the workdir's probes and scores were fitted on the first ones."""
     srcs = label_sources(c)
-    record = {task: {"source": str(src), "sha256": weights_fingerprint(src.path) if src.path else ""}
+    record = {task: {"source": str(src), "sha256": jobs.weights_fingerprint(src.path) if src.path else ""}
               for task, src in srcs.items()}
     directory = workdir / "labels"
     have = labels.saved_sources(directory)
@@ -366,7 +325,7 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict
         saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
             model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
             meta={**json.loads((workdir / "config.json").read_text()),
-                  "pipeline_sha256": weights_fingerprint(c.pipeline_dir)}))
+                  "pipeline_sha256": jobs.weights_fingerprint(c.pipeline_dir)}))
         for split in ("train", "test"):
             _save_scores(_scores_path(workdir, model, task, split), report.with_denoising_steps(scores[split], steps))
         if model == "trained":
@@ -470,13 +429,10 @@ def run(c, workdir) -> dict:
 
     Multi-host (`--distributed`): every process runs this; each stores the rows its devices captured
     (`store.ProcessStores`), the fits run on the global mesh, and process 0 writes probes, scores and the report."""
-    pipeline_dir = validate.existing_path(c, "pipeline_dir", "a diffusers Stable Diffusion directory", COMPONENTS)
-    tqdm.write(f"loading pipeline {pipeline_dir}")
-    pipe = load_pipeline(pipeline_dir)
+    pipe = jobs.load_checked_pipeline(c)
     layers, steps = check_config(c, pipe)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(c, workdir)
+    workdir = jobs.claim(workdir, {**c.to_dict(), "weights_sha256": jobs.weights_fingerprint(c.pipeline_dir)},
+                         kind="sweep", may_change=STAGE_KEYS)
     data = make_dataset(c)
     act_store = store.ProcessStores(workdir / "activations", jax.process_index(), jax.process_count())
     every = c.stage == "all"
@@ -527,29 +483,6 @@ def headline(summary: dict) -> list[str]:
                          f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
             lines.append(line)
     return lines
-
-
-def weights_fingerprint(*paths) -> str:
-    """sha256 of every weight and config file (*.safetensors, *.json) under the given directories, or of a file
-    ("" = none): two sweeps with the same config but retrained weights must not share a workdir."""
-    digest = hashlib.sha256()
-    for directory in filter(None, paths):
-        files = [Path(directory)] if Path(directory).is_file() else sorted(
-            p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".json"))
-        for f in files:
-            digest.update(str(f.relative_to(directory)).encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 24), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_same_config(c, workdir: Path) -> None:
-    """A workdir belongs to one config and one set of weights: resuming with others would mix incompatible
-    results."""
-    io.claim_workdir(workdir, {**c.to_dict(), "weights_sha256": weights_fingerprint(c.pipeline_dir)}, kind="sweep",
-                     may_change=STAGE_KEYS, write=mesh.is_main())
-    mesh.barrier("claim")
 
 
 def _dtype(name: str):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from tiny_sd import PROMPTS, build_torch_pipeline, write_index
 
-from jaxprobe import hooks
+from jaxprobe import hooks, jobs
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
-from jaxprobe.scene import capture, sweep
+from jaxprobe.scene import capture
 from jaxprobe.testing import random_linear_probes
 
 
@@ -41,5 +41,5 @@ def probes_dir(tiny_dir, tmp_path_factory):
     saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
         "trained", "saliency", "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
         meta={"resolution": 16, "num_inference_steps": EDIT_STEPS,
-              "pipeline_sha256": sweep.weights_fingerprint(tiny_dir)}))
+              "pipeline_sha256": jobs.weights_fingerprint(tiny_dir)}))
     return directory, layers

@@ -6,6 +6,7 @@ import pytest
 from golden import assert_matches_golden, read_csv
 
 from configs.scene import toy_probe
+from jaxprobe import jobs
 from jaxprobe.probing import fit, probes, ridge, saved, store
 from jaxprobe.scene import sweep
 
@@ -56,7 +57,7 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
             probe_set = saved.load(saved.path_for(tmp_path / "run" / "probes", model, task))
             assert (probe_set.model, probe_set.task, probe_set.kind) == (model, task, "linear")
             assert probe_set.meta["weights_sha256"] and probe_set.meta["probe"]["epochs"] == c.probe.epochs
-            assert probe_set.meta["pipeline_sha256"] == sweep.weights_fingerprint(tiny_dir)  # what intervene checks
+            assert probe_set.meta["pipeline_sha256"] == jobs.weights_fingerprint(tiny_dir)  # what intervene checks
             steps = list(c.steps)
             acts = {layer: act_store.read(f"{model}/{layer}")[test] for layer in probe_set.layers()}
             fitted = {(layer, steps.index(step)): p for (layer, step), p in probe_set.probes.items()}

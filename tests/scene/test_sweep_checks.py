@@ -7,6 +7,7 @@ import pytest
 
 from configs.scene import toy_probe
 from jaxprobe import io
+from jaxprobe import jobs
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import report
 from jaxprobe.scene import sweep
@@ -20,7 +21,7 @@ def tiny_pipe(tiny_dir):
 @pytest.fixture
 def loaded(tiny_dir, tiny_pipe, monkeypatch):
     """The tiny pipeline directory, its pipeline loaded once per module: a refused config costs only its checks."""
-    monkeypatch.setattr(sweep, "load_pipeline", lambda directory: tiny_pipe)
+    monkeypatch.setattr(jobs, "load_pipeline", lambda directory: tiny_pipe)
     return tiny_dir
 
 

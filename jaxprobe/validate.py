@@ -16,6 +16,14 @@ def check_choice(what: str, value, valid: Iterable) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(map(str, valid))}")
 
 
+def check_supported(what: str, value, supported: Iterable) -> None:
+    """Raise ValueError unless `value` (a reference model's or scheduler's option, valid there) is one jaxprobe
+    supports, listing those."""
+    supported = list(supported)
+    if value not in supported:
+        raise ValueError(f"{what}={value!r} is not supported; supported: {', '.join(map(repr, supported))}")
+
+
 def check_choices(c, key: str, valid: Sequence) -> None:
     """config.<key> is a non-empty sequence of values from `valid`."""
     if not len(c[key]):

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import integrate
 
 from jaxprobe.models.config import Config
+from jaxprobe.validate import check_supported
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -76,22 +77,16 @@ class SchedulerConfig(Config):
     def __post_init__(self):
         if self.trained_betas is not None:
             object.__setattr__(self, "trained_betas", tuple(float(b) for b in self.trained_betas))
-        _check_choice("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
-        _check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        check_supported("scheduler beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        check_supported("scheduler prediction_type", self.prediction_type, PREDICTION_TYPES)
         if self.timestep_spacing is not None:
-            _check_choice("timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
-        _check_choice("final_sigmas_type", self.final_sigmas_type, ("zero", "sigma_min"))
+            check_supported("scheduler timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
+        check_supported("scheduler final_sigmas_type", self.final_sigmas_type, ("zero", "sigma_min"))
         for name in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "thresholding"):
             if getattr(self, name):
                 raise ValueError(f"{name}=True is not supported by jaxprobe.schedulers; set it to false")
-        _check_choice("interpolation_type", self.interpolation_type, ("linear",))
-        _check_choice("timestep_type", self.timestep_type, ("discrete",))
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported by jaxprobe.schedulers; "
-                         f"valid: {', '.join(map(repr, choices))}")
+        check_supported("scheduler interpolation_type", self.interpolation_type, ("linear",))
+        check_supported("scheduler timestep_type", self.timestep_type, ("discrete",))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,14 +3,13 @@ readout types, save/load both ways, config checks and the raw-image `predict_dep
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 
 from jaxprobe import testing
-from jaxprobe.models import dpt, load_dpt
+from jaxprobe.models import dpt, load_dpt, resize
 from jaxprobe.models.load import build_dpt, save_component
 
 IMAGE, PATCH = 32, 8
@@ -148,7 +147,7 @@ def test_random_dpt_and_predict_depth(tmp_path):
     resized = dpt.pixel_values(images, size=(IMAGE, IMAGE), mean=(0.0,) * 3, std=(1.0,) * 3, rescale_factor=1.0)
     floats = np.random.default_rng(1).uniform(0, 255, (2, IMAGE, IMAGE, 3)).astype(np.float32)
     apply = jax.jit(module.apply)
-    want = dpt.resize_bicubic(apply({"params": params}, (resized / 255 - 0.5) / 0.5)[..., None], (45, 30))[..., 0]
+    want = resize.resize_bicubic(apply({"params": params}, (resized / 255 - 0.5) / 0.5)[..., None], (45, 30))[..., 0]
     np.testing.assert_allclose(depth, want, atol=1e-5, rtol=0)
     same = dpt.predict_depth(module, params, floats, **settings)
     np.testing.assert_allclose(same, apply({"params": params}, (floats / 255 - 0.5) / 0.5), atol=1e-5, rtol=0)
@@ -203,14 +202,6 @@ def test_predict_depth_is_the_hf_pipelines(tmp_path):
     err = float(np.abs(got - ref).max() / np.abs(ref).max())
     print(f"predict_depth vs the HF pipeline: max diff {100 * err:.2f} % of max depth")
     assert err <= 0.02  # the input resize's last grey levels, amplified by a random network
-
-
-@pytest.mark.parametrize("size_in,size_out", [((6, 9), (13, 20)), ((32, 32), (45, 30)), ((40, 17), (8, 17))])
-def test_resize_bicubic_is_torchs(size_in, size_out):
-    x = np.random.default_rng(0).normal(size=(2, *size_in, 3)).astype(np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), size=size_out, mode="bicubic",
-                                          align_corners=False).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(dpt.resize_bicubic(jnp.asarray(x), size_out), ref, atol=1e-5, rtol=0)
 
 
 def test_preprocessor_defaults_and_keep_aspect_ratio(tmp_path):

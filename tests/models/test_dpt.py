@@ -2,6 +2,7 @@
 readout types, save/load both ways, config checks and the raw-image `predict_depth` pipeline."""
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -80,9 +81,9 @@ def test_matches_transformers(loaded, size):
     got = np.asarray(apply({"params": params}, pixels))
     assert got.shape == ref.shape and got.dtype == np.float32
     assert (ref > 0).mean() > 0.2 and np.abs(ref).max() > 0.05  # a live head, not all ReLU zeros
-    err = float(np.abs(got - ref).max())
-    print(f"DPT {case} {height}x{width}: max abs diff {err:.2e} (max |depth| {np.abs(ref).max():.3f})")
-    assert err <= TOL
+    print(f"DPT {case} {height}x{width}: max abs diff {np.abs(got - ref).max():.2e} "
+          f"(max |depth| {np.abs(ref).max():.3f})")
+    chex.assert_trees_all_close(got, ref, atol=TOL, rtol=0)
 
 
 def test_save_component_loads_in_transformers_with_same_outputs(loaded, tmp_path):
@@ -98,7 +99,7 @@ def test_save_component_loads_in_transformers_with_same_outputs(loaded, tmp_path
     np.testing.assert_array_equal(_torch_depth(reloaded, pixels), _torch_depth(model, pixels))
     again_module, again = load_dpt(tmp_path / "copy")
     assert again_module.config == module.config
-    assert jax.tree.all(jax.tree.map(np.array_equal, params, again))
+    chex.assert_trees_all_equal(params, again)
 
 
 def test_config_round_trip():

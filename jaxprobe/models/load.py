@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe import io
-from jaxprobe.models import convert
+from jaxprobe.models import convert, mobilenet_v2
 from jaxprobe.models.config import read_json  # noqa: F401  (also load.read_json)
 
 # Widths tried when a MobileNetV2 checkpoint has no `width_mult` metadata: the published ones first, then a 0.05 grid.
@@ -226,7 +226,6 @@ def load_mobilenet_v2(path: str | os.PathLike, *, num_classes: int | None = None
       ValueError: unreadable file, arguments that contradict it, or no width that fits.
       convert.WeightMismatchError: tensors that do not fit the model (missing, unexpected, mis-shaped keys).
     """
-    from jaxprobe.models import mobilenet_v2
     path = Path(os.path.abspath(path))
     state, metadata = io.read_safetensors(path, what="MobileNetV2 weights")
     head = state.get("classifier.1.weight")
@@ -259,7 +258,6 @@ def load_mobilenet_v2(path: str | os.PathLike, *, num_classes: int | None = None
 def _infer_width(state: dict[str, np.ndarray], num_classes: int, path: Path) -> float:
     """The first candidate width whose layout has exactly the checkpoint's keys and shapes (widths with equal
     layouts build identical models, so which one of them is taken does not matter)."""
-    from jaxprobe.models import mobilenet_v2
     for width in dict.fromkeys(MOBILENET_COMMON_WIDTHS + MOBILENET_WIDTH_GRID):
         template = mobilenet_v2.variable_shapes(mobilenet_v2.MobileNetV2Config(num_classes=num_classes,
                                                                                 width_mult=width))
@@ -278,7 +276,6 @@ def save_mobilenet_v2(path: str | os.PathLike, module, variables: dict, *, dtype
     `dtype` is the float dtype written (float16 makes small checkpoints); `num_batches_tracked` is written as
     int64 zeros so torchvision's strict `load_state_dict` accepts the file. Metadata records `width_mult`.
     """
-    from jaxprobe.models import mobilenet_v2
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float16):
         raise ValueError(f"save_mobilenet_v2: dtype={dtype} is not supported; use float32 or float16")

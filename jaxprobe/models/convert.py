@@ -135,7 +135,7 @@ def _match(state, template, module_key) -> tuple[dict, list, list, list]:
     """({state key: (template path, its shape)} of the keys that fit, missing, unexpected, mis-shaped)."""
     table = {_torch_key(path, module_key): (path, tuple(t.shape))
              for path, t in traverse_util.flatten_dict(template).items()}
-    matched, unexpected, misshaped = {}, [], []
+    matched, unexpected, misshaped, found = {}, [], [], set()
     for key, arr in state.items():
         if key.split(".")[-1] in IGNORED_BUFFERS:
             continue
@@ -145,11 +145,11 @@ def _match(state, template, module_key) -> tuple[dict, list, list, list]:
             unexpected.append(key)
             continue
         path, target = table[name]
+        found.add(path)  # present, whether or not it fits: a mis-shaped key is not also missing
         if tuple(np.shape(_to_flax(path[-1], arr, target))) != target:
             misshaped.append(_misshaped(key, np.shape(arr), _torch_shape(path[-1], target)))
         else:
             matched[key] = table[name]
-    found = {path for path, _ in matched.values()}
     return matched, [k for k, (path, _) in table.items() if path not in found], unexpected, misshaped
 
 

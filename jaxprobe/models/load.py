@@ -36,6 +36,7 @@ MOBILENET_COMMON_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.4, 1.3, 0.25)
 MOBILENET_WIDTH_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(59))  # 0.1 ... 3.0
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
 WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
+DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS = WEIGHT_FILES
 # <name>[.<variant>].safetensors[.index[.<variant>].json]; shards are reached through their index only.
 _WEIGHTS_RE = re.compile(r"(?P<name>diffusion_pytorch_model|model)(?:\.(?P<v1>[^.]+))?\.safetensors"
                          r"(?P<index>\.index(?:\.(?P<v2>[^.]+))?\.json)?")
@@ -301,14 +302,14 @@ def save_clip(directory, module, params):
     from jaxprobe.models import clip
     if not isinstance(module, clip.CLIPModel):
         raise TypeError(f"save_clip needs a jaxprobe CLIPModel, got {type(module).__name__}")
-    save_component(directory, module, params, weights_name="model.safetensors")
+    save_component(directory, module, params, weights_name=TRANSFORMERS_WEIGHTS)
 
 
 def _dt(dtype):
     return {} if dtype is None else {"dtype": dtype}
 
 
-def save_component(directory, module, params, *, weights_name: str = "diffusion_pytorch_model.safetensors"):
+def save_component(directory, module, params, *, weights_name: str = DIFFUSERS_WEIGHTS):
     """Write `config.json` + safetensors in the diffusers/transformers layout, atomically (temp dir + rename).
 
     The module's config dataclass must provide `to_dict()` giving the original config.json fields back.

@@ -24,8 +24,7 @@ import optax
 
 from jaxprobe import io
 from jaxprobe import train as training
-from jaxprobe.models import clip, load_mobilenet_v2, mobilenet_v2, save_mobilenet_v2, tokenizer
-from jaxprobe.models.load import write_component
+from jaxprobe.models import clip, load, load_mobilenet_v2, mobilenet_v2, save_mobilenet_v2, tokenizer
 from jaxprobe.models.pipeline import load_tokenizer, tokenize
 from jaxprobe.toy import data
 from jaxprobe.toy.cards import render
@@ -199,7 +198,7 @@ def train_clip(c, workdir) -> list[str]:
     outs = [workdir / "clip"] + ([Path(c.export_dir)] if c.export_dir else [])
     for out in outs:
         with io.atomic_dir(out) as tmp:  # the model, its tokenizer and its metrics appear together
-            write_component(tmp, module, params, weights_name="model.safetensors")
+            load.write_component(tmp, module, params, weights_name=load.TRANSFORMERS_WEIGHTS)
             tok.save_pretrained(str(tmp))
             io.write_json(tmp / "metrics.json", {"zero_shot_accuracy": acc, "num_test": c.num_test,
                                                  "template": c.template})

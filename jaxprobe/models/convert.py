@@ -154,7 +154,7 @@ def _match(state, template, module_key) -> tuple[dict, list, list, list]:
 
 
 def params_to_state_dict(params) -> dict[str, np.ndarray]:
-    """Flax params tree -> PyTorch-named, PyTorch-layout numpy state dict (the inverse of the above)."""
+    """Flax params tree -> PyTorch-named, PyTorch-layout numpy state dict (the inverse of `state_dict_to_params`)."""
     return variables_to_state_dict({"params": params})
 
 
@@ -208,11 +208,11 @@ def check_fit(source: str, model: str, missing, unexpected, misshaped) -> None:
     """The one weight mismatch error of every loader: raise WeightMismatchError if any key is missing, unexpected or
     mis-shaped, saying that the weights in `source` do not fit `model` and listing the keys."""
     if missing or unexpected or misshaped:
-        raise WeightMismatchError(mismatch_message(f"weights in {source} do not fit the {model}", missing,
-                                                   unexpected, misshaped))
+        raise WeightMismatchError(_mismatch_message(f"weights in {source} do not fit the {model}", missing,
+                                                    unexpected, misshaped))
 
 
-def mismatch_message(title: str, missing, unexpected, misshaped) -> str:
+def _mismatch_message(title: str, missing, unexpected, misshaped) -> str:
     """`title` (counts), then every missing, unexpected and mis-shaped key (at most _MAX_LISTED of each)."""
     lines = [f"{title} ({len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
     for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 
 def _umask() -> int:
@@ -101,9 +103,35 @@ def write_png(path, image: np.ndarray) -> None:
         Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
 
 
-def write_json(path, obj) -> None:
+def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """name -> array (any layout; stored C-contiguous, 0-d kept 0-d) as one safetensors file."""
+    arrays = {k: np.require(np.asarray(v), requirements="C") for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        safetensors.numpy.save_file(arrays, str(tmp), metadata=metadata)
+
+
+def read_safetensors(path, *, what: str = "tensors") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name -> numpy array in its stored dtype, metadata) of a safetensors file (never a pickle). A missing path is
+    a FileNotFoundError, a truncated or foreign file a ValueError, each naming `what` and the path."""
+    path = Path(os.path.abspath(path))
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} path {path} is not a file (expected one .safetensors file)")
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{what} {path} are unreadable (truncated or not safetensors): {e}") from e
 
 
 def write_csv(path, rows: list[dict], columns: list[str]) -> None:

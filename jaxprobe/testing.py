@@ -147,7 +147,7 @@ def random_mobilenet_checkpoints(directory, *, width: float = 0.5, num_classes: 
     variables = module.init(jax.random.key(0), *module.dummy_inputs())
     for k, step in enumerate(steps):
         moved = jax.tree.map(lambda p: p * (1.0 + 0.5 * k), variables["params"])
-        mobilenet_v2.save_mobilenet_v2(Path(directory) / f"step_{step:06d}.safetensors", module,
+        load.save_mobilenet_v2(Path(directory) / f"step_{step:06d}.safetensors", module,
                                {**variables, "params": moved})
     return Path(directory)
 

@@ -1,4 +1,5 @@
-"""Shared test set-up: fp32 everywhere, deterministic CPU XLA, and the PyTorch reference builders importable."""
+"""Shared test set-up: fp32 everywhere, deterministic CPU XLA, and the PyTorch reference builders importable.
+torch is not imported here: a pure-JAX test module runs without it (and without its seconds of import)."""
 import os
 import shutil
 import sys
@@ -14,7 +15,6 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 def pytest_configure(config):
@@ -37,7 +37,12 @@ def pytest_unconfigure(config):
 def torch_threads():
     """PyTorch references on 1 thread: they run tiny tensors one op after another, and on 2 cores a second intra-op
     thread only adds synchronisation (a 10-step tiny pipeline: ~0.3 s on 1 thread, 3-10 s on 2 with other work on
-    the machine). A module that needs the default count overrides this fixture."""
+    the machine). A module that needs the default count overrides this fixture. Only where torch is already
+    imported (by the test modules that use it, at collection): this fixture never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.models import clip
@@ -57,22 +56,9 @@ def clip_scores(module: clip.CLIPModel, params, tokenize, images: np.ndarray, gr
 
     `tokenize(list of str) -> int ids [P, T]` (e.g. `pipeline.tokenize` with a CLIPTokenizer).
     """
-    groups = check_groups(groups)
-    texts = prompts(groups, template)
-    flat = [t for g in groups for t in texts[g]]
-    ids = jnp.asarray(tokenize(flat))
-    text = _normalise(module.apply({"params": params}, ids, method="get_text_features"))
-    scale = jnp.exp(params["logit_scale"])
-    size = module.config.vision_config.image_size
-    embed = jax.jit(lambda x: _normalise(module.apply({"params": params}, clip.preprocess(x, size),
-                                                      method="get_image_features")))
-    logits = np.concatenate([np.asarray(scale * embed(jnp.asarray(images[i:i + batch_size])) @ text.T)
-                             for i in range(0, len(images), batch_size)])
-    out, start = {}, 0
-    for g, words in groups.items():
-        out[g] = np.asarray(jax.nn.softmax(logits[:, start:start + len(words)], axis=-1))
-        start += len(words)
-    return out
+    logits = clip.zero_shot_logits(module, params, tokenize, images, prompts(check_groups(groups), template),
+                                   batch_size=batch_size)
+    return {g: np.asarray(jax.nn.softmax(x, axis=-1)) for g, x in logits.items()}
 
 
 def truth_scores(truth: Mapping[str, np.ndarray], groups: Groups) -> dict[str, np.ndarray]:
@@ -88,8 +74,4 @@ def truth_scores(truth: Mapping[str, np.ndarray], groups: Groups) -> dict[str, n
             raise ValueError(f"ground-truth {g!r} values {stray} are not concepts of the group ({', '.join(words)})")
         out[g] = (names[:, None] == np.asarray(words)[None]).astype(np.float32)
     return out
-
-
-def _normalise(x: jax.Array) -> jax.Array:
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 

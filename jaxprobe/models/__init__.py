@@ -2,11 +2,12 @@
 from jaxprobe.models.load import (  # noqa: F401
     load_clip,
     load_dpt,
+    load_mobilenet_v2,
     load_text_encoder,
     load_unet,
     load_vae,
     save_clip,
     save_component,
+    save_mobilenet_v2,
 )
-from jaxprobe.models.mobilenet_v2 import load_mobilenet_v2, save_mobilenet_v2  # noqa: F401
 from jaxprobe.models.pipeline import Pipeline, load_pipeline, save_pipeline  # noqa: F401

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprobe.models.config import Config
 
@@ -436,3 +437,30 @@ class CLIPModel(nn.Module):
         t, v = self.config.text_config, self.config.vision_config
         return (jnp.zeros((1, t.max_position_embeddings), jnp.int32),
                 jnp.zeros((1, v.image_size, v.image_size, v.num_channels), jnp.float32))
+
+
+def zero_shot_logits(module: CLIPModel, params, tokenize: Callable[[list[str]], Any], images: np.ndarray,
+                     prompts: Mapping[str, Sequence[str]], *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """{group: float32 [N, len(prompts[group])]}: CLIP's zero-shot logits (logits_per_image, exp(logit_scale) x the
+    cosine similarity) of every image (RGB [N, H, W, 3], through `preprocess`) with every prompt of each group. A
+    softmax within a group gives the concept scores, an argmax within it the zero-shot label.
+
+    `tokenize(list of str) -> int ids [P, T]` (e.g. `pipeline.tokenize` with a CLIPTokenizer); images are embedded
+    `batch_size` at a time."""
+    texts = [t for group in prompts.values() for t in group]
+    text = _unit(module.apply({"params": params}, jnp.asarray(tokenize(texts)), method="get_text_features"))
+    scale = jnp.exp(params["logit_scale"])
+    size = module.config.vision_config.image_size
+    embed = jax.jit(lambda x: _unit(module.apply({"params": params}, preprocess(x, size),
+                                                 method="get_image_features")))
+    logits = np.concatenate([np.asarray(scale * embed(jnp.asarray(images[i:i + batch_size])) @ text.T)
+                             for i in range(0, len(images), batch_size)])
+    out, start = {}, 0
+    for group, texts in prompts.items():
+        out[group] = logits[:, start:start + len(texts)]
+        start += len(texts)
+    return out
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)

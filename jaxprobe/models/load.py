@@ -17,22 +17,26 @@ sub-directories, as `DiffusionPipeline.save_pretrained` writes them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import safetensors
-import safetensors.numpy
 
 from jaxprobe import io
-from jaxprobe.models import convert
+from jaxprobe.models import convert, mobilenet_v2
 from jaxprobe.models.config import read_json  # noqa: F401  (also load.read_json)
 
+# Widths tried when a MobileNetV2 checkpoint has no `width_mult` metadata: the published ones first, then a 0.05 grid.
+MOBILENET_COMMON_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.4, 1.3, 0.25)
+MOBILENET_WIDTH_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(59))  # 0.1 ... 3.0
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
 WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
+DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS = WEIGHT_FILES
 # <name>[.<variant>].safetensors[.index[.<variant>].json]; shards are reached through their index only.
 _WEIGHTS_RE = re.compile(r"(?P<name>diffusion_pytorch_model|model)(?:\.(?P<v1>[^.]+))?\.safetensors"
                          r"(?P<index>\.index(?:\.(?P<v2>[^.]+))?\.json)?")
@@ -87,7 +91,7 @@ def read_weights(directory: str | os.PathLike, *, variant: str | None = None,
             "(PyTorch .bin/.ckpt files are pickles and are not read)")
     path = found[variant]
     if path.suffix != ".json":
-        return _read_safetensors(path, what)
+        return io.read_safetensors(path, what=f"{what} weights")[0]
     weight_map = read_json(path, f"{what} weight index").get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{what} weight index {path} has no weight_map")
@@ -95,7 +99,7 @@ def read_weights(directory: str | os.PathLike, *, variant: str | None = None,
     for shard in sorted(set(weight_map.values())):
         if not (directory / shard).is_file():
             raise FileNotFoundError(f"{what} weight shard {directory / shard} listed in {path} is missing")
-        state.update(_read_safetensors(directory / shard, what))
+        state.update(io.read_safetensors(directory / shard, what=f"{what} weights")[0])
     return state
 
 
@@ -107,24 +111,22 @@ def _add_variant(filename: str, variant: str | None) -> str:
     return f"{stem}.{variant}.{ext}"
 
 
-def _read_safetensors(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        return safetensors.numpy.load_file(path)
-    except safetensors.SafetensorError as e:
-        raise ValueError(f"{what} weights {path} are unreadable (truncated or not safetensors): {e}") from e
+def variable_shapes(module) -> Any:
+    """Variables template ({collection: ShapeDtypeStructs}) of a module without allocating or computing anything."""
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), *module.dummy_inputs()))
 
 
 def param_shapes(module) -> Any:
     """Parameter template (ShapeDtypeStructs) of a module without allocating or computing anything."""
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.dummy_inputs()))
-    return variables["params"]
+    return variable_shapes(module)["params"]
 
 
 def _load(directory, build: Callable[..., Any], what: str, dtype=None, variant=None):
     directory = Path(os.path.abspath(directory))
     module = build(read_config(directory, what=what), dtype=dtype)
     state = read_weights(directory, variant=variant, what=what)
-    return module, convert.state_dict_to_params(state, param_shapes(module), what=f"{what} in {directory}")
+    return module, convert.state_dict_to_params(state, param_shapes(module), source=str(directory),
+                                                model=f"{what} built from its config.json")
 
 
 def build_unet(config: dict, *, dtype=None):
@@ -212,25 +214,112 @@ def load_dpt(directory, *, dtype=None, variant=None):
     return _load(directory, build_dpt, "DPT model", dtype, variant)
 
 
+def load_mobilenet_v2(path: str | os.PathLike, *, num_classes: int | None = None, width_mult: float | None = None,
+                      dtype=None):
+    """Read a torchvision `mobilenet_v2` state dict saved as one .safetensors file -> (module, variables).
+
+    The class count comes from `classifier.1.weight`; the width from the file's `width_mult` metadata (written by
+    `save_mobilenet_v2`) or else from the tensor shapes. Explicit arguments are checked against the file.
+    Returns (module, {'params': ..., 'batch_stats': ...}), all float32 (half-precision files are cast).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: unreadable file, arguments that contradict it, or no width that fits.
+      convert.WeightMismatchError: tensors that do not fit the model (missing, unexpected, mis-shaped keys).
+    """
+    path = Path(os.path.abspath(path))
+    state, metadata = io.read_safetensors(path, what="MobileNetV2 weights")
+    head = state.get("classifier.1.weight")
+    if head is not None and head.ndim == 2:
+        if num_classes is not None and num_classes != head.shape[0]:
+            raise ValueError(f"num_classes={num_classes} given but MobileNetV2 checkpoint {path} has "
+                             f"{head.shape[0]} classes (classifier.1.weight {tuple(head.shape)})")
+        num_classes = int(head.shape[0])
+    elif num_classes is None:
+        raise convert.WeightMismatchError(f"MobileNetV2 checkpoint {path} has no 2-D classifier.1.weight, so its "
+                                          "class count is unknown; is it a torchvision mobilenet_v2 state dict?")
+    stored = metadata.get("width_mult")
+    if stored is not None:
+        try:
+            stored = float(stored)
+        except ValueError:
+            raise ValueError(f"MobileNetV2 checkpoint {path} has unreadable width_mult metadata {stored!r}") from None
+    if width_mult is not None and stored is not None and not math.isclose(width_mult, stored):
+        raise ValueError(f"width_mult={width_mult} given but MobileNetV2 checkpoint {path} was saved with "
+                         f"width_mult={stored}")
+    if width_mult is None:
+        width_mult = stored if stored is not None else _infer_width(state, num_classes, path)
+    config = mobilenet_v2.MobileNetV2Config(num_classes=num_classes, width_mult=width_mult)
+    variables = convert.state_dict_to_variables(state, mobilenet_v2.variable_shapes(config), source=str(path),
+                                                model=_mobilenet_name(config),
+                                                module_key=mobilenet_v2.torch_module_key)
+    return mobilenet_v2.MobileNetV2(config, **_dt(dtype)), jax.tree.map(jnp.asarray, variables)
+
+
+def _infer_width(state: dict[str, np.ndarray], num_classes: int, path: Path) -> float:
+    """The first candidate width whose layout has exactly the checkpoint's keys and shapes (widths with equal
+    layouts build identical models, so which one of them is taken does not matter)."""
+    for width in dict.fromkeys(MOBILENET_COMMON_WIDTHS + MOBILENET_WIDTH_GRID):
+        template = mobilenet_v2.variable_shapes(mobilenet_v2.MobileNetV2Config(num_classes=num_classes,
+                                                                                width_mult=width))
+        if not any(convert.mismatches(state, template, module_key=mobilenet_v2.torch_module_key)):
+            return width
+    stem = state.get("features.0.0.weight")
+    hint = f" (stem conv {tuple(stem.shape)})" if stem is not None else " (no features.0.0.weight)"
+    raise ValueError(f"MobileNetV2 checkpoint {path} fits no torchvision mobilenet_v2 of width_mult "
+                     f"{MOBILENET_WIDTH_GRID[0]}..{MOBILENET_WIDTH_GRID[-1]}{hint}; pass width_mult= if it is another "
+                     "width, or check that it is a torchvision mobilenet_v2 state dict")
+
+
+def save_mobilenet_v2(path: str | os.PathLike, module, variables: dict, *, dtype=np.float32) -> None:
+    """Write `variables` as a torchvision `mobilenet_v2` state dict (one .safetensors file, atomically).
+
+    `dtype` is the float dtype written (float16 makes small checkpoints); `num_batches_tracked` is written as
+    int64 zeros so torchvision's strict `load_state_dict` accepts the file. Metadata records `width_mult`.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float16):
+        raise ValueError(f"save_mobilenet_v2: dtype={dtype} is not supported; use float32 or float16")
+    config = module.config
+    state = convert.variables_to_state_dict({c: variables.get(c, {}) for c in ("params", "batch_stats")},
+                                            module_key=mobilenet_v2.torch_module_key)
+    convert.check_fit("the variables to save", _mobilenet_name(config),
+                      *convert.mismatches(state, mobilenet_v2.variable_shapes(config),
+                                          module_key=mobilenet_v2.torch_module_key))
+    state = {k: v.astype(dtype) for k, v in state.items()}
+    for key in [key for key in state if key.endswith(".running_var")]:
+        state[key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    io.write_safetensors(path, state, metadata={"format": "pt", "width_mult": repr(config.width_mult)})
+
+
+def _mobilenet_name(config) -> str:
+    return f"mobilenet_v2(width_mult={config.width_mult}, num_classes={config.num_classes})"
+
+
 def save_clip(directory, module, params):
     """Write a CLIPModel as transformers does (config.json + model.safetensors), loadable by
     `transformers.CLIPModel.from_pretrained` and `load_clip`."""
     from jaxprobe.models import clip
     if not isinstance(module, clip.CLIPModel):
         raise TypeError(f"save_clip needs a jaxprobe CLIPModel, got {type(module).__name__}")
-    save_component(directory, module, params, weights_name="model.safetensors")
+    save_component(directory, module, params, weights_name=TRANSFORMERS_WEIGHTS)
 
 
 def _dt(dtype):
     return {} if dtype is None else {"dtype": dtype}
 
 
-def save_component(directory, module, params, *, weights_name: str = "diffusion_pytorch_model.safetensors"):
+def save_component(directory, module, params, *, weights_name: str = DIFFUSERS_WEIGHTS):
     """Write `config.json` + safetensors in the diffusers/transformers layout, atomically (temp dir + rename).
 
     The module's config dataclass must provide `to_dict()` giving the original config.json fields back.
     """
     with io.atomic_dir(directory) as tmp:
-        (tmp / "config.json").write_text(json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n")
-        safetensors.numpy.save_file(convert.params_to_state_dict(params), tmp / weights_name,
-                                    metadata={"format": "pt"})
+        write_component(tmp, module, params, weights_name=weights_name)
+
+
+def write_component(directory: Path, module, params, *, weights_name: str) -> None:
+    """`save_component`'s files, into `directory` as it is: for a directory that an `io.atomic_dir` is writing with
+    other files beside the model's (a tokenizer, metrics)."""
+    io.write_text(directory / "config.json", json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    io.write_safetensors(directory / weights_name, convert.params_to_state_dict(params), metadata={"format": "pt"})

@@ -1,5 +1,5 @@
-"""MobileNetV2 in Flax linen, equal to torchvision's `mobilenet_v2` (eval and train mode), with a safetensors
-loader and saver for torchvision state dicts.
+"""MobileNetV2 in Flax linen, equal to torchvision's `mobilenet_v2` (eval and train mode), and its torchvision
+state-dict names (`load.load_mobilenet_v2` / `load.save_mobilenet_v2` read and write them).
 
 Module names mirror torchvision's: `features_0` ... `features_18` are `features[0]` ... `features[18]` (each
 returns that block's output, residual included, so `jaxprobe.hooks` records them by path) and `classifier_1` is
@@ -14,26 +14,22 @@ Sequential) name their conv and norm `layers_0` and `layers_1`:
   features.2.conv.3.running_mean    <-> batch_stats features_2/conv_3/mean
   classifier.1.{weight,bias}        <-> params      classifier_1/{kernel,bias}   ((out, in) <-> (in, out))
 
-`layout(config)` lists every layer with its channel counts; the module, the key table and the width inference of
-`load_mobilenet_v2` are all built from it, so they cannot disagree.
+`layout(config)` lists every layer with its channel counts; the module and `variable_shapes` (the template the
+loader converts and checks a state dict against, and infers the width with) are both built from it, so they cannot
+disagree.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors
-import safetensors.numpy
 from flax import traverse_util
 
-from jaxprobe import io
 from jaxprobe.models import convert
 from jaxprobe.models.config import Config
 
@@ -43,14 +39,9 @@ INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64
 INPUT_CHANNELS, LAST_CHANNELS = 32, 1280
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.9  # Flax keeps `momentum` of the old value: torch momentum 0.1
-# Widths tried when a checkpoint has no `width_mult` metadata: the published ones first, then a 0.05 grid.
-COMMON_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.4, 1.3, 0.25)
-WIDTH_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(59))  # 0.1 ... 3.0
 # torchvision's ImageNet recipe normalises inputs with these (ToTensor, then Normalize(mean, std)).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
 
 def preprocess(images: jax.Array) -> jax.Array:
@@ -243,148 +234,26 @@ class MobileNetV2(nn.Module):
 # -------------------------------------------------------------------------------------- torchvision state dicts
 
 
-def key_table(config: MobileNetV2Config) -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]:
-    """torch state-dict key -> (Flax collection, Flax path, torch shape) for every tensor but `num_batches_tracked`."""
-    table = {}
+def variable_shapes(config: MobileNetV2Config) -> dict:
+    """The module's variables template ({'params', 'batch_stats'} of ShapeDtypeStructs) computed from `layout`, as
+    `init` would make it but without tracing the model (a loader tries many widths)."""
+    flat = {}
     for k, block in enumerate(layout(config)):
         for name, kind, inp, out, kernel, groups in block_layers(block):
-            torch_mod = f"features.{k}." + (name.split("_", 1)[1] if block.kind != "inverted"
-                                             else name.replace("_", "."))
             path = (f"features_{k}", name)
             if kind == "conv":
-                table[torch_mod + ".weight"] = ("params", path + ("kernel",), (out, inp // groups, kernel, kernel))
+                flat[("params",) + path + ("kernel",)] = (kernel, kernel, inp // groups, out)
             else:
-                for leaf, (collection, flax_leaf) in _BN_LEAVES.items():
-                    table[f"{torch_mod}.{leaf}"] = (collection, path + (flax_leaf,), (out,))
-    classes = config.num_classes
-    table["classifier.1.weight"] = ("params", ("classifier_1", "kernel"), (classes, last_channels(config)))
-    table["classifier.1.bias"] = ("params", ("classifier_1", "bias"), (classes,))
-    return table
+                for collection, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),
+                                         ("batch_stats", "var")):
+                    flat[(collection,) + path + (leaf,)] = (out,)
+    flat[("params", "classifier_1", "kernel")] = (last_channels(config), config.num_classes)
+    flat[("params", "classifier_1", "bias")] = (config.num_classes,)
+    return traverse_util.unflatten_dict({k: jax.ShapeDtypeStruct(v, jnp.float32) for k, v in flat.items()})
 
 
-def _torch_to_flax(arr: np.ndarray) -> np.ndarray:
-    """Conv OIHW -> HWIO (depthwise [C,1,kh,kw] -> [kh,kw,1,C]); linear (out, in) -> (in, out); vectors as is."""
-    return arr.transpose(2, 3, 1, 0) if arr.ndim == 4 else arr.T if arr.ndim == 2 else arr
-
-
-def _flax_to_torch(arr: np.ndarray) -> np.ndarray:
-    return arr.transpose(3, 2, 0, 1) if arr.ndim == 4 else arr.T if arr.ndim == 2 else arr
-
-
-def _mismatches(state: dict[str, np.ndarray], table: dict) -> tuple[list, list, list]:
-    """(missing, unexpected, mis-shaped) keys of `state` against `table`."""
-    missing = [k for k in table if k not in state]
-    unexpected = [k for k in state if k not in table and not k.endswith(".num_batches_tracked")]
-    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {table[k][2]}"
-                 for k in table if k in state and tuple(state[k].shape) != table[k][2]]
-    return missing, unexpected, misshaped
-
-
-def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    if not path.exists():
-        raise FileNotFoundError(f"MobileNetV2 checkpoint {path} does not exist")
-    if not path.is_file():
-        raise FileNotFoundError(f"MobileNetV2 checkpoint {path} is not a file (expected one .safetensors file)")
-    try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
-        raise ValueError(f"MobileNetV2 checkpoint {path} is unreadable (truncated or not safetensors): {e}") from e
-    return state, metadata
-
-
-def _infer_width(state: dict[str, np.ndarray], num_classes: int, path: Path) -> float:
-    """The first candidate width whose layout has exactly the checkpoint's keys and shapes (widths with equal
-    layouts build identical models, so which one of them is taken does not matter)."""
-    for width in dict.fromkeys(COMMON_WIDTHS + WIDTH_GRID):
-        config = MobileNetV2Config(num_classes=num_classes, width_mult=width)
-        if not any(_mismatches(state, key_table(config))):
-            return width
-    stem = state.get("features.0.0.weight")
-    hint = f" (stem conv {tuple(stem.shape)})" if stem is not None else " (no features.0.0.weight)"
-    raise ValueError(f"MobileNetV2 checkpoint {path} fits no torchvision mobilenet_v2 of width_mult "
-                     f"{WIDTH_GRID[0]}..{WIDTH_GRID[-1]}{hint}; pass width_mult= if it is another width, or "
-                     "check that it is a torchvision mobilenet_v2 state dict")
-
-
-def load_mobilenet_v2(path: str | os.PathLike, *, num_classes: int | None = None, width_mult: float | None = None,
-                      dtype=None) -> tuple[MobileNetV2, dict]:
-    """Read a torchvision `mobilenet_v2` state dict saved as one .safetensors file.
-
-    The class count comes from `classifier.1.weight`; the width from the file's `width_mult` metadata (written by
-    `save_mobilenet_v2`) or else from the tensor shapes. Explicit arguments are checked against the file.
-    Returns (module, {'params': ..., 'batch_stats': ...}), all float32 (half-precision files are cast).
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: unreadable file, arguments that contradict it, or no width that fits.
-      convert.WeightMismatchError: tensors that do not fit the model (missing, unexpected, mis-shaped keys).
-    """
-    path = Path(os.path.abspath(path))
-    state, metadata = _read(path)
-    head = state.get("classifier.1.weight")
-    if head is not None and head.ndim == 2:
-        if num_classes is not None and num_classes != head.shape[0]:
-            raise ValueError(f"num_classes={num_classes} given but MobileNetV2 checkpoint {path} has "
-                             f"{head.shape[0]} classes (classifier.1.weight {tuple(head.shape)})")
-        num_classes = int(head.shape[0])
-    elif num_classes is None:
-        raise convert.WeightMismatchError(f"MobileNetV2 checkpoint {path} has no 2-D classifier.1.weight, so its "
-                                          "class count is unknown; is it a torchvision mobilenet_v2 state dict?")
-    stored = metadata.get("width_mult")
-    if stored is not None:
-        try:
-            stored = float(stored)
-        except ValueError:
-            raise ValueError(f"MobileNetV2 checkpoint {path} has unreadable width_mult metadata {stored!r}") from None
-    if width_mult is not None and stored is not None and not math.isclose(width_mult, stored):
-        raise ValueError(f"width_mult={width_mult} given but MobileNetV2 checkpoint {path} was saved with "
-                         f"width_mult={stored}")
-    if width_mult is None:
-        width_mult = stored if stored is not None else _infer_width(state, num_classes, path)
-    config = MobileNetV2Config(num_classes=num_classes, width_mult=width_mult)
-    table = key_table(config)
-    missing, unexpected, misshaped = _mismatches(state, table)
-    if missing or unexpected or misshaped:
-        raise convert.WeightMismatchError(convert.mismatch_message(
-            f"MobileNetV2 checkpoint {path} does not fit mobilenet_v2(width_mult={width_mult}, "
-            f"num_classes={num_classes})", missing, unexpected, misshaped))
-    flat = {}
-    for key, (collection, flax_path, _) in table.items():
-        arr = state[key]
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"MobileNetV2 checkpoint {path}: {key} has dtype {arr.dtype}, expected floating point")
-        flat[(collection,) + flax_path] = np.ascontiguousarray(_torch_to_flax(arr.astype(np.float32)))
-    module = MobileNetV2(config, **({} if dtype is None else {"dtype": dtype}))
-    return module, jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat))
-
-
-def save_mobilenet_v2(path: str | os.PathLike, module: MobileNetV2, variables: dict, *, dtype=np.float32) -> None:
-    """Write `variables` as a torchvision `mobilenet_v2` state dict (one .safetensors file, atomically).
-
-    `dtype` is the float dtype written (float16 makes small checkpoints); `num_batches_tracked` is written as
-    int64 zeros so torchvision's strict `load_state_dict` accepts the file. Metadata records `width_mult`.
-    """
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float16):
-        raise ValueError(f"save_mobilenet_v2: dtype={dtype} is not supported; use float32 or float16")
-    config = module.config
-    flat = traverse_util.flatten_dict({c: variables.get(c, {}) for c in ("params", "batch_stats")})
-    table = key_table(config)
-    state, wanted = {}, {}
-    for key, (collection, flax_path, torch_shape) in table.items():
-        wanted[(collection,) + flax_path] = key
-        arr = flat.get((collection,) + flax_path)
-        if arr is not None:
-            state[key] = np.ascontiguousarray(_flax_to_torch(np.asarray(arr, dtype=np.float32)).astype(dtype))
-    missing, _, misshaped = _mismatches(state, table)
-    unexpected = ["/".join(p) for p in flat if p not in wanted]
-    if missing or unexpected or misshaped:
-        raise convert.WeightMismatchError(convert.mismatch_message(
-            f"variables do not fit mobilenet_v2(width_mult={config.width_mult}, num_classes={config.num_classes})",
-            missing, unexpected, misshaped))
-    for key in [key for key in table if key.endswith(".running_var")]:
-        state[key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
-    with io.atomic_path(path) as tmp:
-        safetensors.numpy.save_file(state, str(tmp), metadata={"format": "pt", "width_mult": repr(config.width_mult)})
+def torch_module_key(path: tuple[str, ...]) -> str:
+    """Flax module path -> torchvision module name: `convert.path_to_torch_key`, except that the stem's and the last
+    conv's children (`Conv2dNormActivation` is a bare Sequential) are plain indices: `features_0/layers_1` ->
+    `features.0.1`."""
+    return convert.path_to_torch_key(tuple(p[len("layers_"):] if p.startswith("layers_") else p for p in path))

@@ -93,14 +93,12 @@ def load_pipeline(directory, *, dtype=None, variant=None) -> Pipeline:
 def save_pipeline(directory, pipe: Pipeline) -> None:
     """Write `pipe` as a diffusers StableDiffusionPipeline directory, atomically."""
     with io.atomic_dir(directory) as tmp:
-        load.save_component(tmp / "unet", pipe.unet, pipe.params["unet"])
-        load.save_component(tmp / "vae", pipe.vae, pipe.params["vae"])
-        load.save_component(tmp / "text_encoder", pipe.text_encoder, pipe.params["text_encoder"],
-                            weights_name="model.safetensors")
+        for name, weights_name in (("unet", load.DIFFUSERS_WEIGHTS), ("vae", load.DIFFUSERS_WEIGHTS),
+                                   ("text_encoder", load.TRANSFORMERS_WEIGHTS)):
+            load.write_component(tmp / name, getattr(pipe, name), pipe.params[name], weights_name=weights_name)
         pipe.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        (tmp / "scheduler").mkdir()
-        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(pipe.scheduler_config, indent=2))
-        (tmp / "model_index.json").write_text(json.dumps(_model_index(pipe), indent=2))
+        io.write_text(tmp / "scheduler" / "scheduler_config.json", json.dumps(pipe.scheduler_config, indent=2))
+        io.write_text(tmp / "model_index.json", json.dumps(_model_index(pipe), indent=2))
 
 
 def _model_index(pipe: Pipeline) -> dict:

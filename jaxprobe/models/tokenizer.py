@@ -10,11 +10,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from jaxprobe import io
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
 def build_word_tokenizer(words: Iterable[str], directory, *, max_length: int) -> int:
-    """Train and save the tokenizer into `directory`; returns the vocabulary size."""
+    """Train and save the tokenizer as `directory` (atomically: it holds these files only); returns the vocabulary
+    size."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     words = sorted({w.lower() for w in words})
@@ -26,15 +29,14 @@ def build_word_tokenizer(words: Iterable[str], directory, *, max_length: int) ->
     trainer = trainers.BpeTrainer(vocab_size=budget, special_tokens=[BOS, EOS], initial_alphabet=alphabet,
                                   end_of_word_suffix="</w>", show_progress=False, min_frequency=1)
     tok.train_from_iterator([" ".join(words)] * 2, trainer=trainer)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the tokenizers library's own files, read back
         vocab_file, merges_file = tok.model.save(tmp)
         vocab = json.loads(Path(vocab_file).read_text())
         merges = Path(merges_file).read_text()
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text(merges if merges.startswith("#version") else "#version: 0.2\n" + merges)
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": BOS, "eos_token": EOS,
-        "unk_token": EOS, "pad_token": EOS}, indent=2))
+    with io.atomic_dir(directory) as out:
+        io.write_text(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+        io.write_text(out / "merges.txt", merges if merges.startswith("#version") else "#version: 0.2\n" + merges)
+        io.write_text(out / "tokenizer_config.json", json.dumps({
+            "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "bos_token": BOS, "eos_token": EOS,
+            "unk_token": EOS, "pad_token": EOS}, indent=2))
     return len(vocab)

@@ -24,7 +24,7 @@ import optax
 
 from jaxprobe import io
 from jaxprobe import train as training
-from jaxprobe.models import clip, load_mobilenet_v2, mobilenet_v2, save_clip, save_mobilenet_v2, tokenizer
+from jaxprobe.models import clip, load, load_mobilenet_v2, mobilenet_v2, save_mobilenet_v2, tokenizer
 from jaxprobe.models.pipeline import load_tokenizer, tokenize
 from jaxprobe.toy import data
 from jaxprobe.toy.cards import render
@@ -135,18 +135,11 @@ def captions(cards: dict, template: str, rng: np.random.Generator) -> list[str]:
 
 def zero_shot_accuracy(module, params, tok, images: np.ndarray, truth: dict, template: str) -> dict[str, float]:
     """Per concept group: how often the template prompt with the highest similarity names the card's concept."""
-    text = module.apply({"params": params}, jnp.asarray(tokenize(tok, [template.format(w) for g in render.GROUPS
-                                                                       for w in render.GROUPS[g]])),
-                        method="get_text_features")
-    size = module.config.vision_config.image_size
-    embed = jax.jit(lambda x: module.apply({"params": params}, clip.preprocess(x, size), method="get_image_features"))
-    sims = data.map_batches(embed, images, 500) @ np.asarray(text / jnp.linalg.norm(text, axis=-1, keepdims=True)).T
-    out, start = {}, 0
-    for g, words in render.GROUPS.items():
-        pred = np.asarray(words)[sims[:, start:start + len(words)].argmax(1)]
-        out[g] = float(np.mean(pred == truth[g]))
-        start += len(words)
-    return out
+    logits = clip.zero_shot_logits(module, params, lambda texts: tokenize(tok, texts), images,
+                                   {g: [template.format(w) for w in words] for g, words in render.GROUPS.items()},
+                                   batch_size=500)
+    return {g: float(np.mean(np.asarray(words)[logits[g].argmax(1)] == truth[g]))
+            for g, words in render.GROUPS.items()}
 
 
 def clip_loss_fn(module):
@@ -204,10 +197,11 @@ def train_clip(c, workdir) -> list[str]:
     acc = zero_shot_accuracy(module, params, tok, test["rgb"], test, c.template)
     outs = [workdir / "clip"] + ([Path(c.export_dir)] if c.export_dir else [])
     for out in outs:
-        save_clip(out, module, params)
-        tok.save_pretrained(str(out))
-        io.write_json(out / "metrics.json", {"zero_shot_accuracy": acc, "num_test": c.num_test,
-                                             "template": c.template})
+        with io.atomic_dir(out) as tmp:  # the model, its tokenizer and its metrics appear together
+            load.write_component(tmp, module, params, weights_name=load.TRANSFORMERS_WEIGHTS)
+            tok.save_pretrained(str(tmp))
+            io.write_json(tmp / "metrics.json", {"zero_shot_accuracy": acc, "num_test": c.num_test,
+                                                 "template": c.template})
     return [f"toy CLIP written to {out}" for out in outs] + [
         f"zero-shot accuracy on {c.num_test} held-out cards (template {c.template!r}): "
         + ", ".join(f"{g} {a:.3f}" for g, a in acc.items())]

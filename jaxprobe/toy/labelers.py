@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import safetensors.numpy
-from flax import traverse_util
 
 from jaxprobe import io, train
-from jaxprobe.models.config import Config
+from jaxprobe.models import convert
+from jaxprobe.models.config import Config, read_json
 from jaxprobe.probing import metrics
 from jaxprobe.toy import data as toy_data
 
@@ -220,28 +220,24 @@ def train_labelers(c, workdir) -> tuple[Labelers, dict]:
 
 # ------------------------------------------------------------------------------------------------ save / load
 def save_labelers(directory, model: LabelNet, params, scores: dict) -> None:
-    """Write config.json (model.config), model.safetensors (params flattened with '/' keys) and metrics.json
+    """Write config.json (model.config), model.safetensors (params under '/'-joined Flax paths) and metrics.json
     (held-out scores), atomically: a temp directory renamed over `directory`."""
     with io.atomic_dir(directory) as tmp:
-        (tmp / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
-        flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-        safetensors.numpy.save_file({k: np.asarray(v) for k, v in flat.items()}, tmp / WEIGHTS_NAME)
+        io.write_text(tmp / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        io.write_safetensors(tmp / WEIGHTS_NAME, convert.params_to_flax_tensors(jax.device_get(params)))
         io.write_json(tmp / METRICS_NAME, scores)
 
 
 def load_labelers(directory) -> Labelers:
     """Labelers from a directory written by `save_labelers`; the weights must match the config's parameter tree."""
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory} is not a labelers directory: missing {', '.join(missing)}")
-    model = LabelNet(LabelerConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text())))
-    params = traverse_util.unflatten_dict(safetensors.numpy.load_file(directory / WEIGHTS_NAME), sep="/")
+    model = LabelNet(LabelerConfig.from_dict(read_json(directory / CONFIG_NAME, "labelers config")))
+    tensors, _ = io.read_safetensors(directory / WEIGHTS_NAME, what="labeler weights")
     r = model.config.resolution
-    expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, r, r, 3)))["params"]
-    got_shapes = jax.tree.map(np.shape, params)
-    want_shapes = jax.tree.map(lambda a: a.shape, expected)
-    if got_shapes != want_shapes:
-        raise ValueError(f"{directory / WEIGHTS_NAME} does not fit {directory / CONFIG_NAME}: "
-                         f"parameter shapes {got_shapes} != {want_shapes}")
+    template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, r, r, 3)))["params"]
+    params = convert.flax_tensors_to_params(tensors, template, source=str(directory / WEIGHTS_NAME),
+                                            model=f"toy labelers built from {directory / CONFIG_NAME}")
     return Labelers(model, params)

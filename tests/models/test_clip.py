@@ -1,6 +1,7 @@
 """Flax CLIPTextModel against transformers' PyTorch CLIPTextModel: outputs, EOS pooling rules, save round trip, bf16."""
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,8 +63,7 @@ def test_matches_transformers(loaded, length):
     pooled = jax.jit(lambda p, x: module.apply({"params": p}, x, method="pooled"))(params, ids)
     ref_hidden, ref_pooled = _torch_outputs(model, ids)
     assert hidden.shape == (3, length, 32) and pooled.shape == (3, 32)
-    np.testing.assert_allclose(np.asarray(hidden), ref_hidden, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.asarray(pooled), ref_pooled, atol=1e-4, rtol=0)
+    chex.assert_trees_all_close((hidden, pooled), (ref_hidden, ref_pooled), atol=1e-4, rtol=0)
 
 
 def test_save_component_round_trip_loads_in_transformers(loaded, tmp_path):
@@ -78,7 +78,7 @@ def test_save_component_round_trip_loads_in_transformers(loaded, tmp_path):
     for a, b in zip(_torch_outputs(model, ids), _torch_outputs(reloaded, ids)):
         np.testing.assert_array_equal(a, b)
     _, again = load_text_encoder(tmp_path / "copy")
-    assert jax.tree.all(jax.tree.map(np.array_equal, params, again))
+    chex.assert_trees_all_equal(params, again)
 
 
 def test_init_matches_transformers_init_statistics():
@@ -133,4 +133,4 @@ def test_transformers4_text_model_prefix_loads(loaded, tmp_path):
     tmp_path.joinpath("config.json").write_text(json.dumps(module.config.to_dict()))
     safetensors.numpy.save_file(state, tmp_path / "model.safetensors")
     _, again = load_text_encoder(tmp_path)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
+    chex.assert_trees_all_equal(params, again)

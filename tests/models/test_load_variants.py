@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 
+import chex
 import numpy as np
 import pytest
 import torch
@@ -30,10 +31,7 @@ def _reference(model) -> dict[str, np.ndarray]:
 
 
 def _assert_params_equal(params, ref):
-    state = convert.params_to_state_dict(params)
-    assert sorted(state) == sorted(ref)
-    for key, value in state.items():
-        np.testing.assert_array_equal(value, ref[key], err_msg=key)
+    chex.assert_trees_all_equal(convert.params_to_state_dict(params), ref)
 
 
 def _q(path) -> str:

@@ -1,5 +1,6 @@
 """Flax MobileNetV2 against torchvision's `mobilenet_v2` (golden files from tests/make_mobilenet_v2_golden.py, since
 torchvision does not import here), the safetensors loader/saver, and train mode."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +11,8 @@ from flax import traverse_util
 from make_mobilenet_v2_golden import CASES, IMAGE_SCALE, OUT, decode_state
 
 from jaxprobe import hooks
-from jaxprobe.models import convert
-from jaxprobe.models.mobilenet_v2 import (MobileNetV2, MobileNetV2Config, key_table, load_mobilenet_v2,
-                                          save_mobilenet_v2)
+from jaxprobe.models import convert, load_mobilenet_v2, save_mobilenet_v2
+from jaxprobe.models.mobilenet_v2 import MobileNetV2, MobileNetV2Config, variable_shapes
 
 
 def _golden(case: str) -> dict[str, np.ndarray]:
@@ -58,14 +58,12 @@ def test_matches_torchvision(golden):
                                             mutable=["intermediates"]))
     logits, state = run(variables, images)
     assert logits.shape == tensors["logits"].shape
-    np.testing.assert_allclose(np.asarray(logits), tensors["logits"], atol=1e-4, rtol=0)
-    for name in wanted:
-        np.testing.assert_allclose(np.asarray(state["intermediates"][name]["__call__"][0]), tensors[name],
-                                   atol=1e-4, rtol=0, err_msg=name)
+    ours = {"logits": logits, **{name: state["intermediates"][name]["__call__"][0] for name in wanted}}
+    chex.assert_trees_all_close(ours, {name: tensors[name] for name in ours}, atol=1e-4, rtol=0)
 
 
 def test_save_load_round_trip(small, tmp_path):
-    _, module, variables = small
+    path, module, variables = small
     save_mobilenet_v2(tmp_path / "fp32.safetensors", module, variables)
     again, reloaded = load_mobilenet_v2(tmp_path / "fp32.safetensors")
     assert again.config == module.config
@@ -76,15 +74,15 @@ def test_save_load_round_trip(small, tmp_path):
         assert f.metadata() == {"format": "pt", "width_mult": "0.5"}
         keys = set(f.keys())
         assert f.get_tensor("features.3.conv.1.1.num_batches_tracked").dtype == np.int64
-    assert keys == set(key_table(module.config)) | {k[: -len("running_var")] + "num_batches_tracked"
-                                                    for k in key_table(module.config) if k.endswith("running_var")}
+    torchvision = set(safetensors.numpy.load_file(path))  # the golden torchvision state dict's keys
+    assert keys == torchvision | {k[: -len("running_var")] + "num_batches_tracked"
+                                  for k in torchvision if k.endswith("running_var")}
 
     save_mobilenet_v2(tmp_path / "fp16.safetensors", module, variables, dtype=np.float16)
     assert (tmp_path / "fp16.safetensors").stat().st_size < 0.55 * (tmp_path / "fp32.safetensors").stat().st_size
     _, half = load_mobilenet_v2(tmp_path / "fp16.safetensors", num_classes=16, width_mult=0.5)
-    for k, v in traverse_util.flatten_dict(half).items():
-        assert v.dtype == np.float32
-        np.testing.assert_allclose(v, flat[k], rtol=1e-3, atol=1e-7, err_msg=str(k))
+    chex.assert_trees_all_equal_dtypes(half, jax.tree.map(lambda v: v.astype(np.float32), variables))
+    chex.assert_trees_all_close(half, variables, rtol=1e-3, atol=1e-7)
 
 
 def test_layout_conversions(small):
@@ -115,7 +113,9 @@ def test_checkpoint_that_does_not_fit(small, tmp_path):
     state["features.4.conv.9.weight"] = np.zeros(3, np.float32)
     broken = tmp_path / "broken.safetensors"
     safetensors.numpy.save_file(state, str(broken), metadata={"width_mult": "0.5"})
-    with pytest.raises(convert.WeightMismatchError, match="1 missing, 1 unexpected") as err:
+    with pytest.raises(convert.WeightMismatchError, match=r"weights in .*broken\.safetensors do not fit the "
+                       r"mobilenet_v2\(width_mult=0\.5, num_classes=16\) \(1 missing, 1 unexpected, 0 mis-shaped"
+                       ) as err:
         load_mobilenet_v2(broken)
     assert "features.4.conv.1.1.running_var" in str(err.value) and "features.4.conv.9.weight" in str(err.value)
     safetensors.numpy.save_file(state, str(broken))
@@ -174,8 +174,8 @@ def test_init_like_torchvision(initialised):
     np.testing.assert_array_equal(variables["batch_stats"]["features_18"]["layers_1"]["var"], 1)
     assert abs(float(np.std(params["classifier_1"]["kernel"])) / 0.01 - 1) < 0.05
     np.testing.assert_array_equal(params["classifier_1"]["bias"], 0)
-    shapes = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(variables).items()}
-    assert len(shapes) == len(key_table(module.config))
+    # the loader's template (built from `layout` without tracing) is exactly what init makes
+    chex.assert_trees_all_equal_shapes_and_dtypes(variable_shapes(module.config), variables)
 
 
 def _top_features(module) -> list[str]:

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,7 +62,7 @@ def test_unet_matches_diffusers(name, tmp_path):
     ours = jax.jit(module.apply)({"params": params}, x, t, ctx)  # one compile beats op-by-op dispatch (~30%)
     with torch.no_grad():
         theirs = ref(_nchw(x), torch.from_numpy(t), torch.from_numpy(ctx)).sample
-    np.testing.assert_allclose(np.asarray(ours), _nhwc(theirs), atol=TOL, rtol=0)
+    chex.assert_trees_all_close(ours, _nhwc(theirs), atol=TOL, rtol=0)
 
 
 def test_unet_layer_names_follow_diffusers(tmp_path):
@@ -104,10 +105,9 @@ def test_vae_encode_decode_match_diffusers(tmp_path):
     with torch.no_grad():
         dist = ref.encode(_nchw(x)).latent_dist
         decoded = ref.decode(dist.mean).sample
-    np.testing.assert_allclose(np.asarray(mean), _nhwc(dist.mean), atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(logvar), _nhwc(dist.logvar), atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(module.apply({"params": params}, mean, method="decode")), _nhwc(decoded),
-                               atol=TOL, rtol=0)
+    chex.assert_trees_all_close(
+        {"mean": mean, "logvar": logvar, "decoded": module.apply({"params": params}, mean, method="decode")},
+        {"mean": _nhwc(dist.mean), "logvar": _nhwc(dist.logvar), "decoded": _nhwc(decoded)}, atol=TOL, rtol=0)
     with pytest.raises(ValueError, match="multiple of the VAE factor 4"):
         module.apply({"params": params}, x[:, :15], method="encode")
 

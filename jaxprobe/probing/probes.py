@@ -239,8 +239,6 @@ def unstack(ids: list[ProbeId], stacked: Params) -> dict[ProbeId, Params]:
     return {pid: jax.tree.map(lambda p, g=g: p[g], stacked) for g, pid in enumerate(ids)}
 
 
-
-
 def _truth(labels: jax.Array, task: Task) -> np.ndarray:
     """What predictions are scored against: `labels > 0` for mask and label tasks, the values for dense tasks."""
     return np.asarray(labels) if task.kind == "dense" else np.asarray(labels > 0)

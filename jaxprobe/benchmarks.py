@@ -159,6 +159,7 @@ def _edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
 
     from jaxprobe import hooks
     from jaxprobe.probing import saved
+    from jaxprobe.scene.tasks import SALIENCY
     from jaxprobe.testing import random_linear_probes
 
     layers = hooks.select_layers(pipe.unet, EDIT_LAYERS)
@@ -168,7 +169,7 @@ def _edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
     target = np.zeros((batch, size, size), bool)
     for mask, (y, x) in zip(target, rng.integers(0, size - side + 1, (batch, 2))):
         mask[y:y + side, x:x + side] = True
-    return layers, saved.SavedProbes("random", "saliency", "linear", probes), target
+    return layers, saved.SavedProbes("random", SALIENCY, "linear", probes), target
 
 
 def _torch_edit_hook(probe, target, b: int, latent_hw, *, lr: float, iterations: int):
@@ -257,6 +258,7 @@ def intervene(s: Settings) -> str:
 
     from jaxprobe.diffusion import sampling
     from jaxprobe.scene import intervene as scene_intervene
+    from jaxprobe.scene.tasks import SALIENCY
 
     tiny = _tiny(s.batch, TOY_PIPELINE)
     pipe, prompts, noise, n = tiny.pipe, tiny.prompts, tiny.noise, s.batch
@@ -264,7 +266,7 @@ def intervene(s: Settings) -> str:
     steps = sorted({step for _, step in probe_set.probes})
     stacked, active = scene_intervene.edit_inputs(probe_set, layers, steps, s.steps)
     extra = {"probes": stacked, "active": active, "target": jnp.asarray(target)}
-    hook = scene_intervene.EditHook(layers=layers, task="saliency", lr=EDIT_LR, iterations=EDIT_ITERATIONS)
+    hook = scene_intervene.EditHook(layers=layers, task=SALIENCY, lr=EDIT_LR, iterations=EDIT_ITERATIONS)
     torch_probes = _torch_probes(probe_set)
 
     def plain():
@@ -362,7 +364,7 @@ def probe(s: Settings) -> str:
 
     def ours():
         for g in jax_groups:
-            jax.block_until_ready(fit.fit_group(g, jax_labels, SALIENCY.name, epochs=epochs, batch_size=batch))
+            jax.block_until_ready(fit.fit_group(g, jax_labels, SALIENCY, epochs=epochs, batch_size=batch))
 
     def theirs():  # every probe of every group, one at a time
         for g in groups:
@@ -424,7 +426,7 @@ def capture(s: Settings) -> str:
 
     def with_ridge():  # accumulate X^T X, X^T y for every layer x step; nothing else is kept
         layer_acts = scene_capture.capture_activations(pipe, prompts, **kw)[1]
-        jax.block_until_ready(ridge.accumulate_ridge(None, layer_acts, labels, SALIENCY.name))
+        jax.block_until_ready(ridge.accumulate_ridge(None, layer_acts, labels, SALIENCY))
 
     rows = [("sampling only (`sampling.sample`)", plain),
             ("+ capture of 16 layers x every step (`capture_activations`)", acts),
@@ -510,11 +512,11 @@ def time_scaling(repeats: int, steps: int) -> dict:
     import jax
     import numpy as np
 
-    import jaxprobe.scene  # noqa: F401  (registers the saliency task)
     from jaxprobe import mesh
     from jaxprobe.models import load_pipeline
     from jaxprobe.probing import fit
     from jaxprobe.scene import capture as scene_capture
+    from jaxprobe.scene.tasks import SALIENCY
     from jaxprobe.toy.world import render
 
     n = jax.device_count()
@@ -528,7 +530,7 @@ def time_scaling(repeats: int, steps: int) -> dict:
         cap = best_time(lambda: jax.block_until_ready(scene_capture.capture_activations(
             pipe, prompts, num_inference_steps=steps)[1]), repeats=repeats)
     with jax.set_mesh(mesh.make(data=1, probe=n)):
-        fits = best_time(lambda: jax.block_until_ready(fit.fit_group(x, labels, "saliency", epochs=2)),
+        fits = best_time(lambda: jax.block_until_ready(fit.fit_group(x, labels, SALIENCY, epochs=2)),
                          repeats=repeats)
     return {"devices": n, "capture_s": cap, "images": len(prompts), "fit_s": fits, "probes": x.shape[1],
             "probe_epochs": 2 * x.shape[1], "machine": machine()}

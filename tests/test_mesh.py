@@ -17,13 +17,13 @@ from jaxprobe import mesh
 _SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-import jaxprobe.scene  # registers the tasks
 from jaxprobe import hooks, mesh, testing
 from jaxprobe.concepts import sweep as concept_sweep
 from jaxprobe.diffusion import sampling
 from jaxprobe.models import mobilenet_v2
 from jaxprobe.probing import fit, saved
 from jaxprobe.scene import capture, intervene
+from jaxprobe.scene.tasks import SALIENCY
 
 assert jax.device_count() == 8, jax.devices()
 MESH = mesh.make(data=2, probe=4)
@@ -53,12 +53,12 @@ out["capture_whole_batch"] = diff(whole, got)
 out["capture_odd_batch"] = diff(jax.tree.map(lambda a, b: np.concatenate([a, b[:1]]), *odd_ref), odd)
 
 edit_layers = layers[-2:]
-probe_set = saved.SavedProbes("trained", "saliency", "linear",
+probe_set = saved.SavedProbes("trained", SALIENCY, "linear",
                               testing.random_linear_probes(pipe, edit_layers, [0], np.random.default_rng(0)))
 stacked, active = intervene.edit_inputs(probe_set, edit_layers, [0], 3)
 target = np.zeros((8, 16, 16), bool)
 target[:, 4:12, 8:16] = True
-hook = intervene.EditHook(edit_layers, "saliency", iterations=8, lr=0.05)
+hook = intervene.EditHook(edit_layers, SALIENCY, iterations=8, lr=0.05)
 edit = lambda s: sampling.sample(pipe, prompts[s], num_inference_steps=3, seed=list(range(8))[s], hook=hook,
                                  extra={"probes": stacked, "active": active, "target": jnp.asarray(target[s])})
 ref = halves(lambda s: np.asarray(edit(s).latents))
@@ -70,9 +70,9 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(11, 3, 4, 4, 8)).astype(np.float32)  # 11 images, 3 probes: both axes padded
 for labels in (rng.random((11, 16, 16)) > 0.5, rng.random((11, 3, 16, 16)) > 0.5):
     for kind in ("linear", "mlp"):
-        ref = fit.fit_group(x, labels, "saliency", kind=kind, epochs=3)
+        ref = fit.fit_group(x, labels, SALIENCY, kind=kind, epochs=3)
         with jax.set_mesh(MESH):
-            got = fit.fit_group(x, labels, "saliency", kind=kind, epochs=3)
+            got = fit.fit_group(x, labels, SALIENCY, kind=kind, epochs=3)
         out[f"fit_{kind}_{'per_probe' if labels.ndim == 4 else 'shared'}"] = diff(ref, got)
 
 net = mobilenet_v2.MobileNetV2(mobilenet_v2.MobileNetV2Config(width_mult=0.25, num_classes=4))
@@ -125,10 +125,10 @@ import json, os, sys
 from jaxprobe import mesh
 mesh.initialize(True)  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID from the environment
 import jax, numpy as np
-import jaxprobe.scene  # registers the tasks
 from jaxprobe import testing
 from jaxprobe.probing import fit
 from jaxprobe.scene import capture
+from jaxprobe.scene.tasks import SALIENCY
 
 assert (jax.process_count(), jax.device_count()) == (2, 4), (jax.process_count(), jax.devices())
 pipe = testing.tiny_pipeline()
@@ -139,7 +139,7 @@ x, labels = rng.normal(size=(11, 3, 4, 4, 8)).astype(np.float32), rng.random((11
 with jax.set_mesh(mesh.make(data=2, probe=2)):  # the data axis spans the two processes
     acts = capture.capture_sweep(pipe, prompts, **kw)
     acts = {k: mesh.gather(v) for k, v in {**acts.acts, **{"r/" + n: a for n, a in acts.randomized.items()}}.items()}
-    params = fit.fit_group(x, labels, "saliency", kind="mlp", epochs=2)
+    params = fit.fit_group(x, labels, SALIENCY, kind="mlp", epochs=2)
 np.savez(os.path.join(sys.argv[1], f"process_{jax.process_index()}.npz"), **acts,
          **{f"probe/{i}": np.asarray(v) for i, v in enumerate(jax.tree.leaves(params))})
 """

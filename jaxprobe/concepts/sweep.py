@@ -5,8 +5,9 @@
 2. Per checkpoint of the probed MobileNetV2 (step 0 = the initialisation): ONE eval-mode pass over the images any
    set uses records every selected module (`hooks.apply`).
 3. Probes: each family reads a module's map its own way (global average pool, or the flattened map), standardised
-   with the train split's statistics. Concepts x modules of equal input width form one group, fit together by
-   `fit.fit_group` (vmapped, jitted; the same shapes at every checkpoint, so it compiles once); the shuffled-label
+   with the train split's statistics. Image-level probes (one label per image): concepts x modules of equal input
+   width (`probes.group_probes`) form one group, fit together by `fit.fit_group` (vmapped, jitted; the same shapes
+   at every checkpoint, so it compiles once) and scored together by `probes.evaluate_group`; the shuffled-label
    control is the same group refit on permuted labels.
 4. Report: per family `results.csv` (model trained / shuffled, task = concept, layer = module, step = checkpoint
    step), a what-where-when heatmap per concept, and the module x family table at the last checkpoint.
@@ -20,17 +21,17 @@ import re
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from jaxprobe import hooks, io, jobs, mesh, validate
 from jaxprobe.concepts import figures, pool, scores, sets
 from jaxprobe.models import load_mobilenet_v2, mobilenet_v2
-from jaxprobe.probing import fit, metrics, probes, report, tasks
+from jaxprobe.probing import fit, probes, report
+from jaxprobe.probing.tasks import Task
 from jaxprobe.validate import check_choice
 
-CONCEPT = tasks.register(tasks.Task("concept", "mask", ("accuracy",), "accuracy"))  # one image-level binary label
+CONCEPT = Task("concept", "label", ("accuracy",), "accuracy")  # one binary label per image: has the concept?
 # family -> (probe kind, how a module's [h, w, C] map becomes the probe's input)
 FAMILIES = {"linear_gap": ("affine", "gap"), "non_linear_gap": ("mlp", "gap"), "non_linear_non_gap": ("mlp", "flat")}
 MODELS = ("trained", "shuffled")
@@ -153,33 +154,26 @@ def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int)
         controls["shuffled"] = shuffled_sets(concept_sets, c.seed)
     for family in c.families:
         kind, how = FAMILIES[family]
-        feats = {layer: features(a, how) for layer, a in acts.items()}
-        by_width: dict[int, list[str]] = {}
-        for layer, f in feats.items():
-            by_width.setdefault(f.shape[1], []).append(layer)
-        for layers in by_width.values():
+        feats = {layer: features(a, how)[:, None] for layer, a in acts.items()}  # [P, 1, D]: one probe per module
+        for group, x in probes.group_probes(feats):  # modules of equal input width D
+            layers = [layer for layer, _ in group]
             ids = [(cs.concept, layer) for cs in concept_sets for layer in layers]
-            xs = [standardise(feats[layer][cs.train], feats[layer][cs.test]) for cs in concept_sets for layer in layers]
-            x_train = jnp.asarray(np.stack([a for a, _ in xs], 1)[:, :, None, None])  # [n, G, 1, 1, D]
-            x_test = jnp.asarray(np.stack([b for _, b in xs], 1)[:, :, None, None])
+            x = np.asarray(x)
+            xs = [standardise(x[cs.train, i], x[cs.test, i]) for cs in concept_sets for i in range(len(layers))]
+            x_train = np.stack([a for a, _ in xs], 1)  # [n, G, D], G = concepts x modules
+            x_test = np.stack([b for _, b in xs], 1)
             for model, model_sets in controls.items():  # the control: same images, permuted labels
                 y_train = np.stack([cs.train_y for cs in model_sets for _ in layers], 1)  # [n, G]
                 y_test = np.stack([cs.test_y for cs in model_sets for _ in layers], 1)
-                params = fit.fit_group(x_train, y_train[:, :, None, None], CONCEPT.name, kind=kind,
-                                       epochs=epochs_of(c, family), batch_size=c.probe.batch_size, lr=c.probe.lr,
-                                       seed=c.probe.seed, hidden=c.probe.hidden)
-                for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-                    acc = accuracy(params, x, y)
+                params = fit.fit_group(x_train, y_train, CONCEPT, kind=kind, epochs=epochs_of(c, family),
+                                       batch_size=c.probe.batch_size, lr=c.probe.lr, seed=c.probe.seed,
+                                       hidden=c.probe.hidden)
+                for split, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
+                    acc = probes.evaluate_group(params, xs, ys, CONCEPT)["accuracy"].mean(axis=1)  # [G]
                     rows += [{"family": family, "model": model, "task": concept, "layer": layer, "step": step,
                               "split": split, "metric": "accuracy", "value": float(a)}
                              for (concept, layer), a in zip(ids, acc)]
     return rows
-
-
-def accuracy(params, x: jax.Array, y: np.ndarray) -> np.ndarray:
-    """Accuracy of each of a group's G probes: x [N, G, 1, 1, D], y [N, G] bool -> [G]."""
-    pred = jax.vmap(lambda p, a: probes.predict(p, a, (1, 1)), in_axes=(0, 1))(params, x)  # [G, N, 1, 1]
-    return metrics.accuracy(np.asarray(pred), y.T[:, :, None, None]).mean(axis=1)
 
 
 def run(c, workdir) -> dict:

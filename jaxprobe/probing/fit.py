@@ -2,7 +2,9 @@
 `jax.vmap`-ed Optax step per batch and a `lax.scan` over the batches, so that an epoch is one device call. All
 probes of a group see the same per-epoch permutation of the images. The probes of a group share one label set (the
 scene study: every layer and step reads the same images) or each has its own (the concept study: concept k's
-probes read concept k's positives and negatives). Fits checkpoint per epoch (orbax) and resume bit-identically.
+probes read concept k's positives and negatives). The task is a `tasks.Task` value the caller passes (spatial
+probes on token grids, or image-level probes on feature vectors). Fits checkpoint per epoch (orbax) and resume
+bit-identically.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import chex
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import PartitionSpec as P
@@ -34,6 +37,7 @@ from jaxprobe.probing.probes import (
     probe_loss,
     unstack,
 )
+from jaxprobe.probing.tasks import Task, check_task
 from jaxprobe.validate import check_choice
 
 
@@ -46,7 +50,7 @@ class FitState:
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "task", "channels", "lr", "hidden"))
-def init_state(keys: jax.Array, kind: str, task: str, channels: int, *, lr: float = 1e-3,
+def init_state(keys: jax.Array, kind: str, task: Task, channels: int, *, lr: float = 1e-3,
                hidden: int = 256) -> FitState:
     """Stacked fresh probes and Adam states for the G probes of a group; keys [G] (one per probe)."""
     params = jax.vmap(lambda k: init_probe(k, kind, task, channels, hidden=hidden))(keys)
@@ -55,7 +59,7 @@ def init_state(keys: jax.Array, kind: str, task: str, channels: int, *, lr: floa
 
 @functools.partial(jax.jit, static_argnames=("task", "batch_size", "lr", "per_probe", "num_images"),
                    donate_argnums=0)
-def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: str, batch_size: int = 4,
+def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: Task, batch_size: int = 4,
               lr: float = 1e-3, per_probe: bool = False, num_images: int | None = None) -> tuple[FitState, jax.Array]:
     """One epoch for a group, as one device call: x [N, G, h, w, C], target [N, ...] shared by the G probes, or
     [N, G, ...] one per probe when `per_probe` -> (state, mean loss [G]).
@@ -64,6 +68,10 @@ def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: s
     partial batch is padded and masked, so its loss is the mean over its real images (PyTorch's drop_last=False).
     `num_images`: only the first n rows of x are images (the rest pad x to a multiple of the mesh's data axis).
     """
+    chex.assert_rank(x, 5 if task.spatial else 3)
+    chex.assert_axis_dimension(target, 0, x.shape[0])
+    if per_probe:
+        chex.assert_axis_dimension(target, 1, x.shape[1])
     n = x.shape[0] if num_images is None else num_images
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
@@ -90,12 +98,13 @@ def run_epoch(state: FitState, x: jax.Array, target: jax.Array, seed, *, task: s
     return FitState(epoch=state.epoch + 1, params=params, opt_state=opt_state), losses.mean(axis=0)
 
 
-def fit_group(x: jax.Array, labels, task: str, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
+def fit_group(x: jax.Array, labels, task: Task, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
               lr: float = 1e-3, seed: int = 0, label_mode: str = "upsample", hidden: int = 256,
               keys: jax.Array | None = None, checkpoint_dir: str | Path | None = None,
               stop_after_epoch: int | None = None) -> Params:
     """Fit the G probes of one shape group at once: x [N, G, h, w, C], labels [N, H, W] shared by all probes or
-    [N, G, H, W] one label map per probe -> params (leaves [G, ...]).
+    [N, G, H, W] one label map per probe (image-level tasks: x [N, G, D], labels [N] or [N, G]) -> params
+    (leaves [G, ...]).
 
     Args:
       keys: [G] init keys, one per probe (only the MLP uses them); default fold_in(key(seed), g).
@@ -103,8 +112,9 @@ def fit_group(x: jax.Array, labels, task: str, *, kind: str = "linear", epochs: 
         the newest checkpoint; the result is bit-identical to an uninterrupted fit.
       stop_after_epoch: stop once this many epochs are done (after checkpointing); simulates a kill in tests.
     """
+    task = check_task(task)
     labels = check_group_labels(labels, task, x.shape[1])
-    check_acts("activations", x, len(labels), group=True)
+    check_acts("activations", x, len(labels), task, group=True)
     if keys is None:
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(x.shape[1]))
     return _fit(x, labels, task, kind=kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -118,11 +128,12 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
     check_choice("probe kind", kind, KINDS)
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
-    per_probe = labels.ndim == 4
+    per_probe = labels.ndim == (4 if task.spatial else 2)
+    hw = x.shape[2:4] if task.spatial else None
     if per_probe:  # [N, G, H, W] -> [N, G, ...]
-        target = jax.vmap(lambda y: prepare_targets(y, x.shape[2:4], task, label_mode), 1, 1)(labels)
+        target = jax.vmap(lambda y: prepare_targets(y, hw, task, label_mode), 1, 1)(labels)
     else:
-        target = prepare_targets(labels, x.shape[2:4], task, label_mode)
+        target = prepare_targets(labels, hw, task, label_mode)
     n, g = x.shape[:2]
     if mesh.current() is not None:
         x, target, keys = _pad_for_mesh(x, target, keys, per_probe)
@@ -163,20 +174,22 @@ def _pad_for_mesh(x, target, keys, per_probe: bool):
     return x, target, jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
 
 
-def fit_sweep(acts: dict, labels, task: str, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
+def fit_sweep(acts: dict, labels, task: Task, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,
               lr: float = 1e-3, seed: int = 0, label_mode: str = "upsample", hidden: int = 256,
               checkpoint_dir: str | Path | None = None) -> dict[ProbeId, Params]:
-    """Fit one probe per (layer, step) of `acts` {layer: [N, S, h, w, C]} on labels [N, H, W].
+    """Fit one probe per (layer, step) of `acts` {layer: [N, S, h, w, C]} on labels [N, H, W] (image-level tasks:
+    {layer: [N, S, D]} on labels [N]).
 
     Defaults are the paper's (linear, Adam lr 1e-3, 30 epochs, batch 4, upsampled predictions). Shape groups are
     fit with `fit_group`; with `checkpoint_dir`, each group checkpoints into its own sub-directory.
     Returns {(layer, step index): params of that probe}.
     """
+    task = check_task(task)
     labels = check_labels(labels, task)
-    check_sweep(acts, labels)
+    check_sweep(acts, labels, task)
     fitted = {}
     for ids, x in group_probes(acts):
-        sub = None if checkpoint_dir is None else Path(checkpoint_dir) / "group_{}x{}x{}".format(*x.shape[2:])
+        sub = None if checkpoint_dir is None else Path(checkpoint_dir) / ("group_" + "x".join(map(str, x.shape[2:])))
         keys = jnp.stack([probe_key(seed, pid) for pid in ids])
         stacked = _fit(x, labels, task, kind=kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        label_mode=label_mode, hidden=hidden, keys=keys, checkpoint_dir=sub)

@@ -1,12 +1,15 @@
-"""Probe families and their losses as pure functions of (params, activations), for every registered task.
+"""Probe families and their losses as pure functions of (params, activations), for a `tasks.Task` the caller
+passes.
 
-Activations come from `capture` as `{layer: [N, S, h, w, C]}` (N images, S steps, NHWC tokens, possibly bf16;
-all arithmetic is fp32). Labels are per image at label resolution `[N, H, W]` with `H = fh*h`, `W = fw*w`:
-masks (nonzero = positive; task kind 'mask') or real values such as z-scored depth (kind 'dense'); see
-`jaxprobe.probing.tasks`.
+Spatial tasks: activations come from `capture` as `{layer: [N, S, h, w, C]}` (N images, S steps, NHWC tokens,
+possibly bf16; all arithmetic is fp32). Labels are per image at label resolution `[N, H, W]` with `H = fh*h`,
+`W = fw*w`: masks (nonzero = positive; task kind 'mask') or real values such as z-scored depth (kind 'dense').
+Image-level tasks (kind 'label'): one feature vector per image, `{layer: [N, S, D]}`, and one label per image
+`[N]`; see `jaxprobe.probing.tasks`.
 
-Every (layer, step) pair is one probe. Probes whose activations share (h, w, C) form a group `[N, G, h, w, C]`
-(`group_probes`), fit together by `jaxprobe.probing.fit` (SGD) or `jaxprobe.probing.ridge` (closed form).
+Every (layer, step) pair is one probe. Probes whose activations share their trailing shape form a group
+`[N, G, ...]` (`group_probes`), fit together by `jaxprobe.probing.fit` (SGD) or `jaxprobe.probing.ridge` (closed
+form, spatial tasks) and scored together by `evaluate_group`.
 
 Losses are exactly the paper's (prediction nearest-upsampled to label resolution) without building upsampled
 tensors:
@@ -25,12 +28,15 @@ import functools
 import zlib
 from typing import Any, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe.probing import metrics, tasks
+from jaxprobe.hooks import all_finite
+from jaxprobe.probing import metrics
+from jaxprobe.probing.tasks import Task, check_task
 from jaxprobe.validate import check_choice
 
 KINDS = ("linear", "affine", "mlp")
@@ -38,10 +44,14 @@ LABEL_MODES = ("upsample", "downsample")
 
 Params = Any
 ProbeId = tuple[str, int]  # (layer path, step index into the captured steps)
+# Host memory one `evaluate_sweep` call may spend on the predictions of the probes it scores at once: probes are
+# scored a stacked chunk at a time (`evaluate_group`), but never fewer than one (an SD v1 layer's test split at
+# 512^2 is ~390 MB alone), so memory stays at max(one probe's predictions, this budget).
+EVAL_BYTES = 1 << 28
 
 
-def init_probe(key: jax.Array, kind: str, task: str, channels: int, *, hidden: int = 256) -> Params:
-    """A fresh probe for `channels`-wide tokens.
+def init_probe(key: jax.Array, kind: str, task: Task, channels: int, *, hidden: int = 256) -> Params:
+    """A fresh probe for `channels`-wide tokens (or feature vectors).
 
     'linear': {'kernel': [C, out]}, no bias, zeros (the problem is convex; zeros make fits independent of keys).
     'affine': the same plus {'bias': [out]}, zeros (image-level probes on unbalanced sets need the intercept).
@@ -49,7 +59,7 @@ def init_probe(key: jax.Array, kind: str, task: str, channels: int, *, hidden: i
     'bias'}}, initialised like `flax.linen.Dense` (lecun-normal kernels, zero biases).
     """
     check_choice("probe kind", kind, KINDS)
-    out = tasks.get(task).outputs
+    out = check_task(task).outputs
     if kind in ("linear", "affine"):
         linear = {"kernel": jnp.zeros((channels, out), jnp.float32)}
         return linear if kind == "linear" else {**linear, "bias": jnp.zeros((out,), jnp.float32)}
@@ -65,11 +75,19 @@ def apply_probe(params: Params, acts: jax.Array) -> jax.Array:
     A pure function of (params, acts), so it can be vmapped over stacked probes and differentiated w.r.t. the
     activations through a frozen probe.
     """
-    x = acts.astype(jnp.float32)
+    x = _checked_input(params, acts)
     if "hidden" in params:
         x = jax.nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
         return x @ params["out"]["kernel"] + params["out"]["bias"]
     return x @ params["kernel"] + params["bias"] if "bias" in params else x @ params["kernel"]
+
+
+def _checked_input(params: Params, acts: jax.Array) -> jax.Array:
+    """acts as fp32, after checking that their width is the probe's input width (a mismatch would otherwise
+    surface as a dot-shape error deep inside a jitted, vmapped step)."""
+    kernel = params["hidden"]["kernel"] if "hidden" in params else params["kernel"]
+    chex.assert_axis_dimension(acts, -1, kernel.shape[0])
+    return acts.astype(jnp.float32)
 
 
 def upsample(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
@@ -79,14 +97,16 @@ def upsample(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames="out_hw")
-def predict(params: Params, acts: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
-    """Label-resolution predictions of one probe: acts [..., N, h, w, C] -> [..., N, H, W].
+def predict(params: Params, acts: jax.Array, out_hw: tuple[int, int] | None = None) -> jax.Array:
+    """Predictions of one probe: acts [..., N, h, w, C] -> [..., N, H, W] at label resolution `out_hw`, or, for
+    image-level probes (`out_hw` None), feature vectors [..., N, D] -> [..., N].
 
-    Two logits (mask tasks) give the argmax mask (bool); one output (dense tasks) the value map; both nearest-upsampled.
+    Two logits (mask and label tasks) give the argmax (bool); one output (dense tasks) the value; maps are
+    nearest-upsampled.
     """
     logits = apply_probe(params, acts)
-    tokens = jnp.argmax(logits, axis=-1).astype(bool) if logits.shape[-1] == 2 else logits[..., 0]
-    return upsample(tokens, out_hw)
+    out = jnp.argmax(logits, axis=-1).astype(bool) if logits.shape[-1] == 2 else logits[..., 0]
+    return out if out_hw is None else upsample(out, out_hw)
 
 
 def factors(hw: Sequence[int], out_hw: Sequence[int], what: str) -> tuple[int, int]:
@@ -104,16 +124,22 @@ def blocks(labels: jax.Array, hw: tuple[int, int]) -> jax.Array:
     return labels.reshape(n, hw[0], fh, hw[1], fw)
 
 
-def prepare_targets(labels, hw: tuple[int, int], task: str, label_mode: str = "upsample") -> jax.Array:
-    """What `probe_loss` compares a probe's [N, h, w, out] output with, for an h x w token grid.
+def prepare_targets(labels, hw: tuple[int, int] | None, task: Task, label_mode: str = "upsample") -> jax.Array:
+    """What `probe_loss` compares a probe's [N, h, w, out] output with, for an h x w token grid (`hw` None for
+    image-level tasks).
 
     mask tasks: class fractions per token [N, h, w, 2] — the block's (negative, positive) histogram / (fh*fw)
       for 'upsample' (exact upsampled CE), a one-hot majority vote (ties -> positive) for 'downsample'.
     dense tasks: each token's block of labels [N, h, w, fh*fw] for 'upsample' (exact label-resolution Huber), the
       block mean [N, h, w, 1] for 'downsample'.
+    label tasks: the one-hot label [N, 2] (label_mode does not apply).
     """
     check_choice("label_mode", label_mode, LABEL_MODES)
-    if tasks.get(task).kind == "mask":
+    kind = check_task(task).kind
+    if kind == "label":
+        positive = (jnp.asarray(labels) > 0).astype(jnp.float32)
+        return jnp.stack([1.0 - positive, positive], axis=-1)
+    if kind == "mask":
         frac = blocks(jnp.asarray(labels) > 0, hw).mean(axis=(2, 4), dtype=jnp.float32)
         if label_mode == "downsample":
             frac = (frac >= 0.5).astype(jnp.float32)
@@ -150,7 +176,7 @@ _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 def _logits(params: Params, acts: jax.Array) -> jax.Array:
     """`apply_probe` for the losses: the same values, with `_matmul`'s faster kernel gradient for the logits layer
     (not for an MLP's wide hidden layer: transposing its [hidden, C] gradient costs more than it saves)."""
-    x = acts.astype(jnp.float32)
+    x = _checked_input(params, acts)
     if "hidden" in params:
         x = jax.nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
         params = params["out"]
@@ -169,20 +195,27 @@ def _soft_ce(logits: jax.Array, target: jax.Array) -> jax.Array:
     return -functools.reduce(jnp.add, [target[..., k] * (s - lse) for k, s in enumerate(shifted)])
 
 
-def probe_loss(params: Params, acts: jax.Array, target: jax.Array, task: str) -> jax.Array:
-    """Per-image loss of one probe: acts [B, h, w, C], target from `prepare_targets` [B, ...] -> [B].
+def probe_loss(params: Params, acts: jax.Array, target: jax.Array, task: Task) -> jax.Array:
+    """Per-image loss of one probe: acts [B, h, w, C] (label tasks: [B, D]), target from `prepare_targets`
+    [B, ...] -> [B].
 
     mask tasks: mean over tokens of softmax CE vs the class fractions (== mean CE of the nearest-upsampled logits);
-    dense tasks: mean over label pixels of Huber (delta 1), the [B, h, w, 1] prediction broadcast against the blocks.
+    dense tasks: mean over label pixels of Huber (delta 1), the [B, h, w, 1] prediction broadcast against the blocks;
+    label tasks: softmax CE vs the one-hot label.
     """
     logits = _logits(params, acts)
-    if tasks.get(task).kind == "mask":
+    chex.assert_equal_shape_prefix((logits, target), logits.ndim - 1)
+    kind = check_task(task).kind
+    if kind == "label":
+        return _soft_ce(logits, target)
+    if kind == "mask":
         return _soft_ce(logits, target).mean(axis=(-2, -1))
     return optax.huber_loss(logits, target, delta=1.0).mean(axis=(-3, -2, -1))
 
 
 def group_probes(acts: dict) -> list[tuple[list[ProbeId], jax.Array]]:
-    """Stack every (layer, step) with equal (h, w, C): -> [(probe ids [G], x [N, G, h, w, C]), ...].
+    """Stack every (layer, step) with an equal trailing shape ((h, w, C), or (D,) for image-level features):
+    {layer: [N, S, ...]} -> [(probe ids [G], x [N, G, ...]), ...].
 
     Layers are concatenated along the step axis, so a group with one layer is its array as is (no copy).
     """
@@ -206,81 +239,126 @@ def unstack(ids: list[ProbeId], stacked: Params) -> dict[ProbeId, Params]:
     return {pid: jax.tree.map(lambda p, g=g: p[g], stacked) for g, pid in enumerate(ids)}
 
 
+def _truth(labels: jax.Array, task: Task) -> np.ndarray:
+    """What predictions are scored against: `labels > 0` for mask and label tasks, the values for dense tasks."""
+    return np.asarray(labels) if task.kind == "dense" else np.asarray(labels > 0)
+
+
+def _score(pred: np.ndarray, truth: np.ndarray, task: Task) -> dict[str, np.ndarray]:
+    """{metric: per-image scores [..., N]} of predictions [..., N(, H, W)] against truth broadcastable to them."""
+    axis = (-2, -1) if task.spatial else ()
+    return {m: getattr(metrics, m)(pred, truth, axis=axis) for m in task.metrics}
+
+
+@functools.partial(jax.jit, static_argnames="out_hw")
+def _predict_group(params: Params, x: jax.Array, out_hw) -> jax.Array:
+    """Predictions of G stacked probes, each on its own slice of x [N, G, ...] -> [G, N, ...]."""
+    return jax.vmap(predict, in_axes=(0, 1, None))(params, x, out_hw)
+
+
+def evaluate_group(params: Params, x, labels, task: Task) -> dict[str, np.ndarray]:
+    """Per-image scores of a stacked group of G probes (leaves [G, ...], as `fit.fit_group` returns them), all
+    predicted in one vmapped call: x [N, G, ...], labels [N, ...] shared by the probes or [N, G, ...] one label
+    set per probe (as `fit.fit_group` takes them) -> {metric: [G, N]} (the task's metrics, at label resolution).
+    """
+    task = check_task(task)
+    x = jnp.asarray(x)
+    labels = check_group_labels(labels, task, x.shape[1])
+    check_acts("activations", x, len(labels), task, group=True)
+    if task.spatial:
+        factors(x.shape[2:4], labels.shape[-2:], f"labels of shape {tuple(labels.shape)} (activations "
+                                                 f"{tuple(x.shape)})")
+    return _evaluate_group(params, x, labels, task)
+
+
+def _evaluate_group(params: Params, x, labels: jax.Array, task: Task) -> dict[str, np.ndarray]:
+    """`evaluate_group` on already validated inputs."""
+    per_probe = labels.ndim == (4 if task.spatial else 2)
+    out_hw = tuple(labels.shape[-2:]) if task.spatial else None
+    truth = _truth(labels, task)
+    if per_probe:
+        truth = np.moveaxis(truth, 1, 0)  # [G, N, ...] against predictions [G, N, ...]
+    return _score(np.asarray(_predict_group(params, x, out_hw)), truth, task)
 
 
 def evaluate_sweep(fitted: dict[ProbeId, Params], acts: dict, labels,
-                   task: str) -> dict[ProbeId, dict[str, np.ndarray]]:
-    """Per-image scores at label resolution: {(layer, step): {metric: [N]}} (the task's metrics).
+                   task: Task) -> dict[ProbeId, dict[str, np.ndarray]]:
+    """Per-image scores: {(layer, step): {metric: [N]}} (the task's metrics), for acts {layer: [N, S, ...]} and
+    labels [N, H, W] (label tasks: [N]). Mask and label tasks are scored against `labels > 0`, dense tasks against
+    the labels as they are.
 
-    Mask tasks are scored against `labels > 0`, dense tasks against the labels as they are.
-    One probe at a time, so host memory stays at one [N, H, W] prediction.
+    A layer's probes are scored a stacked chunk at a time (`evaluate_group`), as many as `EVAL_BYTES` of
+    predictions allow and at least one, so host memory stays bounded by one chunk's [G, N, H, W] predictions.
     """
+    task = check_task(task)
     labels = check_labels(labels, task)
-    check_sweep(acts, labels)
-    spec = tasks.get(task)
-    truth = np.asarray(labels > 0) if spec.kind == "mask" else np.asarray(labels)
-    out_hw = tuple(labels.shape[1:])
-    scores = {}
-    for (layer, step), params in fitted.items():
+    check_sweep(acts, labels, task)
+    per_probe_bytes = labels.size * 8  # the widest intermediate: float64 scores of one probe's predictions
+    chunk = max(1, EVAL_BYTES // per_probe_bytes)
+    by_layer: dict[str, list[int]] = {}
+    for layer, step in fitted:
         if layer not in acts:
             raise ValueError(f"probe for layer {layer!r} has no activations; layers given: {', '.join(acts)}")
-        pred = np.asarray(predict(params, acts[layer][:, step], out_hw))
-        scores[(layer, step)] = {m: getattr(metrics, m)(pred, truth) for m in spec.metrics}
-    return scores
+        by_layer.setdefault(layer, []).append(step)
+    scores = {}
+    for layer, steps in by_layer.items():
+        for i in range(0, len(steps), chunk):
+            ids = [(layer, s) for s in steps[i:i + chunk]]
+            stacked = jax.tree.map(lambda *p: jnp.stack(p), *[fitted[pid] for pid in ids])
+            x = acts[layer][:, [s for _, s in ids]]
+            got = _evaluate_group(stacked, jnp.asarray(x), labels, task)
+            scores.update({pid: {m: v[g] for m, v in got.items()} for g, pid in enumerate(ids)})
+    return {pid: scores[pid] for pid in fitted}
 
 
-@jax.jit
-def _sum_of_zeros(a: jax.Array) -> jax.Array:
-    return jnp.sum(a * 0, dtype=jnp.float32)  # 0 unless an entry is NaN or +-inf (then NaN); cannot overflow
-
-
-def all_finite(a) -> bool:
-    """Whether every entry of `a` is finite, in one fused pass (~3x faster on CPU than `isfinite(a).all()`, which
-    reduces a bool array; it costs more than a probe-fitting epoch on a large group)."""
-    a = jnp.asarray(a)
-    return not jnp.issubdtype(a.dtype, jnp.inexact) or bool(jnp.isfinite(_sum_of_zeros(a)))
-
-
-def check_labels(labels, task: str) -> jax.Array:
-    """labels [N, H, W] of `task` as a jax array, or a clear error (shape, emptiness, non-finite dense labels)."""
-    spec = tasks.get(task)
+def check_labels(labels, task: Task) -> jax.Array:
+    """labels of `task` ([N, H, W] maps, or [N] for label tasks) as a jax array, or a clear error (shape,
+    emptiness, non-finite dense labels)."""
+    task = check_task(task)
     labels = jnp.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"labels must be [N, H, W], got shape {tuple(labels.shape)}")
+    want = 3 if task.spatial else 1
+    if labels.ndim != want:
+        layout = "[N, H, W]" if task.spatial else "[N] (one label per image)"
+        raise ValueError(f"labels of task {task.name!r} must be {layout}, got shape {tuple(labels.shape)}")
     if labels.shape[0] == 0:
         raise ValueError("empty split: labels hold 0 images")
-    if spec.kind == "dense" and not all_finite(labels):
-        raise ValueError(f"{spec.name} labels contain NaN or inf")
+    if task.kind == "dense" and not all_finite(labels):
+        raise ValueError(f"{task.name} labels contain NaN or inf")
     return labels
 
 
-def check_group_labels(labels, task: str, probes: int) -> jax.Array:
-    """A group's labels: [N, H, W] shared by its probes, or [N, G, H, W] with one label map per probe."""
+def check_group_labels(labels, task: Task, probes: int) -> jax.Array:
+    """A group's labels: [N, H, W] shared by its probes, or [N, G, H, W] with one label map per probe (label
+    tasks: [N] or [N, G])."""
+    task = check_task(task)
     labels = jnp.asarray(labels)
-    if labels.ndim != 4:
+    if labels.ndim != (4 if task.spatial else 2):
         return check_labels(labels, task)
     if labels.shape[1] != probes:
-        raise ValueError(f"per-probe labels {tuple(labels.shape)} hold {labels.shape[1]} label maps for a group "
+        raise ValueError(f"per-probe labels {tuple(labels.shape)} hold {labels.shape[1]} label sets for a group "
                          f"of {probes} probes")
     check_labels(labels.reshape(-1, *labels.shape[2:]), task)
     return labels
 
 
-def check_acts(name: str, a, n_labels: int, *, group: bool = False) -> None:
-    """One activation array [N, S (or G), h, w, C]: rank, image count vs labels, finiteness."""
-    if a.ndim != 5:
-        layout = "[N, G, h, w, C]" if group else "[N, S, h, w, C]"
-        raise ValueError(f"activations of {name} must be {layout}, got shape {tuple(a.shape)}")
+def check_acts(name: str, a, n_labels: int, task: Task, *, group: bool = False) -> None:
+    """One activation array [N, S (or G), h, w, C] ([N, S, D] for label tasks): rank, image count vs labels,
+    finiteness."""
+    rank, layout = (5, "h, w, C") if check_task(task).spatial else (3, "D")
+    if a.ndim != rank:
+        raise ValueError(f"activations of {name} must be [N, {'G' if group else 'S'}, {layout}] for task "
+                         f"{task.name!r}, got shape {tuple(a.shape)}")
     if a.shape[0] != n_labels:
         raise ValueError(f"activations of {name} hold {a.shape[0]} images but the labels hold {n_labels}")
     if not all_finite(a):
         raise ValueError(f"activations of {name} contain NaN or inf")
 
 
-def check_sweep(acts: dict, labels: jax.Array) -> None:
+def check_sweep(acts: dict, labels: jax.Array, task: Task) -> None:
     if not acts:
         raise ValueError("no activations: the acts dict is empty")
     for layer, a in acts.items():
-        check_acts(f"layer {layer!r}", a, len(labels))
-        factors(a.shape[2:4], labels.shape[1:], f"labels of shape {tuple(labels.shape)} (layer {layer!r}, "
-                                                  f"activations {tuple(a.shape)})")
+        check_acts(f"layer {layer!r}", a, len(labels), task)
+        if task.spatial:
+            factors(a.shape[2:4], labels.shape[1:], f"labels of shape {tuple(labels.shape)} (layer {layer!r}, "
+                                                      f"activations {tuple(a.shape)})")

@@ -4,26 +4,26 @@ Input everywhere is what `probes.evaluate_sweep` returns, `{(layer, step): {metr
 `step` the denoising step index (`with_denoising_steps` maps capture indices to it). Tables are long: one row per
 number, columns `COLUMNS`. Figures are drawn on bare `matplotlib.figure.Figure`s (Agg canvas, no pyplot global
 state, so sweeps can plot from threads) and written atomically through `jaxprobe.io`.
+
+Nothing here knows a study: the caller passes its tasks, its models (and which one the others are compared with)
+and how its layers are called (`layer_names`, a `LayerNamer`); without a namer a layer is shown by its path.
 """
 from __future__ import annotations
 
 import csv
-import re
 import textwrap
 from typing import Callable, Mapping, Sequence
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from jaxprobe import io
-from jaxprobe.probing import metrics, tasks
-from jaxprobe.probing.tasks import LOWER_IS_BETTER
+from jaxprobe.probing import metrics
+from jaxprobe.probing.tasks import LOWER_IS_BETTER, Task, check_task
 from jaxprobe.validate import check_choice
 
 COLUMNS = ("model", "task", "layer", "step", "split", "metric", "value")
 SPLITS = ("train", "test")
-REFERENCE_MODEL = "trained"
 
 Scores = Mapping[tuple[str, int], Mapping[str, np.ndarray]]
 
@@ -40,33 +40,22 @@ def _better(metric: str):
 # ------------------------------------------------------------------------------------------------ layer names
 
 # A namer takes layer paths and returns {path: (tick-label-sized name, resolution level or None)} for the paths it
-# knows (level 0 = full resolution, growing towards the bottleneck). Studies register theirs (the scene study's
-# UNet/VAE names: `jaxprobe.scene.layers`); a path no namer knows is shown as it is.
+# knows (level 0 = full resolution, growing towards the bottleneck); a study passes its own (the scene study's
+# UNet/VAE names: `jaxprobe.scene.layers.names`). A path the namer does not know is shown as it is.
 LayerNamer = Callable[[Sequence[str]], Mapping[str, tuple[str, int | None]]]
-_LAYER_NAMERS: list[LayerNamer] = []
+# A styler takes layer paths and returns {path: matplotlib line keyword arguments} for `curves_figure`.
+LayerStyler = Callable[[Sequence[str]], Mapping[str, dict]]
 
 
-def register_layer_namer(namer: LayerNamer) -> None:
-    if namer not in _LAYER_NAMERS:
-        _LAYER_NAMERS.append(namer)
+def name_layers(layers: Sequence[str], namer: LayerNamer | None = None) -> dict[str, tuple[str, int | None]]:
+    """{path: (short name, resolution level)} by `namer`; (path, None) for a path it does not know (or no namer)."""
+    known = dict(namer(list(layers))) if namer is not None else {}
+    return {l: known.get(l, (l, None)) for l in layers}
 
 
-def layer_names(layers: Sequence[str]) -> dict[str, tuple[str, int | None]]:
-    """{path: (short name, resolution level)} from the first registered namer that knows each path."""
-    out: dict[str, tuple[str, int | None]] = {}
-    for namer in _LAYER_NAMERS:
-        out.update({k: v for k, v in namer([l for l in layers if l not in out]).items() if k not in out})
-    return {l: out.get(l, (l, None)) for l in layers}
-
-
-def short_layer_name(path: str) -> str:
-    """A tick-label-sized name for a layer path (see `register_layer_namer`)."""
-    return layer_names([path])[path][0]
-
-
-def resolution_levels(layers: Sequence[str]) -> dict[str, int | None]:
-    """Resolution level of each layer (0 = full resolution), None where no namer knows one."""
-    return {l: level for l, (_, level) in layer_names(layers).items()}
+def _short(layers: Sequence[str], namer: LayerNamer | None) -> list[str]:
+    names = name_layers(layers, namer)
+    return [names[l][0] for l in layers]
 
 
 def _ordered(layers, layer_order: Sequence[str]) -> list[str]:
@@ -183,7 +172,7 @@ def how_early(curve: Mapping[int, float], metric: str, *, fraction: float = 0.9)
             "final_value": float(final), "fraction": fraction}
 
 
-def _summarize_one(cells: dict, metric: str, layer_order: Sequence[str]) -> dict:
+def _summarize_one(cells: dict, metric: str, layer_order: Sequence[str], namer: LayerNamer | None) -> dict:
     """Best cell, per-layer best over steps and 'how early' of one model on one task."""
     layers = _ordered([l for l, _ in cells], layer_order)
     order = [(l, s) for l in layers for s in sorted(s for m, s in cells if m == l)]
@@ -191,17 +180,18 @@ def _summarize_one(cells: dict, metric: str, layer_order: Sequence[str]) -> dict
     best = _better(metric)(order, key=means.get)
     per_layer_cells = [_better(metric)([c for c in order if c[0] == l], key=means.get) for l in layers]
     mean, lo, hi = metrics.mean_ci(np.stack([cells[c] for c in per_layer_cells]))  # one batched bootstrap
-    per_layer = [{"layer": l, "short": short_layer_name(l), "step": int(s), "mean": float(m),
+    short = dict(zip(layers, _short(layers, namer)))
+    per_layer = [{"layer": l, "short": short[l], "step": int(s), "mean": float(m),
                   "ci95": [float(a), float(b)]} for (l, s), m, a, b in zip(per_layer_cells, mean, lo, hi)]
     curve = {s: means[(l, s)] for l, s in order if l == best[0]}
     return {"metric": metric, "direction": _direction(metric), "n_images": int(cells[best].size),
-            "best": {"layer": best[0], "short": short_layer_name(best[0]), "step": int(best[1]),
+            "best": {"layer": best[0], "short": short[best[0]], "step": int(best[1]),
                      **_ci(cells[best])},
             "per_layer": per_layer,
             "how_early": {"layer": best[0], **how_early(curve, metric)}}
 
 
-def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: str) -> dict:
+def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: str, reference: str) -> dict:
     """One baseline's entry of `summarize`'s 'gap' (see there): bootstrapping the per-image difference
     resamples the images of both models jointly, which is the paired bootstrap."""
     layer, step = cell
@@ -210,47 +200,51 @@ def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: st
     else:
         at_step = [c for c in base if c[1] == step]
         if not at_step:
-            raise ValueError(f"baseline {baseline!r} has no scores at step {step} (the {REFERENCE_MODEL} "
+            raise ValueError(f"baseline {baseline!r} has no scores at step {step} (the {reference} "
                              f"model's best); its steps: {sorted({s for _, s in base})}")
         other = _better(metric)(sorted(at_step), key=lambda c: base[c].mean())
     if base[other].shape != ref[cell].shape:
-        raise ValueError(f"a paired gap needs the same images: {REFERENCE_MODEL} has {ref[cell].size} test "
+        raise ValueError(f"a paired gap needs the same images: {reference} has {ref[cell].size} test "
                          f"images, {baseline!r} has {base[other].size}")
     sign = -1.0 if LOWER_IS_BETTER[metric] else 1.0
     return {"layer": layer, "step": int(step), "baseline_layer": other[0],
             "baseline_mean": float(base[other].mean()), **_ci(sign * (ref[cell] - base[other]))}
 
 
-def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, layer_order: Sequence[str]) -> dict:
+def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, tasks: Sequence[Task],
+              layer_order: Sequence[str], reference: str, layer_names: LayerNamer | None = None) -> dict:
     """The JSON summary of a sweep: {model: {task: {...}}}, judged by each task's headline metric.
 
-    scores_by_model: {model: {task: evaluate_sweep scores keyed by (layer, denoising step)}}, test split.
+    scores_by_model: {model: {task name: evaluate_sweep scores keyed by (layer, denoising step)}}, test split.
+    tasks: the Task of every task name there; reference: the model the others are baselines of (it need not be
+    among the models); layer_names: how layers are called in 'short' (their paths without a namer).
     Per model and task:
       best       the best (layer, step) by the mean over images (first in layer_order, then step order, on
                  ties), with mean and 95% percentile-bootstrap CI (`metrics.mean_ci`);
       per_layer  for each layer (in layer_order; layers it lacks, e.g. the VAE's, after) its best step, mean, CI;
       how_early  `how_early` on the best layer's curve over steps;
-      gap        (the 'trained' model only) {baseline: improvement at trained's best (layer, step) over the
-                 baseline's same cell, or, for a baseline without that layer (the VAE), over its best layer at
-                 that step}: mean of the per-image difference, signed so that > 0 means trained is better
-                 (baseline - trained for RMSE), with a 95% paired-bootstrap CI (images resampled jointly).
-    Tasks are looked up in `jaxprobe.probing.tasks` for their headline metric.
+      gap        (the reference model only) {baseline: improvement at the reference's best (layer, step) over
+                 the baseline's same cell, or, for a baseline without that layer (the VAE), over its best layer at
+                 that step}: mean of the per-image difference, signed so that > 0 means the reference is better
+                 (baseline - reference for RMSE), with a 95% paired-bootstrap CI (images resampled jointly).
     """
     if not scores_by_model:
         raise ValueError("summarize needs scores of at least one model")
+    headline = {check_task(t).name: t.headline for t in tasks}
     cells = {}
     for model, by_task in scores_by_model.items():
         if not by_task:
             raise ValueError(f"model {model!r} has no tasks")
         for task, scores in by_task.items():
-            cells[model, task] = _cell_values(scores, tasks.get(task).headline, f"model {model!r}, task {task!r}")
-    summary = {model: {task: _summarize_one(cells[model, task], tasks.get(task).headline, layer_order)
+            check_choice(f"task of model {model!r} (one of the tasks given)", task, headline)
+            cells[model, task] = _cell_values(scores, headline[task], f"model {model!r}, task {task!r}")
+    summary = {model: {task: _summarize_one(cells[model, task], headline[task], layer_order, layer_names)
                        for task in by_task}
                for model, by_task in scores_by_model.items()}
-    for task, entry in summary.get(REFERENCE_MODEL, {}).items():
+    for task, entry in summary.get(reference, {}).items():
         best = (entry["best"]["layer"], entry["best"]["step"])
-        entry["gap"] = {m: _gap(cells[REFERENCE_MODEL, task], cells[m, task], best, tasks.get(task).headline, m)
-                        for m in scores_by_model if m != REFERENCE_MODEL and (m, task) in cells}
+        entry["gap"] = {m: _gap(cells[reference, task], cells[m, task], best, headline[task], m, reference)
+                        for m in scores_by_model if m != reference and (m, task) in cells}
     return summary
 
 
@@ -300,11 +294,11 @@ def _title(task: str, metric: str, split: str, what: str) -> str:
 
 
 def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
-                   models: Sequence[str] = ("trained", "randomized", "vae"), split: str = "test",
-                   xlabel: str = "denoising step", what: str = "per layer and step") -> None:
-    """One layer x step heatmap per model (stacked, sharing the step axis and one colour scale), cell values
-    printed; the colour map is flipped for lower-is-better metrics so that bright always means better. Models
-    absent from `rows` are left out; a baseline with one layer (the VAE) is a one-row panel."""
+                   models: Sequence[str], split: str = "test", xlabel: str = "denoising step",
+                   what: str = "per layer and step", layer_names: LayerNamer | None = None) -> None:
+    """One layer x step heatmap per model of `models` (stacked in that order, sharing the step axis and one colour
+    scale), cell values printed; the colour map is flipped for lower-is-better metrics so that bright always means
+    better. Models absent from `rows` are left out; a model with one layer (a baseline) is a one-row panel."""
     picked = _by_model(_select(rows, task, metric, split))
     shown = [m for m in models if m in picked]
     if not shown:
@@ -322,7 +316,7 @@ def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_
     for ax, m in zip(axes, shown):
         g = grids[m]
         im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-        ax.set_yticks(range(len(layers[m])), [short_layer_name(l) for l in layers[m]], fontsize=8)
+        ax.set_yticks(range(len(layers[m])), _short(layers[m], layer_names), fontsize=8)
         ax.set_title(m, fontsize=10, loc="left")
         ax.set_ylabel("layer")
         mid = (vmin + vmax) / 2
@@ -338,23 +332,6 @@ def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_
     save_figure(fig, path)
 
 
-def _level_styles(layers: Sequence[str]) -> dict[str, dict]:
-    """Line style per layer: colour by resolution level (dark = full resolution, light = bottleneck), marker by
-    attention index within its block, solid for down/mid blocks and dotted for up blocks; grey for layers of
-    no UNet block."""
-    levels = resolution_levels(layers)
-    top = max([v for v in levels.values() if v is not None], default=0)
-    cmap = matplotlib.colormaps["plasma"]
-    styles = {}
-    for l in layers:
-        short = short_layer_name(l)
-        attn = re.search(r"\.a(\d+)", short)
-        styles[l] = {"color": "grey" if levels[l] is None else cmap(0.8 * levels[l] / max(top, 1)),
-                     "marker": "os^Dv"[int(attn[1]) % 5] if attn else "o",
-                     "linestyle": ":" if short.startswith("up") else "-"}
-    return styles
-
-
 def _best_per_step(rows: Sequence[dict], metric: str) -> tuple[list[int], list[float]]:
     """A model's best value over its layers at each step -> (steps, values)."""
     best: dict[int, float] = {}
@@ -365,20 +342,21 @@ def _best_per_step(rows: Sequence[dict], metric: str) -> tuple[list[int], list[f
     return steps, [best[s] for s in steps]
 
 
-def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
-                  model: str = REFERENCE_MODEL, split: str = "test") -> None:
-    """`metric` vs denoising step, one line per layer of `model` (coloured by resolution level); every other
-    model in `rows` is one dashed reference line, its best layer at each step."""
+def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str], model: str,
+                  split: str = "test", layer_names: LayerNamer | None = None,
+                  layer_styles: LayerStyler | None = None) -> None:
+    """`metric` vs denoising step, one line per layer of `model` (styled by `layer_styles`, default matplotlib's
+    colour cycle); every other model in `rows` is one dashed reference line, its best layer at each step."""
     picked = _by_model(_select(rows, task, metric, split))
     if model not in picked:
         raise ValueError(f"no {task}/{metric} rows of model {model!r}; rows hold models {sorted(picked)}")
     layers = _ordered([r["layer"] for r in picked[model]], layer_order)
-    styles = _level_styles(layers)
+    styles = layer_styles(layers) if layer_styles is not None else {l: {"marker": "o"} for l in layers}
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.subplots()
-    for l in layers:
+    for l, short in zip(layers, _short(layers, layer_names)):
         pts = sorted((r["step"], r["value"]) for r in picked[model] if r["layer"] == l)
-        ax.plot(*zip(*pts), label=short_layer_name(l), markersize=4, linewidth=1.2, **styles[l])
+        ax.plot(*zip(*pts), label=short, markersize=4, linewidth=1.2, **styles[l])
     for other, colour in zip([m for m in picked if m != model], _REF_COLOURS):
         ax.plot(*_best_per_step(picked[other], metric), linestyle="--", color=colour, linewidth=1.8,
                 label=f"{other} (best layer per step)")
@@ -393,10 +371,11 @@ def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_o
 
 
 def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
-                         step: int, split: str = "test") -> None:
+                         step: int, split: str = "test", layer_names: LayerNamer | None = None) -> None:
     """`metric` per layer (in `layer_order`) at one denoising step, one line per model. A model scored at a
     single layer of `layer_order`, or at none (the VAE), is a dashed horizontal line at its best layer instead,
-    as long as some other model spans several layers. The bottleneck level is shaded."""
+    as long as some other model spans several layers. The bottleneck level (the deepest `layer_names` knows) is
+    shaded."""
     picked = {m: [r for r in rs if r["step"] == step]
               for m, rs in _by_model(_select(rows, task, metric, split)).items()}
     picked = {m: rs for m, rs in picked.items() if rs}
@@ -411,7 +390,7 @@ def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, 
     x = {l: i for i, l in enumerate(layers)}
     fig = Figure(figsize=(max(6.0, 0.55 * len(layers) + 2.5), 4.5), layout="constrained")
     ax = fig.subplots()
-    levels = resolution_levels(layers)
+    levels = {l: level for l, (_, level) in name_layers(layers, layer_names).items()}
     bottom = max([v for v in levels.values() if v is not None], default=None)
     for l in layers:
         if bottom is not None and levels[l] == bottom:
@@ -422,7 +401,7 @@ def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, 
     for m, colour in zip([m for m in picked if m not in lines], _REF_COLOURS):
         ax.axhline(_better(metric)(r["value"] for r in picked[m]), linestyle="--", color=colour,
                    label=f"{m} (best layer)")
-    ax.set_xticks(range(len(layers)), [short_layer_name(l) for l in layers], rotation=45, ha="right",
+    ax.set_xticks(range(len(layers)), _short(layers, layer_names), rotation=45, ha="right",
                   fontsize=8)
     ax.set_xlim(-0.5, len(layers) - 0.5)
     ax.set_xlabel("layer (shaded: bottleneck)" if bottom is not None else "layer")
@@ -433,49 +412,10 @@ def layer_profile_figure(rows: Sequence[dict], task: str, metric: str, path, *, 
     save_figure(fig, path)
 
 
-def prediction_grid(path, images, true_mask, pred_mask, true_depth, pred_depth, *,
-                    titles: Sequence[str], suptitle: str | None = None) -> None:
-    """One row per image: image | true mask | predicted mask | true depth | predicted depth.
-
-    images uint8 [N, H, W, 3]; masks [N, h, w] (nonzero = salient); depths [N, h', w'] (z-scored). The two
-    depth maps of a row share one colour scale (with a colourbar) so they can be compared; `titles` [N] (e.g.
-    the prompts) label the rows; `suptitle` can say which probes predicted (e.g. 'saliency: up3.a0 step 4').
-    """
-    images = _check_images(images)
-    maps = {"true mask": true_mask, "predicted mask": pred_mask, "true depth": true_depth,
-            "predicted depth": pred_depth}
-    maps = {k: np.asarray(v) for k, v in maps.items()}
-    n = len(images)
-    for k, v in maps.items():
-        if v.ndim != 3 or len(v) != n:
-            raise ValueError(f"{k} must be [N={n}, H, W], got shape {v.shape}")
-    _check_titles(titles, n)
-    fig = Figure(figsize=(12.5, 2.6 * n + 0.4), layout="constrained")
-    axes = fig.subplots(n, 5, squeeze=False)
-    for i in range(n):
-        lo = min(maps["true depth"][i].min(), maps["predicted depth"][i].min())
-        hi = max(maps["true depth"][i].max(), maps["predicted depth"][i].max())
-        axes[i, 0].imshow(images[i])
-        for ax, k in zip(axes[i, 1:3], ("true mask", "predicted mask")):
-            ax.imshow(maps[k][i] != 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        for ax, k in zip(axes[i, 3:], ("true depth", "predicted depth")):
-            im = ax.imshow(maps[k][i], cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
-        fig.colorbar(im, ax=axes[i, 3:].tolist(), shrink=0.8, label="depth (z)")
-        axes[i, 0].set_ylabel(_wrap(titles[i]), fontsize=8)
-        for j, ax in enumerate(axes[i]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(["image", *maps][j], fontsize=10)
-    if suptitle:
-        fig.suptitle(suptitle)
-    save_figure(fig, path)
-
-
 def samples_figure(path, images, captions: Sequence[str], *, columns: int = 4) -> None:
     """Generated images uint8 [N, H, W, 3] in a grid, each under its (wrapped) caption [N]."""
-    images = _check_images(images)
-    _check_titles(captions, len(images))
+    images = check_images(images)
+    check_titles(captions, len(images))
     cols = min(columns, len(images))
     rows = -(-len(images) // cols)
     fig = Figure(figsize=(2.6 * cols, 2.9 * rows), layout="constrained")
@@ -484,21 +424,21 @@ def samples_figure(path, images, captions: Sequence[str], *, columns: int = 4) -
         ax.set_axis_off()
     for ax, image, caption in zip(axes, images, captions):
         ax.imshow(image)
-        ax.set_title(_wrap(caption), fontsize=8)
+        ax.set_title(wrap(caption), fontsize=8)
     save_figure(fig, path)
 
 
-def _check_images(images) -> np.ndarray:
+def check_images(images) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
         raise ValueError(f"images must be uint8 [N, H, W, 3] with N >= 1, got {images.dtype} {images.shape}")
     return images
 
 
-def _check_titles(titles: Sequence[str], n: int) -> None:
+def check_titles(titles: Sequence[str], n: int) -> None:
     if len(titles) != n:
         raise ValueError(f"titles must hold one title per image ({n}), got {len(titles)}")
 
 
-def _wrap(text) -> str:
+def wrap(text) -> str:
     return "\n".join(textwrap.wrap(str(text), 30))

@@ -1,6 +1,6 @@
 """Closed-form ridge probes, streamed: per shape group, accumulate X^T X and X^T y batch by batch (nothing else is
 kept), then solve every probe for a grid of lambdas with one eigendecomposition and pick lambda on validation.
-Linear probes only; the result plugs into `probes.apply_probe` / `probes.predict` like an SGD fit.
+Linear probes of spatial tasks only; the result plugs into `probes.apply_probe` / `probes.predict` like an SGD fit.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.probing import tasks
 from jaxprobe.probing.probes import (
     Params,
     ProbeId,
@@ -22,6 +21,7 @@ from jaxprobe.probing.probes import (
     group_probes,
     unstack,
 )
+from jaxprobe.probing.tasks import Task, check_task
 
 DEFAULT_LAMBDAS = tuple(10.0 ** np.arange(-6, 3))
 
@@ -57,16 +57,23 @@ def _ridge_update(acc: RidgeAccumulator, x: jax.Array, y: jax.Array) -> RidgeAcc
     return RidgeAccumulator(*jax.vmap(one, in_axes=(0, 0, 0, 0, 1))(acc.xtx, acc.xty, acc.yty, acc.count, x))
 
 
-def ridge_targets(labels, hw: tuple[int, int], task: str) -> jax.Array:
+def ridge_targets(labels, hw: tuple[int, int], task: Task) -> jax.Array:
     """Token-level regression targets [N, h, w]: dense tasks -> block mean; mask tasks -> positive fraction - 0.5.
 
     Least squares of a nearest-upsampled prediction at label resolution equals least squares on these block
     means (the within-block variance is a constant), so the ridge fit is the label-resolution fit. The 0.5 shift
     lets a bias-free probe put its threshold (fraction > 0.5) at zero.
     """
-    if tasks.get(task).kind == "mask":
+    if _spatial(task).kind == "mask":
         return blocks(jnp.asarray(labels) > 0, hw).mean(axis=(2, 4), dtype=jnp.float32) - 0.5
     return blocks(jnp.asarray(labels, jnp.float32), hw).mean(axis=(2, 4))
+
+
+def _spatial(task: Task) -> Task:
+    """`task`, if ridge can fit it: least squares on block means needs a spatial task."""
+    if not check_task(task).spatial:
+        raise ValueError(f"ridge probes fit spatial tasks (mask, dense); task {task.name!r} is of kind {task.kind!r}")
+    return task
 
 
 @jax.jit
@@ -93,24 +100,24 @@ def ridge_mse(acc: RidgeAccumulator, w: jax.Array) -> jax.Array:
     return (quad - 2.0 * lin + acc.yty) / acc.count
 
 
-def ridge_params(w: jax.Array, task: str) -> Params:
+def ridge_params(w: jax.Array, task: Task) -> Params:
     """Ridge weights [..., C] -> linear-probe params {'kernel': [..., C, out]} usable by `apply_probe`/`predict`.
 
     Mask tasks get logits (-x.w/2, x.w/2): the argmax is positive exactly when the predicted fraction exceeds 0.5.
     """
-    kernel = jnp.stack([-w / 2, w / 2], axis=-1) if tasks.get(task).kind == "mask" else w[..., None]
+    kernel = jnp.stack([-w / 2, w / 2], axis=-1) if _spatial(task).kind == "mask" else w[..., None]
     return {"kernel": kernel}
 
 
 def accumulate_ridge(accs: dict | None, acts: dict, labels,
-                     task: str) -> dict[tuple, tuple[list[ProbeId], RidgeAccumulator]]:
+                     task: Task) -> dict[tuple, tuple[list[ProbeId], RidgeAccumulator]]:
     """Add one batch of images {layer: [B, S, h, w, C]} with labels [B, H, W] to every shape group's accumulator.
 
     `accs` is None for the first batch, then what this returned; keys are the groups' (h, w, C). Call it once per
     sampling batch: nothing but the [G, C, C] statistics is kept.
     """
-    labels = check_labels(labels, task)
-    check_sweep(acts, labels)
+    labels = check_labels(labels, _spatial(task))
+    check_sweep(acts, labels, task)
     accs = dict(accs or {})
     for ids, x in group_probes(acts):
         shape = tuple(x.shape[2:])
@@ -121,7 +128,7 @@ def accumulate_ridge(accs: dict | None, acts: dict, labels,
     return accs
 
 
-def fit_ridge_sweep(acts: dict, labels, task: str, *, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+def fit_ridge_sweep(acts: dict, labels, task: Task, *, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
                     val: tuple[dict, Any] | None = None, val_fraction: float = 0.2, batch_size: int = 16,
                     seed: int = 0) -> tuple[dict[ProbeId, Params], dict[ProbeId, float]]:
     """Closed-form ridge probe per (layer, step), lambda chosen per probe by validation token MSE.
@@ -132,8 +139,8 @@ def fit_ridge_sweep(acts: dict, labels, task: str, *, lambdas: Sequence[float] =
     Returns:
       ({(layer, step): linear-probe params}, {(layer, step): chosen lambda}).
     """
-    labels = check_labels(labels, task)
-    check_sweep(acts, labels)
+    labels = check_labels(labels, _spatial(task))
+    check_sweep(acts, labels, task)
     if val is None:
         n = len(labels)
         perm = np.random.default_rng(seed).permutation(n)

@@ -1,8 +1,9 @@
 """Fitted probes as artifacts other jobs load (the intervention edits activations against them).
 
 One safetensors file per (model, task) of a sweep, tensors keyed `<layer>|<denoising step>|<param path>` (e.g.
-`up_blocks_1/attentions_0/transformer_blocks_0/attn1/to_out_0|4|kernel`), and in its metadata the probe kind and
-the config the probes were fitted with (JSON). `load` returns {(layer, step): params} ready for
+`up_blocks_1/attentions_0/transformer_blocks_0/attn1/to_out_0|4|kernel`), and in its metadata the task (its name
+and definition, so that a loader needs no study to use the probes), the probe kind and the config the probes were
+fitted with (JSON). `load` returns {(layer, step): params} ready for
 `probes.apply_probe` / `probes.predict`. No pickle: parameters are plain float32 arrays.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from jaxprobe import io
+from jaxprobe.probing.tasks import Task, check_task
 
 FORMAT = "jaxprobe.probes/1"
 
@@ -28,7 +30,7 @@ class SavedProbes:
     'ridge') and `meta`, the JSON-serialisable config they were fitted with."""
 
     model: str
-    task: str
+    task: Task
     kind: str
     probes: dict[tuple[str, int], Any]
     meta: dict = dataclasses.field(default_factory=dict)
@@ -40,13 +42,14 @@ class SavedProbes:
         return [s for l, s in self.probes if l == layer]
 
 
-def path_for(directory, model: str, task: str) -> Path:
-    """Where a sweep keeps the probes of (model, task): `<directory>/<model>_<task>.safetensors`."""
-    return Path(directory) / f"{model}_{task}.safetensors"
+def path_for(directory, model: str, task: Task) -> Path:
+    """Where a sweep keeps the probes of (model, task): `<directory>/<model>_<task name>.safetensors`."""
+    return Path(directory) / f"{model}_{check_task(task).name}.safetensors"
 
 
 def save(path, saved: SavedProbes) -> None:
     """Write `saved` to one safetensors file, atomically."""
+    task = check_task(saved.task)
     tensors = {}
     for (layer, step), params in saved.probes.items():
         if "|" in layer:
@@ -54,8 +57,10 @@ def save(path, saved: SavedProbes) -> None:
         for keys, value in traverse_util.flatten_dict(params).items():
             tensors[f"{layer}|{int(step)}|{'/'.join(keys)}"] = np.ascontiguousarray(np.asarray(value, np.float32))
     if not tensors:
-        raise ValueError(f"no probes to save for model {saved.model!r}, task {saved.task!r}")
-    metadata = {"format": FORMAT, "model": saved.model, "task": saved.task, "kind": saved.kind,
+        raise ValueError(f"no probes to save for model {saved.model!r}, task {task.name!r}")
+    metadata = {"format": FORMAT, "model": saved.model, "task": task.name,
+                "task_spec": json.dumps({"kind": task.kind, "metrics": task.metrics, "headline": task.headline}),
+                "kind": saved.kind,
                 "layers": json.dumps(saved.layers()),
                 "meta": json.dumps(saved.meta, sort_keys=True, default=io.jsonable)}
     with io.atomic_path(path) as tmp:
@@ -63,7 +68,7 @@ def save(path, saved: SavedProbes) -> None:
 
 
 def load(path) -> SavedProbes:
-    """Probes written by `save` (e.g. `path_for(<sweep workdir>/probes, 'trained', 'saliency')`)."""
+    """Probes written by `save` (e.g. `path_for(<sweep workdir>/probes, 'trained', SALIENCY)`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved probes at {path.absolute()}")
@@ -75,6 +80,10 @@ def load(path) -> SavedProbes:
         raise ValueError(f"{path} is not a readable safetensors file of probes: {e}") from e
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} holds no jaxprobe probes (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    if "task_spec" not in metadata:
+        raise ValueError(f"{path} does not define its task {metadata.get('task')!r} (written before probes carried "
+                         "their task); refit them (rerun the sweep's fit stage)")
+    spec = json.loads(metadata["task_spec"])
     flat: dict[tuple[str, int], dict] = {}
     for key, value in tensors.items():
         layer, step, param = key.split("|")
@@ -82,5 +91,6 @@ def load(path) -> SavedProbes:
     order = {layer: i for i, layer in enumerate(json.loads(metadata["layers"]))}  # safetensors sorts its keys
     probes = {k: traverse_util.unflatten_dict(v) for k, v in sorted(flat.items(), key=lambda kv: (order[kv[0][0]],
                                                                                                    kv[0][1]))}
-    return SavedProbes(model=metadata["model"], task=metadata["task"], kind=metadata["kind"], probes=probes,
+    task = Task(metadata["task"], spec["kind"], tuple(spec["metrics"]), spec["headline"])
+    return SavedProbes(model=metadata["model"], task=task, kind=metadata["kind"], probes=probes,
                        meta=json.loads(metadata["meta"]))

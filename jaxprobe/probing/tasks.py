@@ -1,11 +1,14 @@
-"""What a probe predicts. The probing core knows kinds of target, not tasks: a study registers its tasks here
-(the scene study: saliency and depth, `jaxprobe.scene.tasks`), and the core looks them up by name.
+"""What a probe predicts. The probing core knows kinds of target, not tasks: a study defines its tasks as `Task`
+values (the scene study: saliency and depth, `jaxprobe.scene.tasks`) and passes them to every core function.
+Nothing is registered, so what the core does never depends on which study was imported.
 
 Kinds:
-- 'mask': a binary map per image [N, H, W] (nonzero = positive); the probe emits 2 logits per token, is trained
-  with cross-entropy and predicts the argmax.
+- 'mask': a binary map per image [N, H, W] (nonzero = positive); the probe reads every token of a spatial map,
+  emits 2 logits per token, is trained with cross-entropy and predicts the argmax.
 - 'dense': a real-valued map per image [N, H, W] (e.g. z-scored depth); the probe emits 1 value per token, is
   trained with Huber (delta 1) and predicts that value.
+- 'label': one binary label per image [N] (nonzero = positive); the probe reads one feature vector per image
+  [N, D] (e.g. a pooled or flattened map), emits 2 logits, is trained with cross-entropy and predicts the argmax.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import dataclasses
 
 from jaxprobe.validate import check_choice
 
-KINDS = {"mask": 2, "dense": 1}  # kind -> probe output width
+KINDS = {"mask": 2, "dense": 1, "label": 2}  # kind -> probe output width
+SPATIAL_KINDS = ("mask", "dense")  # kinds whose probes read a token grid and whose labels are maps
 # Every per-image metric `jaxprobe.probing.metrics` computes, and whether a lower value is better.
 LOWER_IS_BETTER = {"dice": False, "iou": False, "accuracy": False, "spearman": False, "pearson": False,
                    "rmse": True}
@@ -21,7 +25,8 @@ LOWER_IS_BETTER = {"dice": False, "iou": False, "accuracy": False, "spearman": F
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A probing task: its name (a `results.csv` task), kind, per-image metrics and the metric it is judged by."""
+    """A probing task: its name (a `results.csv` task), kind, per-image metrics and the metric it is judged by.
+    Frozen and hashable, so jitted functions take it as a static argument."""
 
     name: str
     kind: str
@@ -29,33 +34,29 @@ class Task:
     headline: str
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a task name must be a non-empty string, got {self.name!r}")
         check_choice("task kind", self.kind, KINDS)
         for m in self.metrics:
             check_choice(f"metric of task {self.name!r}", m, LOWER_IS_BETTER)
         check_choice(f"headline metric of task {self.name!r}", self.headline, self.metrics)
 
+    def __str__(self) -> str:
+        return self.name
+
     @property
     def outputs(self) -> int:
         return KINDS[self.kind]
 
+    @property
+    def spatial(self) -> bool:
+        """Whether probes read a token grid [.., h, w, C] against label maps [N, H, W] (else vectors vs [N])."""
+        return self.kind in SPATIAL_KINDS
 
-_REGISTRY: dict[str, Task] = {}
 
-
-def register(task: Task) -> Task:
-    """Make `task` known by its name; registering the same definition twice is a no-op, a different one an error."""
-    if _REGISTRY.setdefault(task.name, task) != task:
-        raise ValueError(f"task {task.name!r} is already registered as {_REGISTRY[task.name]}")
+def check_task(task) -> Task:
+    """`task` itself if it is a Task; a clear error otherwise (a bare name cannot be looked up: no registry)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"expected a probing.tasks.Task, got {type(task).__name__} {task!r}; a study passes its "
+                        "Task values (e.g. jaxprobe.scene.tasks.SALIENCY)")
     return task
-
-
-def get(task: str | Task) -> Task:
-    """The registered task of that name (a Task passes through)."""
-    if isinstance(task, Task):
-        return task
-    check_choice("task", task, _REGISTRY)
-    return _REGISTRY[task]
-
-
-def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)

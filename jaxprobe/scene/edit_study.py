@@ -31,6 +31,7 @@ from jaxprobe import hooks, io, jobs, mesh, validate
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.probing import metrics, report, saved
 from jaxprobe.scene import edit_figures, edit_metrics, intervene, labels
+from jaxprobe.scene import layers as scene_layers
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe.validate import check_choice
 
@@ -129,7 +130,6 @@ def check(c, pipe) -> Plan:
 def best_layers(c, steps, spec: str) -> list[str]:
     """'best:<k>': the k layers whose probes read config.task best at `steps` (the sweep's test split, its
     headline metric averaged over those steps)."""
-    from jaxprobe.probing import tasks
     try:
         k = int(spec[len(BEST):])
     except ValueError:
@@ -139,7 +139,7 @@ def best_layers(c, steps, spec: str) -> list[str]:
     path = Path(c.probes) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{spec!r} ranks layers by the sweep's {path}, which does not exist")
-    metric = tasks.get(c.task).headline
+    metric = scene_tasks.BY_NAME[c.task].headline
     by_layer: dict[str, list[float]] = {}
     for r in report.read_results_csv(path):
         if (r["model"], r["task"], r["split"], r["metric"]) == (c.probe_model, c.task, "test", metric) \
@@ -152,7 +152,7 @@ def best_layers(c, steps, spec: str) -> list[str]:
 def load_probes(c) -> saved.SavedProbes:
     """The sweep's saved probes for config.probe_model and config.task, or an error naming the ones there are."""
     directory = validate.existing_path(c, "probes", "a sweep workdir (launch/probe.py --workdir) with probes/")
-    path = saved.path_for(directory / "probes", c.probe_model, c.task)
+    path = saved.path_for(directory / "probes", c.probe_model, scene_tasks.BY_NAME[c.task])
     if not path.is_file():
         have = sorted(p.stem for p in (directory / "probes").glob("*.safetensors"))
         raise FileNotFoundError(f"config.probes: no {path.name} in {directory / 'probes'} (config.probe_model="
@@ -213,7 +213,7 @@ def run_batch(c, plan: Plan, pipe, edits: list[dict], batch: int, workdir: Path)
         salient, depth = (a[[e["image"] for e in edits]] for a in plan.labels)
     targets = {run: _targets(c, plan, edits, salient, depth, SIGNS[run]) for run in ("edited",) + tuple(c.controls)}
     for run, target in targets.items():
-        hook = intervene.EditHook(plan.layers, c.task, lr=c.lr, iterations=c.iterations,
+        hook = intervene.EditHook(plan.layers, scene_tasks.BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
                                   random_direction=run == "random")
         extra = {"probes": plan.probes, "active": plan.active, "target": target,
                  "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
@@ -338,7 +338,7 @@ def write_report(c, workdir: Path, plan: Plan, edits: list[dict], num_batches: i
     """edits.csv, results.csv, summary.json and figures/ from the batches' files."""
     scores = load_scores(workdir, num_batches)
     runs = ("no_edit", "edited") + tuple(c.controls)
-    layers = "+".join(report.short_layer_name(l) for l in plan.layers)
+    layers = "+".join(scene_layers.short_layer_name(l) for l in plan.layers)
     summary = {"config": c.to_dict(), "layers": list(plan.layers), "steps": list(plan.steps), "edits": len(edits)}
     rows = []
     for e in edits:

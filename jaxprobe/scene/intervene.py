@@ -21,6 +21,7 @@ import optax
 from jaxprobe import hooks
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import probes, saved
+from jaxprobe.probing.tasks import Task
 
 # The paper draws each axis' shift from [-120, -90) u [90, 120) px at 512x512: the same fraction of any side.
 SHIFT_RANGE = (90 / 512, 120 / 512)
@@ -84,7 +85,7 @@ def load_target(path, shape: tuple[int, int]) -> np.ndarray:
     return target
 
 
-def optimise_activation(params, x: jax.Array, target: jax.Array, task: str, *, lr: float = 5e-3,
+def optimise_activation(params, x: jax.Array, target: jax.Array, task: Task, *, lr: float = 5e-3,
                         iterations: int = 128) -> jax.Array:
     """Adam on the activation x [B, h, w, C] so that probe `params` predicts `target` (from
     `probes.prepare_targets`); each image's loss is its own, so the edit of one image ignores the others."""
@@ -114,7 +115,7 @@ class EditHook(sampling.Hook):
     """
 
     layers: tuple[str, ...]
-    task: str
+    task: Task
     lr: float = 5e-3
     iterations: int = 128
     random_direction: bool = False

@@ -1,12 +1,10 @@
 """How the scene study's layers are called on figures: UNet and VAE block paths (Flax or diffusers' dotted form)
-parsed into short names ('up3.a2', 'mid', 'dec.mid') and UNet resolution levels. Registered with the report on
-import."""
+parsed into short names ('up3.a2', 'mid', 'dec.mid') and UNet resolution levels; `names` is the study's
+`report.LayerNamer`."""
 from __future__ import annotations
 
 import re
 from typing import Sequence
-
-from jaxprobe.probing import report
 
 _BLOCK = re.compile(r"^(?:(?P<part>encoder|decoder)/)?(?:(?P<kind>down|up)_blocks_(?P<i>\d+)|(?P<mid>mid_block))"
                     r"(?:/(?P<sub>attentions|resnets)_(?P<j>\d+))?"
@@ -63,12 +61,7 @@ def resolution_levels(layers: Sequence[str]) -> dict[str, int | None]:
     return out
 
 
-
-
 def names(layers: Sequence[str]) -> dict[str, tuple[str, int | None]]:
     """The report's layer namer: {path: (short name, level)} for the UNet/VAE block paths among `layers`."""
     levels = resolution_levels(layers)
     return {l: (short_layer_name(l), levels[l]) for l in layers if _match_block(l)}
-
-
-report.register_layer_namer(names)

@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from jaxprobe import hooks, io, mesh
 from jaxprobe.diffusion import sampling, schedulers
-from jaxprobe.probing import fit, probes, report, ridge, saved, store, tasks
-from jaxprobe.scene import capture, image_index, labels
+from jaxprobe.probing import fit, probes, report, ridge, saved, store
+from jaxprobe.scene import capture, figures, image_index, labels
+from jaxprobe.scene import layers as scene_layers
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe import jobs, validate
 from jaxprobe.validate import check_choice
@@ -295,6 +296,7 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict
     p = c.probe
     rows = max(c.num_train, c.num_test)  # a part is read one split at a time
     for model, task in tqdm(units, desc="probes", unit="fit", disable=not mesh.is_main()):
+        spec = scene_tasks.BY_NAME[task]
         names = [VAE_LAYER] if model == "vae" else list(layers)
         parts = layer_parts({name: act_store.row_bytes(f"{model}/{name}") * rows for name in names},
                             c.fit_memory_gb)
@@ -303,27 +305,27 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, labels: dict
                          disable=len(parts) == 1 or not mesh.is_main()):
             acts = {layer: act_store.read(f"{model}/{layer}", rows=train) for layer in part}
             if p.kind == "ridge":  # closed form on block-mean targets: probe.label_mode, epochs, lr do not apply
-                got, _ = ridge.fit_ridge_sweep(acts, labels[task][train], task, seed=p.seed,
+                got, _ = ridge.fit_ridge_sweep(acts, labels[task][train], spec, seed=p.seed,
                                                val_fraction=RIDGE_VAL_FRACTION)
             else:
                 checkpoints = workdir / "probe_checkpoints" / f"{model}_{task}"
                 if len(parts) > 1:  # named by its layers, so that another split of the layers starts afresh
                     checkpoints /= f"layers_{zlib.crc32(chr(0).join(part).encode()):08x}"
-                got = fit.fit_sweep(acts, labels[task][train], task, kind=p.kind, epochs=p.epochs,
+                got = fit.fit_sweep(acts, labels[task][train], spec, kind=p.kind, epochs=p.epochs,
                                     batch_size=p.batch_size, lr=p.lr, seed=p.seed, label_mode=p.label_mode,
                                     hidden=p.hidden, checkpoint_dir=checkpoints.absolute())
             fitted.update(got)
             if not mesh.is_main():
                 continue
-            scores["train"].update(probes.evaluate_sweep(got, acts, labels[task][train], task))
+            scores["train"].update(probes.evaluate_sweep(got, acts, labels[task][train], spec))
             del acts
             acts = {layer: act_store.read(f"{model}/{layer}", rows=test) for layer in part}
-            scores["test"].update(probes.evaluate_sweep(got, acts, labels[task][test], task))
+            scores["test"].update(probes.evaluate_sweep(got, acts, labels[task][test], spec))
             del acts
         if not mesh.is_main():
             continue
-        saved.save(saved.path_for(workdir / "probes", model, task), saved.SavedProbes(
-            model=model, task=task, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
+        saved.save(saved.path_for(workdir / "probes", model, spec), saved.SavedProbes(
+            model=model, task=spec, kind=p.kind, probes={(layer, steps[i]): v for (layer, i), v in fitted.items()},
             meta={**json.loads((workdir / "config.json").read_text()),
                   "pipeline_sha256": jobs.weights_fingerprint(c.pipeline_dir)}))
         for split in ("train", "test"):
@@ -370,7 +372,7 @@ def load_scores(path: Path) -> dict:
 def _save_predictions(workdir, task, fitted, act_store: store.ProcessStores, test, truth, steps) -> None:
     """The best trained probe's test predictions for the figure grid (first images of the test split)."""
     scores = load_scores(_scores_path(workdir, "trained", task, "test"))
-    metric = tasks.get(task).headline
+    metric = scene_tasks.BY_NAME[task].headline
     pick = min if report.LOWER_IS_BETTER[metric] else max
     layer, step = pick(scores, key=lambda k: float(np.mean(scores[k][metric])))
     index = list(steps).index(step)
@@ -394,18 +396,19 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
                     by_model.setdefault(model, {})[task] = scores
     report.write_results_csv(workdir / "results.csv", rows)
     order = list(layers) + ([VAE_LAYER] if "vae" in c.models else [])
-    summary = report.summarize(by_model, layer_order=order)
+    summary = report.summarize(by_model, tasks=[scene_tasks.BY_NAME[t] for t in c.tasks], layer_order=order,
+                               reference=figures.REFERENCE_MODEL, layer_names=scene_layers.names)
     io.write_json(workdir / "summary.json", {"config": c.to_dict(), "summary": summary})
     test_rows = [r for r in rows if r["split"] == "test"]
     first_step = min(r["step"] for r in test_rows)  # the earliest selected step; step 0 need not be one
     figs = workdir / "figures"
     for task in c.tasks:
-        metric = tasks.get(task).headline
-        report.heatmap_figure(test_rows, task, metric, figs / f"heatmap_{task}_{metric}.png", layer_order=order,
-                              models=tuple(c.models))
-        report.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
-        report.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
-                                    step=first_step)
+        metric = scene_tasks.BY_NAME[task].headline
+        figures.heatmap_figure(test_rows, task, metric, figs / f"heatmap_{task}_{metric}.png", layer_order=order,
+                               models=tuple(c.models))
+        figures.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
+        figures.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
+                                     step=first_step)
     _prediction_figure(c, workdir, act_store, data, figs / "predictions.png")
     return summary
 
@@ -416,11 +419,11 @@ def _prediction_figure(c, workdir, act_store, data: Dataset, path) -> None:
     best = {t: np.load(workdir / "scores" / f"best_{t}.npz", allow_pickle=False) for t in c.tasks}
     idx = best["saliency"]["index"]
     images = data.images[idx] if data.images is not None else act_store.read("images")[idx]
-    report.prediction_grid(path, images, best["saliency"]["truth"], best["saliency"]["pred"],
-                           best["depth"]["truth"], best["depth"]["pred"],
-                           titles=[data.prompts[i] for i in idx],
-                           suptitle=" | ".join(f"{t}: {report.short_layer_name(str(best[t]['layer']))} step "
-                                               f"{int(best[t]['step'])}" for t in ("saliency", "depth")))
+    figures.prediction_grid(path, images, best["saliency"]["truth"], best["saliency"]["pred"],
+                            best["depth"]["truth"], best["depth"]["pred"],
+                            titles=[data.prompts[i] for i in idx],
+                            suptitle=" | ".join(f"{t}: {scene_layers.short_layer_name(str(best[t]['layer']))} step "
+                                                f"{int(best[t]['step'])}" for t in ("saliency", "depth")))
 
 
 def run(c, workdir) -> dict:

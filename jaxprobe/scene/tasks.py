@@ -1,6 +1,7 @@
 """The scene study's probing tasks, as the paper defines them: the salient object (a mask; Dice) and depth
-(z-scored; RMSE, plus rank and linear correlation)."""
-from jaxprobe.probing import tasks
+(z-scored; RMSE, plus rank and linear correlation). Values the study passes to the probing core."""
+from jaxprobe.probing.tasks import Task
 
-SALIENCY = tasks.register(tasks.Task("saliency", "mask", ("dice", "iou"), headline="dice"))
-DEPTH = tasks.register(tasks.Task("depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse"))
+SALIENCY = Task("saliency", "mask", ("dice", "iou"), headline="dice")
+DEPTH = Task("depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse")
+BY_NAME = {t.name: t for t in (SALIENCY, DEPTH)}  # config.task(s) entries -> Task

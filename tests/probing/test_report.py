@@ -5,15 +5,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import jaxprobe.scene  # noqa: F401  (registers the scene tasks and UNet layer names)
-from jaxprobe.probing import report, tasks
+from jaxprobe.probing import report
+from jaxprobe.probing.tasks import Task
 
-# The paper's 16 probe sites in SD v1 (diffusers order): 2+2+2 down, 1 mid, 3+3+3 up.
+# The paper's 16 probe sites in SD v1 (diffusers order): 2+2+2 down, 1 mid, 3+3+3 up. To the core they are opaque
+# paths; the study's names and resolution levels come in through a namer, here a fixed table.
 SD_LAYERS = tuple(
     [f"down_blocks_{i}/attentions_{j}/transformer_blocks_0/attn1/to_out_0" for i in range(3) for j in range(2)]
     + ["mid_block/attentions_0/transformer_blocks_0/attn1/to_out_0"]
     + [f"up_blocks_{i}/attentions_{j}/transformer_blocks_0/attn1/to_out_0" for i in (1, 2, 3) for j in range(3)])
+SHORT = dict(zip(SD_LAYERS, [f"down{i}.a{j}" for i in range(3) for j in range(2)] + ["mid"]
+                 + [f"up{i}.a{j}" for i in (1, 2, 3) for j in range(3)]))
+LEVEL = dict(zip(SD_LAYERS, (0, 0, 1, 1, 2, 2, 3, 2, 2, 2, 1, 1, 1, 0, 0, 0)))
 VAE_LAYER = "decoder/mid_block/attentions_0"
+TASKS = (Task("saliency", "mask", ("dice", "iou"), headline="dice"),
+         Task("depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse"))
+HEADLINE = {t.name: t.headline for t in TASKS}
+MODELS = ("trained", "randomized", "vae")
+
+
+def namer(layers):
+    """The layers this table knows (not the VAE's): {path: (short name, level)}."""
+    return {l: (SHORT[l], LEVEL[l]) for l in layers if l in SHORT}
+
+
+def _summarize(scores, **kw):
+    return report.summarize(scores, tasks=TASKS, layer_order=SD_LAYERS, reference="trained", **kw)
 STEPS = (0, 2, 4, 8, 14)  # a non-contiguous capture, as with --config.steps
 N = 40
 
@@ -55,27 +72,11 @@ def sweep_rows():
 # ---------------------------------------------------------------------------------------------- names
 
 
-def test_short_layer_names_of_the_16_sd_layers():
-    names = [report.short_layer_name(l) for l in SD_LAYERS]
-    assert len(set(names)) == 16
-    assert names[0] == "down0.a0" and names[6] == "mid" and names[-1] == "up3.a2" and names[7] == "up1.a0"
-    assert all(len(n) <= 8 for n in names)
-    # diffusers' dotted names give the same labels; the VAE's mid attention and a non-default site are distinct.
-    dotted = "up_blocks.3.attentions.2.transformer_blocks.0.attn1.to_out.0"
-    assert report.short_layer_name(dotted) == "up3.a2"
-    assert report.short_layer_name(VAE_LAYER) == "dec.mid"
-    assert report.short_layer_name("up_blocks_1/attentions_0/transformer_blocks_0/attn2/to_out_0") == "up1.a0.attn2"
-
-
-def test_resolution_levels_follow_the_unet():
-    # SD v1 at 512^2: down0/up3 64x64 (level 0), down1/up2 32x32, down2/up1 16x16, mid 8x8 (level 3).
-    levels = report.resolution_levels(SD_LAYERS + (VAE_LAYER,))
-    by_short = {report.short_layer_name(l): v for l, v in levels.items()}
-    assert by_short["down0.a1"] == by_short["up3.a0"] == 0
-    assert by_short["down1.a0"] == by_short["up2.a2"] == 1
-    assert by_short["down2.a1"] == by_short["up1.a1"] == 2
-    assert by_short["mid"] == 3
-    assert by_short["dec.mid"] is None
+def test_layers_are_named_by_the_namer_given_and_shown_as_paths_otherwise():
+    names = report.name_layers(SD_LAYERS + (VAE_LAYER,), namer)
+    assert names[SD_LAYERS[6]] == ("mid", 3) and names[SD_LAYERS[-1]] == ("up3.a2", 0)
+    assert names[VAE_LAYER] == (VAE_LAYER, None)  # a path the namer does not know
+    assert report.name_layers(SD_LAYERS[:2]) == {l: (l, None) for l in SD_LAYERS[:2]}  # no namer
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -120,7 +121,7 @@ def test_summary_picks_the_known_best_cell_and_respects_direction():
 
     scores = {"trained": {"saliency": _sweep("saliency", SD_LAYERS, quality),
                           "depth": _sweep("depth", SD_LAYERS, quality)}}
-    summary = report.summarize(scores, layer_order=SD_LAYERS)
+    summary = _summarize(scores, layer_names=namer)
     json.dumps(summary)  # plain JSON types throughout
     for task, metric, mean in (("saliency", "dice", 0.9), ("depth", "rmse", 1.0 - 0.5 * 0.9)):
         entry = summary["trained"][task]
@@ -139,8 +140,9 @@ def test_summary_picks_the_known_best_cell_and_respects_direction():
 
 def test_summary_orders_the_vae_layer_after_layer_order():
     scores = {"vae": {"depth": _sweep("depth", (VAE_LAYER,), _rising(0.6))}}
-    entry = report.summarize(scores, layer_order=SD_LAYERS)["vae"]["depth"]
-    assert [p["short"] for p in entry["per_layer"]] == ["dec.mid"]
+    entry = _summarize(scores, layer_names=namer)["vae"]["depth"]
+    assert [p["layer"] for p in entry["per_layer"]] == [VAE_LAYER]
+    assert [p["short"] for p in entry["per_layer"]] == [VAE_LAYER]  # the namer does not know it: its path
     assert entry["best"]["step"] == STEPS[-1]  # the rising curve is best at the last step
 
 
@@ -148,7 +150,7 @@ def test_summary_orders_the_vae_layer_after_layer_order():
 def test_paired_gap_contains_the_true_difference(task):
     """trained = baseline + delta per image, plus small noise; images vary a lot, which pairing cancels."""
     rng = np.random.default_rng(2)
-    metric = tasks.get(task).headline
+    metric = HEADLINE[task]
     cell = (SD_LAYERS[3], 4)
     base = np.clip(0.5 + 0.2 * rng.normal(size=N), 0.05, 0.95)  # wide spread between images
     for delta in (0.0, 0.05):
@@ -158,7 +160,7 @@ def test_paired_gap_contains_the_true_difference(task):
         scores = {"trained": {task: {cell: {metric: trained}}},
                   "randomized": {task: {cell: {metric: base}}},
                   "vae": {task: {(VAE_LAYER, 4): {metric: base}, (VAE_LAYER, 14): {metric: base + 1}}}}
-        gaps = report.summarize(scores, layer_order=SD_LAYERS)["trained"][task]["gap"]
+        gaps = _summarize(scores)["trained"][task]["gap"]
         for baseline, gap in gaps.items():
             lo, hi = gap["ci95"]
             assert lo <= delta <= hi, (baseline, delta, lo, hi)
@@ -167,6 +169,9 @@ def test_paired_gap_contains_the_true_difference(task):
                 assert lo > 0  # 0.05 at 0.01 per-image noise is far outside the paired interval
                 # ... although the unpaired spread (0.2 / sqrt(N) ~ 0.03) would not have shown it clearly.
         assert gaps["vae"]["baseline_layer"] == VAE_LAYER and gaps["vae"]["step"] == 4
+        # the reference is the caller's: judged from the randomized model, the trained one is a baseline
+        other = report.summarize(scores, tasks=TASKS, layer_order=SD_LAYERS, reference="randomized")
+        assert set(other["randomized"][task]["gap"]) == {"trained", "vae"} and "gap" not in other["trained"][task]
 
 
 def test_how_early_known_steps():
@@ -186,10 +191,10 @@ def test_summary_how_early_follows_the_best_layer():
     def quality(li, s):
         return curve[s] if li == target else 0.3 + 0.03 * s
 
-    entry = report.summarize({"trained": {"saliency": _sweep("saliency", SD_LAYERS, quality)}},
-                             layer_order=SD_LAYERS)["trained"]["saliency"]
+    entry = _summarize({"trained": {"saliency": _sweep("saliency", SD_LAYERS, quality)}})["trained"]["saliency"]
     assert entry["how_early"]["layer"] == SD_LAYERS[target]
     assert entry["how_early"]["step"] == 4
+    assert entry["best"]["short"] == SD_LAYERS[target]  # no namer: layers are shown by their paths
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -203,32 +208,27 @@ def _assert_png(path):
 
 
 @pytest.mark.parametrize("task, metric", [("saliency", "dice"), ("depth", "rmse")])
-def test_sweep_figures_write_pngs(tmp_path, sweep_rows, task, metric):
-    report.heatmap_figure(sweep_rows, task, metric, tmp_path / "heat.png", layer_order=SD_LAYERS)
-    report.curves_figure(sweep_rows, task, metric, tmp_path / "curves.png", layer_order=SD_LAYERS)
+@pytest.mark.parametrize("names", [None, namer])
+def test_sweep_figures_write_pngs(tmp_path, sweep_rows, task, metric, names):
+    report.heatmap_figure(sweep_rows, task, metric, tmp_path / "heat.png", layer_order=SD_LAYERS, models=MODELS,
+                          layer_names=names)
+    report.curves_figure(sweep_rows, task, metric, tmp_path / "curves.png", layer_order=SD_LAYERS, model="trained",
+                         layer_names=names)
     # layer_order may list the VAE's layer too (the sweep does): it stays a reference line, not an x position.
     report.layer_profile_figure(sweep_rows, task, metric, tmp_path / "profile.png",
-                                layer_order=SD_LAYERS + (VAE_LAYER,), step=2)
+                                layer_order=SD_LAYERS + (VAE_LAYER,), step=2, layer_names=names)
     for name in ("heat.png", "curves.png", "profile.png"):
         _assert_png(tmp_path / name)
 
 
-def test_image_grids_write_pngs(tmp_path):
-    rng = np.random.default_rng(3)
-    n = 2
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    mask = rng.random((n, 16, 16)) > 0.5
-    depth = rng.normal(size=(n, 16, 16))
-    report.prediction_grid(tmp_path / "grid.png", images, mask, ~mask, depth, depth + 0.1,
-                           titles=["a red car in the snow", "a dog"], suptitle="saliency: up3.a0 step 4")
-    _assert_png(tmp_path / "grid.png")
+def test_samples_figure_writes_a_png(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     report.samples_figure(tmp_path / "samples.png", images, ["a red car in the snow", "a dog"])
     _assert_png(tmp_path / "samples.png")
     with pytest.raises(ValueError, match="one title per image"):
-        report.prediction_grid(tmp_path / "bad.png", images, mask, mask, depth, depth, titles=["one"])
+        report.samples_figure(tmp_path / "bad.png", images, ["one"])
     with pytest.raises(ValueError, match="uint8"):
-        report.prediction_grid(tmp_path / "bad.png", images.astype(float), mask, mask, depth, depth,
-                               titles=["a", "b"])
+        report.samples_figure(tmp_path / "bad.png", images.astype(float), ["a", "b"])
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -243,19 +243,26 @@ def test_bad_input_raises_clear_errors(tmp_path, sweep_rows):
         report.score_rows(one, model="trained", task="saliency", split="val")
     with pytest.raises(ValueError, match="scores dict is empty"):
         report.score_rows({}, model="trained", task="saliency", split="test")
-    with pytest.raises(ValueError, match="unknown task 'normals'; valid choices: .*saliency, depth"):
-        report.summarize({"trained": {"normals": one}}, layer_order=SD_LAYERS)
+    with pytest.raises(ValueError, match="unknown task .*'normals'; valid choices: saliency, depth"):
+        _summarize({"trained": {"normals": one}})
     with pytest.raises(ValueError, match="no rows to write"):
         report.write_results_csv(tmp_path / "r.csv", [])
     (tmp_path / "bad.csv").write_text("model,task,layer,step,value\n")
     with pytest.raises(ValueError, match="needs exactly model, task, layer, step, split, metric, value"):
         report.read_results_csv(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="rows list is empty"):
-        report.heatmap_figure([], "saliency", "dice", tmp_path / "h.png", layer_order=SD_LAYERS)
+        report.heatmap_figure([], "saliency", "dice", tmp_path / "h.png", layer_order=SD_LAYERS, models=MODELS)
     with pytest.raises(ValueError, match="unknown metric 'mse'"):
-        report.curves_figure(sweep_rows, "depth", "mse", tmp_path / "c.png", layer_order=SD_LAYERS)
+        report.curves_figure(sweep_rows, "depth", "mse", tmp_path / "c.png", layer_order=SD_LAYERS, model="trained")
     with pytest.raises(ValueError, match="no rows for task 'normals'"):
-        report.heatmap_figure(sweep_rows, "normals", "rmse", tmp_path / "h.png", layer_order=SD_LAYERS)
+        report.heatmap_figure(sweep_rows, "normals", "rmse", tmp_path / "h.png", layer_order=SD_LAYERS,
+                              models=MODELS)
+    with pytest.raises(ValueError, match="none of the models \\['shuffled'\\]"):
+        report.heatmap_figure(sweep_rows, "depth", "rmse", tmp_path / "h.png", layer_order=SD_LAYERS,
+                              models=("shuffled",))
+    with pytest.raises(ValueError, match="no depth/rmse rows of model 'shuffled'"):
+        report.curves_figure(sweep_rows, "depth", "rmse", tmp_path / "c.png", layer_order=SD_LAYERS,
+                             model="shuffled")
     with pytest.raises(ValueError, match="steps present: \\[0, 2, 4, 8, 14\\]"):
         report.layer_profile_figure(sweep_rows, "depth", "rmse", tmp_path / "p.png", layer_order=SD_LAYERS,
                                     step=5)

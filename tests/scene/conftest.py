@@ -8,6 +8,7 @@ from jaxprobe import hooks, jobs
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
 from jaxprobe.scene import capture
+from jaxprobe.scene.tasks import SALIENCY
 from jaxprobe.testing import random_linear_probes
 
 
@@ -38,8 +39,8 @@ def probes_dir(tiny_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("sweep")
     pipe = load_pipeline(tiny_dir)
     layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]
-    saved.save(saved.path_for(directory / "probes", "trained", "saliency"), saved.SavedProbes(
-        "trained", "saliency", "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
+    saved.save(saved.path_for(directory / "probes", "trained", SALIENCY), saved.SavedProbes(
+        "trained", SALIENCY, "linear", random_linear_probes(pipe, layers, (0, 1), np.random.default_rng(0)),
         meta={"resolution": 16, "num_inference_steps": EDIT_STEPS,
               "pipeline_sha256": jobs.weights_fingerprint(tiny_dir)}))
     return directory, layers

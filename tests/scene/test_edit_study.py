@@ -11,6 +11,7 @@ from jaxprobe import io
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
 from jaxprobe.scene import edit_study
+from jaxprobe.scene.tasks import SALIENCY
 
 STEPS = 3  # the sampling steps of the probes_dir fixture's probes (conftest.py)
 
@@ -60,8 +61,8 @@ def test_bad_configs_fail_before_any_sampling(tiny_dir, probes_dir, pipe, over, 
 ])
 def test_probes_of_another_pipeline_or_pooled_ones_are_refused(tiny_dir, probes_dir, pipe, tmp_path, meta, error):
     other = tmp_path / "other"
-    probe_set = saved.load(saved.path_for(probes_dir[0] / "probes", "trained", "saliency"))
-    saved.save(saved.path_for(other / "probes", "trained", "saliency"),
+    probe_set = saved.load(saved.path_for(probes_dir[0] / "probes", "trained", SALIENCY))
+    saved.save(saved.path_for(other / "probes", "trained", SALIENCY),
                saved.SavedProbes(**{**vars(probe_set), "meta": {**probe_set.meta, **meta}}))
     with pytest.raises(ValueError, match=error):
         edit_study.check(_config(tiny_dir, probes_dir, probes=str(other)), pipe)

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxprobe.scene  # noqa: F401  (registers the saliency and depth tasks)
 from jaxprobe import hooks
 from jaxprobe.diffusion import sampling
 from jaxprobe.models import load_pipeline
 from jaxprobe.probing import probes, saved
 from jaxprobe.scene import capture, intervene
+from jaxprobe.scene.tasks import DEPTH, SALIENCY
 from jaxprobe.testing import random_linear_probes
 
 PROMPTS = ["a red ball", "a blue cube"]
@@ -24,7 +24,7 @@ STEPS = 3
 def setup(tiny_dir):
     pipe = load_pipeline(tiny_dir)
     layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)[-2:]  # two up-block layers, in forward order
-    probe_set = saved.SavedProbes("trained", "saliency", "linear",
+    probe_set = saved.SavedProbes("trained", SALIENCY, "linear",
                                   random_linear_probes(pipe, layers, [0], np.random.default_rng(0)))
     target = np.zeros((2, 16, 16), bool)
     target[:, 4:12, 8:16] = True  # the object moved to the right half
@@ -49,7 +49,7 @@ def test_zero_iterations_reproduce_the_plain_sample_bit_for_bit(setup):
     # KeepPrediction runs EditHook.step unchanged (it only keeps the prediction) and this exact call is the
     # zero-iteration reference of the next test: one compilation serves both (EditHook itself at 0 iterations is
     # checked bit for bit against the plain sample in the slow tier's random-direction test).
-    edited = _sample(pipe, KeepPrediction(layers, "saliency", iterations=0), extra, keep_steps=(0,))
+    edited = _sample(pipe, KeepPrediction(layers, SALIENCY, iterations=0), extra, keep_steps=(0,))
     np.testing.assert_array_equal(edited.images, plain.images)
     np.testing.assert_array_equal(np.asarray(edited.latents), np.asarray(plain.latents))
 
@@ -57,8 +57,8 @@ def test_zero_iterations_reproduce_the_plain_sample_bit_for_bit(setup):
 def test_the_edit_changes_only_the_conditional_half_and_no_weight(setup):
     pipe, layers, extra = setup
     before = jax.tree.map(np.array, pipe.params)
-    zero = _sample(pipe, KeepPrediction(layers, "saliency", iterations=0), extra, keep_steps=(0,)).kept["aux"]
-    edit = _sample(pipe, KeepPrediction(layers, "saliency", iterations=16, lr=0.05), extra, keep_steps=(0,))
+    zero = _sample(pipe, KeepPrediction(layers, SALIENCY, iterations=0), extra, keep_steps=(0,)).kept["aux"]
+    edit = _sample(pipe, KeepPrediction(layers, SALIENCY, iterations=16, lr=0.05), extra, keep_steps=(0,))
     got = np.asarray(edit.kept["aux"][:, 0])
     ref = np.asarray(zero[:, 0])
     b = len(PROMPTS)
@@ -67,12 +67,12 @@ def test_the_edit_changes_only_the_conditional_half_and_no_weight(setup):
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, pipe.params), before)
 
 
-@pytest.mark.parametrize("task", ["saliency", "depth"])
+@pytest.mark.parametrize("task", [SALIENCY, DEPTH])
 def test_the_probe_loss_falls_over_the_iterations(task):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.float32)
-    params = {"kernel": jnp.asarray(rng.normal(size=(8, 2 if task == "saliency" else 1)), jnp.float32)}
-    labels = rng.random((2, 8, 8)) < 0.5 if task == "saliency" else rng.normal(size=(2, 8, 8)).astype(np.float32)
+    params = {"kernel": jnp.asarray(rng.normal(size=(8, 2 if task == SALIENCY else 1)), jnp.float32)}
+    labels = rng.random((2, 8, 8)) < 0.5 if task == SALIENCY else rng.normal(size=(2, 8, 8)).astype(np.float32)
     target = probes.prepare_targets(labels, (4, 4), task)
     losses = [float(probes.probe_loss(params, intervene.optimise_activation(params, x, target, task, lr=0.05,
                                                                          iterations=n), target, task).sum())
@@ -84,12 +84,12 @@ def test_the_edit_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 2, 2, 3))
     params = {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
-    target = probes.prepare_targets(rng.random((1, 4, 4)) < 0.5, (2, 2), "saliency")
+    target = probes.prepare_targets(rng.random((1, 4, 4)) < 0.5, (2, 2), SALIENCY)
 
     def loss(a):
-        return float(probes.probe_loss(params, jnp.asarray(a, jnp.float32), target, "saliency").sum())
+        return float(probes.probe_loss(params, jnp.asarray(a, jnp.float32), target, SALIENCY).sum())
 
-    grad = np.asarray(jax.grad(lambda a: probes.probe_loss(params, a, target, "saliency").sum())(
+    grad = np.asarray(jax.grad(lambda a: probes.probe_loss(params, a, target, SALIENCY).sum())(
         jnp.asarray(x, jnp.float32)))
     eps = 1e-2
     for index in [(0, 0, 0, 0), (0, 1, 0, 2), (0, 1, 1, 1)]:
@@ -101,7 +101,7 @@ def test_the_edit_gradient_matches_finite_differences():
 
 def test_an_edit_without_a_probe_names_the_probes_there_are(setup):
     pipe, layers, _ = setup
-    probe_set = saved.SavedProbes("trained", "saliency", "linear", {(layers[0], 0): {"kernel": np.zeros((4, 2))}})
+    probe_set = saved.SavedProbes("trained", SALIENCY, "linear", {(layers[0], 0): {"kernel": np.zeros((4, 2))}})
     with pytest.raises(ValueError, match=r"no saved saliency probe for \(layer, step\).* at steps \[0\]"):
         intervene.edit_inputs(probe_set, layers[:1], [0, 1], STEPS)
 
@@ -162,8 +162,8 @@ def test_the_random_direction_control_samples_differ_from_the_edit_and_stay_plai
     pipe, layers, extra = setup
     extra = {**extra, "key": jax.random.key(0)}
     plain = np.asarray(_sample(pipe, sampling.PLAIN, None).latents)
-    still = _sample(pipe, intervene.EditHook(layers, "saliency", iterations=0, random_direction=True), extra).latents
+    still = _sample(pipe, intervene.EditHook(layers, SALIENCY, iterations=0, random_direction=True), extra).latents
     np.testing.assert_array_equal(np.asarray(still), plain)  # an edit of norm 0 stays exactly a plain sample
-    hook = functools.partial(intervene.EditHook, layers, "saliency", iterations=16, lr=0.05)
+    hook = functools.partial(intervene.EditHook, layers, SALIENCY, iterations=16, lr=0.05)
     edit, rand = (_sample(pipe, hook(random_direction=r), extra).latents for r in (False, True))
     assert not np.allclose(np.asarray(rand), np.asarray(edit)) and not np.allclose(np.asarray(rand), plain)

@@ -9,6 +9,7 @@ from configs.scene import toy_probe
 from jaxprobe import jobs
 from jaxprobe.probing import fit, probes, ridge, saved, store
 from jaxprobe.scene import sweep
+from jaxprobe.scene.tasks import BY_NAME
 
 
 def _config(tiny_dir, data):
@@ -54,14 +55,14 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
     test = np.arange(c.num_train, c.num_train + c.num_test)
     for model in c.models:
         for task in c.tasks:
-            probe_set = saved.load(saved.path_for(tmp_path / "run" / "probes", model, task))
-            assert (probe_set.model, probe_set.task, probe_set.kind) == (model, task, "linear")
+            probe_set = saved.load(saved.path_for(tmp_path / "run" / "probes", model, BY_NAME[task]))
+            assert (probe_set.model, probe_set.task, probe_set.kind) == (model, BY_NAME[task], "linear")
             assert probe_set.meta["weights_sha256"] and probe_set.meta["probe"]["epochs"] == c.probe.epochs
             assert probe_set.meta["pipeline_sha256"] == jobs.weights_fingerprint(tiny_dir)  # what intervene checks
             steps = list(c.steps)
             acts = {layer: act_store.read(f"{model}/{layer}")[test] for layer in probe_set.layers()}
             fitted = {(layer, steps.index(step)): p for (layer, step), p in probe_set.probes.items()}
-            scores = probes.evaluate_sweep(fitted, acts, labels[task][test], task)
+            scores = probes.evaluate_sweep(fitted, acts, labels[task][test], BY_NAME[task])
             expected = {(layer, str(steps[i]), m): float(np.mean(v))
                         for (layer, i), ms in scores.items() for m, v in ms.items()}
             got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in rows
@@ -146,8 +147,9 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
     layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
     acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
     for task in c.tasks:
-        fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], task, seed=0)
-        scores = probes.evaluate_sweep(fitted, {k: v[4:] for k, v in acts.items()}, labels[task][4:], task)
+        fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], BY_NAME[task],
+                                          seed=0)
+        scores = probes.evaluate_sweep(fitted, {k: v[4:] for k, v in acts.items()}, labels[task][4:], BY_NAME[task])
         expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
                     for (layer, i), ms in scores.items() for m, v in ms.items()}
         got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")

@@ -9,8 +9,7 @@ from configs.scene import toy_probe
 from jaxprobe import io
 from jaxprobe import jobs
 from jaxprobe.models import load_pipeline
-from jaxprobe.probing import report
-from jaxprobe.scene import sweep
+from jaxprobe.scene import figures, sweep
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +131,13 @@ def test_headline_says_the_gap_is_paired_at_the_trained_models_best_cell():
 
 def test_a_sweep_without_step_0_draws_its_layer_profile_at_its_first_step(loaded, tmp_path, monkeypatch, capsys):
     """The one end-to-end sweep of this file: encoded data, trained model, steps 2 and 1 of 3 (out of order)."""
-    drawn, real = [], report.layer_profile_figure
+    drawn, real = [], figures.layer_profile_figure
 
     def spy(*args, step, **kwargs):
         drawn.append(step)
         real(*args, step=step, **kwargs)
 
-    monkeypatch.setattr(report, "layer_profile_figure", spy)
+    monkeypatch.setattr(figures, "layer_profile_figure", spy)
     c = _config(loaded, data="encoded", models=("trained",), steps=(2, 1), **{"probe.epochs": 1})
     sweep.run(c, tmp_path / "run")
     assert drawn == [1, 1]  # saliency, depth: at the earliest selected step, whatever the order given

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 from flax import traverse_util
 
 from jaxprobe import io
@@ -63,27 +61,24 @@ def save(path, saved: SavedProbes) -> None:
                 "kind": saved.kind,
                 "layers": json.dumps(saved.layers()),
                 "meta": json.dumps(saved.meta, sort_keys=True, default=io.jsonable)}
-    with io.atomic_path(path) as tmp:
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+    io.write_safetensors(path, tensors, metadata)
 
 
-def load(path) -> SavedProbes:
-    """Probes written by `save` (e.g. `path_for(<sweep workdir>/probes, 'trained', SALIENCY)`)."""
+def load(path, task: Task | None = None) -> SavedProbes:
+    """Probes written by `save` (e.g. `path_for(<sweep workdir>/probes, 'trained', SALIENCY)`). A file written
+    before probes carried their task's definition loads when the caller gives that `task` (same name)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved probes at {path.absolute()}")
-    try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-        tensors = safetensors.numpy.load_file(path)
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable safetensors file of probes: {e}") from e
+    tensors, metadata = io.read_safetensors(path, what="saved probes")
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} holds no jaxprobe probes (format {metadata.get('format')!r}, expected {FORMAT!r})")
-    if "task_spec" not in metadata:
+    if "task_spec" in metadata:
+        spec = json.loads(metadata["task_spec"])
+        task = Task(metadata["task"], spec["kind"], tuple(spec["metrics"]), spec["headline"])
+    elif task is None or check_task(task).name != metadata.get("task"):
         raise ValueError(f"{path} does not define its task {metadata.get('task')!r} (written before probes carried "
-                         "their task); refit them (rerun the sweep's fit stage)")
-    spec = json.loads(metadata["task_spec"])
+                         "their task): load it with that task given, or refit them (rerun the sweep's fit stage)")
     flat: dict[tuple[str, int], dict] = {}
     for key, value in tensors.items():
         layer, step, param = key.split("|")
@@ -91,6 +86,5 @@ def load(path) -> SavedProbes:
     order = {layer: i for i, layer in enumerate(json.loads(metadata["layers"]))}  # safetensors sorts its keys
     probes = {k: traverse_util.unflatten_dict(v) for k, v in sorted(flat.items(), key=lambda kv: (order[kv[0][0]],
                                                                                                    kv[0][1]))}
-    task = Task(metadata["task"], spec["kind"], tuple(spec["metrics"]), spec["headline"])
     return SavedProbes(model=metadata["model"], task=task, kind=metadata["kind"], probes=probes,
                        meta=json.loads(metadata["meta"]))

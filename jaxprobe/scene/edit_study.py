@@ -157,7 +157,7 @@ def load_probes(c) -> saved.SavedProbes:
         have = sorted(p.stem for p in (directory / "probes").glob("*.safetensors"))
         raise FileNotFoundError(f"config.probes: no {path.name} in {directory / 'probes'} (config.probe_model="
                                 f"{c.probe_model!r}, config.task={c.task!r}); it has {have or 'no probes'}")
-    return saved.load(path)
+    return saved.load(path, scene_tasks.BY_NAME[c.task])
 
 
 def edit_list(c) -> list[dict]:

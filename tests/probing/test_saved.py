@@ -61,9 +61,13 @@ def test_bad_probe_files_are_refused_with_the_path(tmp_path):
         saved.save(tmp_path / "empty.safetensors", saved.SavedProbes("trained", DEPTH, "linear", {}))
     with pytest.raises(TypeError, match="expected a probing.tasks.Task, got str 'depth'"):
         saved.save(tmp_path / "name.safetensors", saved.SavedProbes("trained", "depth", "linear", {}))
-    metadata = {"format": saved.FORMAT, "model": "trained", "task": "depth", "kind": "linear", "layers": "[]",
+    metadata = {"format": saved.FORMAT, "model": "trained", "task": "depth", "kind": "linear", "layers": '["a"]',
                 "meta": "{}"}  # a file from before probes carried their task
     safetensors.numpy.save_file({"a|0|kernel": np.zeros((2, 1), np.float32)}, tmp_path / "old.safetensors",
                                 metadata=metadata)
     with pytest.raises(ValueError, match="old.safetensors does not define its task 'depth'.*refit"):
         saved.load(tmp_path / "old.safetensors")
+    with pytest.raises(ValueError, match="does not define its task 'depth'"):  # another task's definition
+        saved.load(tmp_path / "old.safetensors", task=Task("saliency", "mask", ("dice",), "dice"))
+    old = saved.load(tmp_path / "old.safetensors", task=DEPTH)  # the caller knows the task it asked for
+    assert old.task == DEPTH and list(old.probes) == [("a", 0)]

@@ -31,7 +31,7 @@ from jaxprobe import io
 from jaxprobe.models import convert
 from jaxprobe.models.config import read_json  # noqa: F401  (also load.read_json)
 
-WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # where a directory holds both, the diffusers name wins
 WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
 # <name>[.<variant>].safetensors[.index[.<variant>].json]; shards are reached through their index only.
 _WEIGHTS_RE = re.compile(r"(?P<name>diffusion_pytorch_model|model)(?:\.(?P<v1>[^.]+))?\.safetensors"
@@ -54,7 +54,7 @@ def weight_variants(directory: str | os.PathLike) -> dict[str | None, Path]:
     """The weight file (single safetensors or shard index) of each variant in `directory`; key None = plain weights.
 
     Where one variant has several candidates, an index beats a single file and diffusers names beat transformers
-    ones (the order `read_weights` always used).
+    ones.
     """
     candidates: dict[str | None, list] = {}
     for path in Path(directory).iterdir():

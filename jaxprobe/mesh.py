@@ -3,8 +3,8 @@
 A mesh has two axes: `data` splits batches of images (sampling, capture, interventions, the concept study's
 activations, training) and `probe` splits the stacked probes of a fit. A launcher builds the mesh from
 `config.mesh` and sets it with `jax.set_mesh`; the library reads it back with `current()` and places its inputs with
-`shard`/`replicate`. Without a mesh every function runs on the default device, as before, so library users who never
-set one see no change. XLA's SPMD partitioner does the rest (computation follows the inputs' shardings).
+`shard`/`replicate`. Without a mesh every function runs on the default device, so library users who never set one
+see no change. XLA's SPMD partitioner does the rest (computation follows the inputs' shardings).
 
 Multi-host (TPU VM pods, several GPU machines, or processes on one CPU machine): `initialize` starts JAX's
 distributed runtime; every process runs the same program, and `shard` builds global arrays from host data that every

@@ -3,10 +3,10 @@ and a depth head, trained on the toy world's exact labels, standing in for the p
 
   python launch/train.py --config=configs/toy/labelers.py --workdir=runs/toy_labelers
 
-Machine: the 2-core x86_64 CPU, data parallel. Time: 3.9 min (2026-12-01, a slow day; 2:51 on an idle day,
-stop 13, old palette). Result: runs/toy_labelers/labelers/ and the shipped copy assets/toy_labelers/ (config.json,
-model.safetensors, metrics.json); on 256 held-out scenes saliency IoU 0.950 (goal >= 0.9), depth RMSE 0.098
-(z-scored), Spearman 0.957. Resumable: rerun the same command after a kill.
+Machine: the 2-core x86_64 CPU, data parallel. Time: 3.9 min (2026-12-01, the machine 1.1-1.4x slower than idle);
+2:51 on an idle machine (2026-11-25, the previous palette). Result: runs/toy_labelers/labelers/ and the shipped copy
+assets/toy_labelers/ (config.json, model.safetensors, metrics.json); on 256 held-out scenes saliency IoU 0.950 (goal
+>= 0.9), depth RMSE 0.098 (z-scored), Spearman 0.957. Resumable: rerun the same command after a kill.
 """
 import ml_collections
 

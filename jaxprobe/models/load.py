@@ -34,7 +34,7 @@ from jaxprobe.models.config import read_json  # noqa: F401  (also load.read_json
 # Widths tried when a MobileNetV2 checkpoint has no `width_mult` metadata: the published ones first, then a 0.05 grid.
 MOBILENET_COMMON_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.4, 1.3, 0.25)
 MOBILENET_WIDTH_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(59))  # 0.1 ... 3.0
-WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers first, as before
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # where a directory holds both, the diffusers name wins
 WEIGHT_FILES = tuple(f"{name}.safetensors" for name in WEIGHT_NAMES)
 DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS = WEIGHT_FILES
 # <name>[.<variant>].safetensors[.index[.<variant>].json]; shards are reached through their index only.
@@ -58,7 +58,7 @@ def weight_variants(directory: str | os.PathLike) -> dict[str | None, Path]:
     """The weight file (single safetensors or shard index) of each variant in `directory`; key None = plain weights.
 
     Where one variant has several candidates, an index beats a single file and diffusers names beat transformers
-    ones (the order `read_weights` always used).
+    ones.
     """
     candidates: dict[str | None, list] = {}
     for path in Path(directory).iterdir():

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.models.config import Config
+from jaxprobe.validate import check_supported
 
 # transformers' ACT2FN entries for the activations CLIP checkpoints use ("gelu" is the exact, erf-based GELU).
 ACTIVATIONS = {
@@ -158,9 +159,7 @@ class CLIPConfig(Config):
 
 
 def _activation(name: str, owner: str = "CLIPTextConfig"):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"{owner}: hidden_act={name!r} is not supported; supported: "
-                         f"{', '.join(map(repr, ACTIVATIONS))}")
+    check_supported(f"{owner}: hidden_act", name, ACTIVATIONS)
     return ACTIVATIONS[name]
 
 

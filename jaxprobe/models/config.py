@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from jaxprobe.validate import check_supported
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -27,9 +29,7 @@ class Config:
         kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in names}
         out = cls(**kept)
         for name, allowed in cls.SUPPORTED.items():
-            if getattr(out, name) not in allowed:
-                raise ValueError(f"{cls.__name__}: {name}={getattr(out, name)!r} is not supported; "
-                                 f"supported: {', '.join(map(repr, allowed))}")
+            check_supported(f"{cls.__name__}: {name}", getattr(out, name), allowed)
         return out
 
     def replace(self, **changes):

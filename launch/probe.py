@@ -8,12 +8,11 @@ run resumes when the same command is run again.
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli
 from jaxprobe.scene import sweep
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/scene/toy_probe.py", "probe sweep config")
+_CONFIG = cli.config_flag("configs/scene/toy_probe.py", "probe sweep config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkpoints, results and figures")
 
 

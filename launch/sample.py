@@ -4,12 +4,11 @@ r"""Text-to-image sampling from a diffusers-format Stable Diffusion directory; w
       --workdir=runs/samples
 """
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli, mesh
 from jaxprobe.diffusion import generate
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/toy.py", "sampling config")
+_CONFIG = cli.config_flag("configs/sample/toy.py", "sampling config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/samples", "where PNGs and samples.json go")
 
 

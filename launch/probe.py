@@ -19,8 +19,6 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkp
 def main(argv):
     del argv
     c = _CONFIG.value
-    if not c.pipeline_dir:
-        raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
     with cli.on_mesh(c):
         summary = sweep.run(c, _WORKDIR.value)
     if not summary:  # not process 0 of a multi-host run: that one reports

@@ -52,9 +52,11 @@ def test_train_checks_its_numbers_before_rendering_or_claiming(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_workdir_that_is_a_file_is_one_line_before_any_work(tmp_path):
+# The sweep loads the pipeline and checks its config against it first (~10 s): slow.
+@pytest.mark.parametrize("script", [SAMPLE, pytest.param(PROBE, marks=pytest.mark.slow)])
+def test_a_workdir_that_is_a_file_is_one_line_before_any_work(tmp_path, script):
     (tmp_path / "file").write_text("not a directory")
-    run = _launch(PROBE, tmp_path / "file")
+    run = _launch(script, tmp_path / "file")
     assert_refused(run, f"--workdir={tmp_path / 'file'}: {tmp_path / 'file'} is a file, not a directory",
                    tmp_path / "file")
     assert (tmp_path / "file").read_text() == "not a directory"

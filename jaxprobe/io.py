@@ -151,14 +151,16 @@ def read_csv(path) -> list[dict[str, str]]:
 
 
 def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = (), write: bool = True) -> None:
-    """A workdir belongs to one config: the first run writes `workdir/config.json`; a later run (a resume) with a
-    config that differs in any key outside `may_change` raises ValueError naming the keys, nested ones dotted
-    (`probe.label_mode`), with both values (mixing them would silently continue someone else's run). Keys in
-    `may_change` (e.g. a longer schedule; a dotted key, or a parent for all its keys) are updated. `write=False`
-    only checks (the processes but the first of a multi-host run)."""
+    """A workdir belongs to one config once it holds work: the first run writes `workdir/config.json`; a later run
+    (a resume) with a config that differs in any key outside `may_change` raises ValueError naming the keys, nested
+    ones dotted (`probe.label_mode`), with both values (mixing them would silently continue someone else's run).
+    Keys in `may_change` (e.g. a longer schedule; a dotted key, or a parent for all its keys) are updated. A
+    config.json with no other file beside it is no claim (a run refused after claiming wrote nothing to continue),
+    so the corrected command takes the workdir over. `write=False` only checks (the processes but the first of a
+    multi-host run)."""
     path = Path(workdir) / "config.json"
     current = json.loads(json.dumps(config, default=jsonable))
-    if path.exists():
+    if path.exists() and _holds_work(Path(workdir)):
         previous, now = _flatten(json.loads(path.read_text())), _flatten(current)
         changed = sorted(k for k in set(previous) | set(now)
                          if not any(k == m or k.startswith(m + ".") for m in may_change)
@@ -169,6 +171,11 @@ def claim_workdir(workdir, config: dict, *, kind: str, may_change: tuple[str, ..
                              f"{values}; use a new --workdir or delete it")
     if write:
         write_json(path, current)
+
+
+def _holds_work(workdir: Path) -> bool:
+    """Whether `workdir` has a file besides its config.json (stops at the first one found)."""
+    return any(p.name != "config.json" or p.parent != workdir for p in workdir.rglob("*") if not p.is_dir())
 
 
 class _Absent:

@@ -1,12 +1,16 @@
 """The job layer every study's job shares: the checked pipeline load, the weights fingerprint, the workdir claim,
-prompts, and the sampling steps a config selects. One place, so every job speaks one error vocabulary and no study
-borrows these from another."""
+prompts, the sampling steps a config selects and the memory estimate. One place, so every job speaks one error
+vocabulary and no study borrows these from another."""
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from pathlib import Path
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 from tqdm import tqdm
 
 from jaxprobe import io, mesh, validate
@@ -37,11 +41,24 @@ def weights_fingerprint(*paths) -> str:
     return digest.hexdigest()
 
 
+def check_workdir(workdir) -> Path:
+    """`workdir` as a path a job can make its directory: neither it nor a folder above it is a file."""
+    workdir = Path(workdir)
+    for path in (workdir, *workdir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "" if path == workdir else f" (it would be inside {os.path.abspath(path)})"
+                raise ValueError(f"--workdir={workdir}: {os.path.abspath(path)} is a file, not a directory{where}; "
+                                 "choose another --workdir")
+            break
+    return workdir
+
+
 def claim(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = ()) -> Path:
     """Make `workdir` this job's (`io.claim_workdir`: a resume must have the same config) once the work starts, and
     wait until every process has seen the claim before any decides what is left to do. Call it after every check:
-    a refused request must not leave a workdir that refuses the corrected one."""
-    workdir = Path(workdir)
+    a refused request must not leave a workdir that refuses the corrected one (a config.json alone does not)."""
+    workdir = check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     io.claim_workdir(workdir, config, kind=kind, may_change=may_change, write=mesh.is_main())
     mesh.barrier("claim")
@@ -49,8 +66,11 @@ def claim(workdir, config: dict, *, kind: str, may_change: tuple[str, ...] = ())
 
 
 def read_prompts(path) -> list[str]:
-    """The non-blank lines of a prompts file, stripped."""
-    return [p.strip() for p in Path(path).read_text().splitlines() if p.strip()]
+    """The non-blank lines of a prompts file, stripped; ValueError if there are none."""
+    found = [p.strip() for p in Path(path).read_text().splitlines() if p.strip()]
+    if not found:
+        raise ValueError(f"{os.path.abspath(path)} is empty (no prompts); write one prompt per line")
+    return found
 
 
 def prompts(c, n: int, captions: Callable[[int], list[str]], *, tokenize=None, what: str = "") -> list[str]:
@@ -60,7 +80,8 @@ def prompts(c, n: int, captions: Callable[[int], list[str]], *, tokenize=None, w
     if not c.prompts_file:
         return captions(n)
     path = validate.existing_path(c, "prompts_file", "a text file with one prompt per line")
-    found = read_prompts(path)
+    with validate.config_key("prompts_file"):
+        found = read_prompts(path)
     if len(found) < n:
         raise ValueError(f"config.prompts_file: {path} has {len(found)} prompts; {what or 'the job needs'} {n}")
     if tokenize is not None:
@@ -74,3 +95,54 @@ def steps(c) -> tuple[int, ...]:
     with validate.config_key("steps"):
         return sampling.select_steps(list(c.steps) if len(c.steps) else None, c.num_inference_steps)
 
+
+
+def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> int:
+    """Refuse, before anything compiles, a sampling request whose UNet or VAE call cannot fit: the params at
+    `dtype` plus the largest single array one call makes (a lower bound on what it needs, so a refusal is sure)
+    against the memory of a device (device.memory_stats()'s limit on an accelerator; on a CPU the host's RAM
+    shared by its devices). `batch` images are split over the mesh's data axis and doubled for CFG. Returns the
+    estimate in bytes."""
+    per_device = 2 * math.ceil(batch / mesh.axis_size("data"))
+    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, dtype if jnp.issubdtype(p.dtype, jnp.floating)
+                                                         else p.dtype), pipe.params)
+    ids = jax.ShapeDtypeStruct((per_device, pipe.tokenize([""]).shape[1]), jnp.int32)
+    size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor, pipe.unet.config.in_channels)
+    latent = jax.ShapeDtypeStruct((per_device, *size), dtype)
+
+    def unet_call(p, ids, latent):
+        context = pipe.text_encoder.apply({"params": p["text_encoder"]}, ids)
+        return pipe.unet.apply({"params": p["unet"]}, latent, jnp.zeros(latent.shape[0], jnp.int32), context)
+
+    def vae_call(p, latent):
+        return pipe.vae.apply({"params": p["vae"]}, latent, method="decode")
+
+    largest = max(_largest_array(jax.make_jaxpr(unet_call)(params, ids, latent).jaxpr),
+                  _largest_array(jax.make_jaxpr(vae_call)(params, jax.ShapeDtypeStruct((per_device // 2, *size), dtype)).jaxpr))
+    need = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params)) + largest
+    device = jax.local_devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
+    if limit is None and device.platform == "cpu":
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+    if limit is not None and need > limit:
+        raise ValueError(f"config.height/width/batch_size: sampling {height}x{width} images, {per_device // 2} per "
+                         f"device, in {jnp.dtype(dtype).name} needs at least {need / 2**30:.1f} GiB (params and its "
+                         f"largest array) per device; a {device.platform} device here has {limit / 2**30:.1f} GiB: "
+                         "choose a smaller size or batch")
+    return need
+
+
+def _largest_array(jaxpr) -> int:
+    """Bytes of the largest array any equation of `jaxpr` (or of a jaxpr nested in one) makes."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            shape, dtype = getattr(v.aval, "shape", None), getattr(v.aval, "dtype", None)
+            if shape is not None and dtype is not None:
+                largest = max(largest, math.prod(shape) * dtype.itemsize)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's
+                if hasattr(sub, "eqns"):
+                    largest = max(largest, _largest_array(sub))
+    return largest

@@ -35,7 +35,15 @@ def initialize(distributed: bool) -> None:
     if not distributed:
         return
     env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
-    jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
+    bad = [v for v in env.values() if not os.environ.get(v, "0").isdigit()]
+    if bad:
+        raise ValueError(f"--distributed: {bad[0]}={os.environ[bad[0]]!r} must be an integer >= 0")
+    try:
+        jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
+    except ValueError as e:  # no cluster environment found ('coordinator_address should be defined.')
+        raise ValueError(f"--distributed found no cluster to join ({e}): on a TPU VM, SLURM or Open MPI it is "
+                         "found by itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0), "
+                         "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process, or drop --distributed") from e
 
 
 def sizes(data: int = -1, probe: int = 1, n_devices: int | None = None) -> tuple[int, int]:

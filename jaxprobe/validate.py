@@ -44,6 +44,13 @@ def at_least(c, lows: Mapping[str, float]) -> None:
             raise ValueError(f"config.{key} must be >= {low}, got {get(c, key)!r}")
 
 
+def at_most(c, highs: Mapping[str, float]) -> None:
+    """Every config key in `highs` (dotted for nested ones) holds a number <= its greatest valid value."""
+    for key, high in highs.items():
+        if not get(c, key) <= high:
+            raise ValueError(f"config.{key} must be <= {high}, got {get(c, key)!r}")
+
+
 def positive_finite(c, key: str) -> None:
     """config.<key> is a finite number > 0 (a learning rate, say)."""
     if not 0 < get(c, key) < math.inf:

@@ -7,12 +7,11 @@ Writes labels/ (sets.json, quality.csv, top_positives.png), per probe family <fa
 table.csv (module x family at the last checkpoint) and summary.json. A killed run resumes at its next checkpoint.
 """
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli
 from jaxprobe.concepts import sweep
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/concepts/toy.py", "concept sweep config")
+_CONFIG = cli.config_flag("configs/concepts/toy.py", "concept sweep config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/concepts_toy", "labels, results and figures")
 
 

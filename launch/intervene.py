@@ -12,12 +12,11 @@ writes ablation.csv and figures/ablation.png.
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli
 from jaxprobe.scene import edit_study
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/scene/toy_intervene.py", "intervention config")
+_CONFIG = cli.config_flag("configs/scene/toy_intervene.py", "intervention config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_intervene", "images, scores and figures")
 
 

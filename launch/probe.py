@@ -8,20 +8,17 @@ run resumes when the same command is run again.
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli
 from jaxprobe.scene import sweep
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/scene/toy_probe.py", "probe sweep config")
+_CONFIG = cli.config_flag("configs/scene/toy_probe.py", "probe sweep config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy_probe", "activations, checkpoints, results and figures")
 
 
 def main(argv):
     del argv
     c = _CONFIG.value
-    if not c.pipeline_dir:
-        raise ValueError("set --config.pipeline_dir to a diffusers Stable Diffusion directory")
     with cli.on_mesh(c):
         summary = sweep.run(c, _WORKDIR.value)
     if not summary:  # not process 0 of a multi-host run: that one reports

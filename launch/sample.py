@@ -1,15 +1,15 @@
-r"""Text-to-image sampling from a diffusers-format Stable Diffusion directory; writes PNGs + an index.
+r"""Text-to-image sampling from a diffusers-format Stable Diffusion directory; writes PNGs + an index; resumable
+(rerun the same command after a kill: the images already written are kept).
 
   python launch/sample.py --config=configs/sample/toy.py --config.prompts="a red sphere|a blue cube" \
       --workdir=runs/samples
 """
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli, mesh
 from jaxprobe.diffusion import generate
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/toy.py", "sampling config")
+_CONFIG = cli.config_flag("configs/sample/toy.py", "sampling config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/samples", "where PNGs and samples.json go")
 
 
@@ -20,9 +20,9 @@ def main(argv):
         s = generate.generate(c, _WORKDIR.value)
     if not mesh.is_main():  # process 0 of a multi-host run reports
         return
-    print(f"wrote {s['images']} images ({s['height']}x{s['width']}, {c.scheduler} {c.num_inference_steps} steps, "
-          f"CFG {c.guidance_scale}) to {_WORKDIR.value} in {s['seconds']:.1f} s "
-          f"({s['images'] / s['seconds']:.2f} img/s incl. compile)")
+    print(f"{s['images']} images ({s['height']}x{s['width']}, {c.scheduler} {c.num_inference_steps} steps, "
+          f"CFG {c.guidance_scale}) in {_WORKDIR.value}; this run sampled {s['sampled']} in {s['seconds']:.1f} s "
+          f"({s['sampled'] / s['seconds']:.2f} img/s incl. compile)")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ r"""Train the shipped toy models on the toy world (resumable: rerun the same com
 On a CPU the training loop runs data parallel over one XLA device per core (`train.host_device_flags`).
 """
 from absl import flags
-from ml_collections import config_flags
 
 from jaxprobe import cli
 from jaxprobe.toy import recipes
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/toy/*.py)")
+_CONFIG = cli.config_flag(None, "training config (configs/toy/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics.csv, sample grids and the export go here")
 flags.mark_flags_as_required(["config", "workdir"])
 

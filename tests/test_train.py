@@ -108,6 +108,7 @@ def test_a_workdir_refuses_to_resume_with_another_config(tmp_path):
     from jaxprobe import io
     config = {"lr": 2e-3, "num_steps": 100, "block_out_channels": (32, 64)}
     io.claim_workdir(tmp_path, config, kind="training run", may_change=("num_steps",))
+    (tmp_path / "metrics.csv").write_text("step,loss\n")  # work: from now on the workdir is this config's
     io.claim_workdir(tmp_path, config, kind="training run", may_change=("num_steps",))  # a plain resume
     io.claim_workdir(tmp_path, {**config, "num_steps": 300}, kind="training run", may_change=("num_steps",))
     with pytest.raises(ValueError, match=r"differs in: block_out_channels, lr\)"):

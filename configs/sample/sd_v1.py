@@ -4,8 +4,10 @@ r"""Sample from a local Stable Diffusion v1 diffusers directory with the paper's
   python launch/sample.py --config=configs/sample/sd_v1.py --config.pipeline_dir=/data/stable-diffusion-v1-4 \
       --config.prompts="a photo of a red car|a cat on a sofa" --config.dtype=bfloat16 --workdir=runs/sd_samples
 
-Writes 00000_seed0.png, ... and samples.json. No SD v1 weights exist where jaxprobe is built, so its time and images
-on real weights are NOT measured here (it needs a GPU/TPU in practice). Measured instead, on the 2-core CPU
+Writes 00000_seed0.png, ... and samples.json; a rerun of the same command keeps the images already written
+(resume), and a size or batch that cannot fit the device's memory is refused before compiling. No SD v1 weights
+exist where jaxprobe is built, so its time and images on real weights are NOT measured here (it needs a GPU/TPU in
+practice). Measured instead, on the 2-core CPU
 (2026-12-02): this config on the tiny random pipeline of jaxprobe/testing.py at test size
 (--config.pipeline_dir=<tiny_pipeline dir> --config.height=16 --config.width=16, 2 prompts) took 14.5 s wall.
 The code path is the one tests/diffusion/test_pipeline.py checks against diffusers: latents within 1e-3 after

@@ -27,19 +27,21 @@ RIDGE_PROBES = "runs/toy_probe_ridge"  # the third
 def get_config():
     c = toy_intervene.get_config()
     c.num_images, c.shifts_per_image, c.controls = 32, 2, ()
-    c.ablation = ml_collections.ConfigDict({  # {name: overrides}; run and shown in name order
-        "01_best": {},
-        "02_lr_1e-2": {"lr": 1e-2},
-        "03_lr_2e-2": {"lr": 2e-2},
-        "04_lr_5e-2": {"lr": 5e-2},
-        "05_layers_best3": {"layers": ("best:3",)},  # the 3 layers whose probes read saliency best at steps 0-4
-        "06_layers_all16": {"layers": ("*attn1/to_out_0",)},
-        "07_layers_up1-2": {"layers": ("up_blocks_[12]*attn1/to_out_0",)},  # the 9 less the 16x16 ones
-        "08_steps_3-7": {"steps": (3, 4, 5, 6, 7)},
-        "09_steps_5-9": {"steps": (5, 6, 7, 8, 9)},
-        "10_euler": {"scheduler": "euler"},
-        "11_probes_generated": {"probes": GENERATED_PROBES},
-        "12_probes_generated_ridge": {"probes": RIDGE_PROBES},
-        "13_probes_generated_lr_2e-2": {"probes": GENERATED_PROBES, "lr": 2e-2},
+    # {name: overrides}, run and shown in name order; names are Python names, so that an override can address one:
+    # --config.ablation.s02_lr_1e_2.lr=3e-2
+    c.ablation = ml_collections.ConfigDict({
+        "s01_best": {},
+        "s02_lr_1e_2": {"lr": 1e-2},
+        "s03_lr_2e_2": {"lr": 2e-2},
+        "s04_lr_5e_2": {"lr": 5e-2},
+        "s05_layers_best3": {"layers": ("best:3",)},  # the 3 layers whose probes read saliency best at steps 0-4
+        "s06_layers_all16": {"layers": ("*attn1/to_out_0",)},
+        "s07_layers_up1_2": {"layers": ("up_blocks_[12]*attn1/to_out_0",)},  # the 9 less the 16x16 ones
+        "s08_steps_3_7": {"steps": (3, 4, 5, 6, 7)},
+        "s09_steps_5_9": {"steps": (5, 6, 7, 8, 9)},
+        "s10_euler": {"scheduler": "euler"},
+        "s11_probes_generated": {"probes": GENERATED_PROBES},
+        "s12_probes_generated_ridge": {"probes": RIDGE_PROBES},
+        "s13_probes_generated_lr_2e_2": {"probes": GENERATED_PROBES, "lr": 2e-2},
     })
     return c

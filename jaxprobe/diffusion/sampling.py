@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -356,11 +355,3 @@ def _compiled(mods: Modules, sched, guidance, dtype, hook: Hook, n_keep: int):
 
     return run
 
-
-def read_prompts(prompts: str = "", prompts_file: str = "") -> list[str]:
-    """Prompts from a '|'-separated string or a file with one prompt per line (blank lines skipped)."""
-    text = Path(prompts_file).read_text().splitlines() if prompts_file else prompts.split("|")
-    out = [p.strip() for p in text if p.strip()]
-    if not out:
-        raise ValueError("no prompts: set --config.prompts='a|b' or --config.prompts_file")
-    return out

@@ -229,6 +229,33 @@ def saved_sources(directory: Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def check_saved(directory: Path, record: dict[str, dict]) -> bool:
+    """Whether `directory` holds the labels `record` ({task: {'source': str(Source), 'sha256': ...}}) describes:
+    per task the same kind of source with the same content (sha256), wherever its files lie now. False if the
+    label stage has not saved any; labels from other content are refused, naming the tasks that differ, since
+    the workdir's probes were fitted on them."""
+    have = saved_sources(directory)
+    if have is None:
+        return False
+
+    def content(entry):
+        return entry and (entry["source"].split(" ", 1)[0], entry["sha256"])
+
+    differ = [task for task in record if content(have.get(task)) != content(record[task])]
+    if differ:
+        what = "; ".join(f"{t}: {_describe(have.get(t))}, now {_describe(record[t])}" for t in differ)
+        raise ValueError(f"{directory} holds other {' and '.join(differ)} labels than this run's ({what}). The "
+                         "workdir's probes were fitted on them: use a new --workdir (or delete its labels/, "
+                         "probe_checkpoints/, probes/ and scores/)")
+    return True
+
+
+def _describe(entry) -> str:
+    if not entry:
+        return "none"
+    return entry["source"].split(" ", 1)[0] + (f" sha256 {entry['sha256'][:12]}" if entry["sha256"] else "")
+
+
 def prepare(raw: dict[str, np.ndarray], num_train: int) -> dict[str, np.ndarray]:
     """{'saliency': bool [N,H,W], 'depth': float32 [N,H,W] z-scored with the first num_train images' statistics}."""
     out = {}

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe import io, mesh
+from jaxprobe import io, jobs, mesh, validate
 from jaxprobe import train as training  # not `train`: that is this module's entry point
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.models import (
@@ -31,7 +31,6 @@ from jaxprobe.models import (
 from jaxprobe.toy import data, quality
 from jaxprobe.toy.labelers import load_labelers, save_labelers, train_labelers
 from jaxprobe.toy.world import captions
-from jaxprobe.validate import check_choice
 
 SD_V1_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 SD_V1_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
@@ -44,6 +43,17 @@ MODELS = ("vae", "ldm", "labelers", "mobilenet_v2", "clip")
 # A resume may lengthen the schedule or change what evaluations do; anything else needs a new workdir.
 MAY_CHANGE_ON_RESUME = ("num_steps", "decoder_steps", "eval_every", "checkpoint_every", "quality_images",
                         "labelers_dir", "mesh")
+# The numbers a training config may hold (configs/toy/*.py), each checked where present before any work: the least
+# and greatest valid values, and those that must be finite and > 0.
+AT_LEAST = {"seed": 0, "resolution": 8, "num_images": 1, "num_eval": 1, "eval_seed_offset": 0, "layers_per_block": 1,
+            "norm_num_groups": 1, "crop_size": 0, "batch_size": 1, "num_steps": 1, "weight_decay": 0, "kl_weight": 0,
+            "ema_decay": 0, "checkpoint_every": 1, "eval_every": 0, "decoder_steps": 0, "attention_heads": 1,
+            "text_heads": 1, "text_width": 1, "text_layers": 1, "max_length": 2, "caption_dropout": 0,
+            "snr_gamma": 0, "quality_images": 0, "huber_delta": 0, "dice_weight": 0, "dropout": 0, "num_train": 1,
+            "num_test": 1, "epochs": 1, "early_checkpoints": 0, "warmup_steps": 0, "bn_images": 1, "image_size": 8,
+            "patch_size": 1, "width": 1, "heads": 1, "vision_layers": 1, "projection_dim": 1}
+AT_MOST = {"ema_decay": 1, "caption_dropout": 1, "dropout": 1}
+POSITIVE = ("lr", "decoder_lr", "text_lr_scale", "huber_delta", "width_mult")
 
 
 def vae_config(c) -> vae.VAEConfig:
@@ -249,17 +259,40 @@ def train_ldm(c, workdir, vae_model, vae_params, labelers=None) -> pipeline.Pipe
 # --------------------------------------------------------------------------------------------------- entry
 def train(c, workdir) -> list[str]:
     """Train and export the toy model `c.model` names (one of MODELS) in `workdir`; resumable: call
-    again after a kill. Returns what to report: where it was written, with its headline numbers.
+    again after a kill. Returns what to report: where it was written, with its headline numbers. Every check
+    (`check_config`, the mesh) runs before the workdir is claimed and the data rendered.
 
     On a CPU it runs data parallel over one XLA device per core (`train.host_device_flags`), which takes effect
     only if nothing in this process has started jax's backend yet (launch/train.py calls this first)."""
-    check_choice("config.model", c.model, MODELS)
+    check_config(c, workdir)
+    os.environ["XLA_FLAGS"] = training.host_device_flags(os.environ.get("XLA_FLAGS", ""))  # before jax's backend
     mesh.check_single_process("training run")
-    workdir = Path(workdir)
-    io.claim_workdir(workdir, c.to_dict(), kind="training run", may_change=MAY_CHANGE_ON_RESUME)
-    os.environ["XLA_FLAGS"] = training.host_device_flags(os.environ.get("XLA_FLAGS", ""))
     with jax.set_mesh(mesh.from_config(c)):  # `train.fit` splits its batches over the data axis
+        workdir = jobs.claim(workdir, c.to_dict(), kind="training run", may_change=MAY_CHANGE_ON_RESUME)
         return _train(c, workdir)
+
+
+def check_config(c, workdir) -> None:
+    """The checks of a training request that need no device: the model, every number (AT_LEAST, AT_MOST,
+    POSITIVE), the crop, the workdir and the directories it reads."""
+    validate.check_choice("config.model", c.model, MODELS)
+    validate.at_least(c, {k: low for k, low in AT_LEAST.items() if k in c})
+    validate.at_most(c, {k: high for k, high in AT_MOST.items() if k in c})
+    for key in POSITIVE:
+        if key in c:
+            validate.positive_finite(c, key)
+    if c.get("crop_size") and (c.crop_size % 8 or c.crop_size > c.resolution):
+        raise ValueError(f"config.crop_size must be 0 (whole images) or a multiple of 8 up to config.resolution="
+                         f"{c.resolution}, got {c.crop_size}")
+    if "epochs" in c and c.num_train < c.batch_size:
+        raise ValueError(f"config.num_train={c.num_train} is below config.batch_size={c.batch_size}: an epoch "
+                         "needs one batch")
+    jobs.check_workdir(workdir)
+    if c.model == "ldm":
+        validate.existing_path(c, "vae_dir", "the toy VAE's directory (launch/train.py --config=configs/toy/vae.py "
+                               "writes <workdir>/vae)", ("config.json",))
+        if c.get("labelers_dir"):
+            validate.existing_path(c, "labelers_dir", "the toy labelers' directory, or '' for none")
 
 
 def _train(c, workdir: Path) -> list[str]:

@@ -110,6 +110,7 @@ def test_a_corrected_rerun_is_not_refused(loaded, tmp_path, monkeypatch):
 def test_claim_workdir_names_the_nested_keys_that_differ(tmp_path):
     config = {"seed": 0, "probe": {"kind": "linear", "label_mode": "downsample", "epochs": 30}}
     io.claim_workdir(tmp_path, config, kind="sweep", may_change=("probe.epochs",))
+    (tmp_path / "results.csv").write_text("")  # work: a config.json alone is no claim
     io.claim_workdir(tmp_path, {**config, "probe": {**config["probe"], "epochs": 40}}, kind="sweep",
                      may_change=("probe.epochs",))  # a nested key that may change
     with pytest.raises(ValueError, match=r"differs in: probe\.label_mode\): probe\.label_mode was 'downsample', "

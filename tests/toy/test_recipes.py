@@ -30,3 +30,33 @@ def test_labelers_train_tiny_and_are_written_to_the_workdir_and_the_export(tmp_p
         assert labelers.load_labelers(out).config.channels == (8, 8, 8, 8)
         assert json.loads((out / "metrics.json").read_text())["train_steps"] == 2
     assert json.loads((tmp_path / "run" / "config.json").read_text())["num_images"] == 16
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    ("vae", {"batch_size": 0}, "config.batch_size must be >= 1, got 0"),
+    ("labelers", {"num_steps": -5}, "config.num_steps must be >= 1, got -5"),
+    ("ldm", {"lr": float("nan")}, "config.lr must be a finite number > 0, got nan"),
+    ("ldm", {"ema_decay": 1.5}, "config.ema_decay must be <= 1, got 1.5"),
+    ("vae", {"crop_size": 12}, "config.crop_size must be 0 (whole images) or a multiple of 8 up to "
+                               "config.resolution=64, got 12"),
+    ("mobilenet_v2", {"num_train": 16}, "config.num_train=16 is below config.batch_size=64: an epoch needs one batch"),
+    ("ldm", {"vae_dir": "no/vae"}, "config.vae_dir='no/vae': "),
+])
+def test_every_number_and_input_directory_is_checked_before_the_workdir_is_claimed(tmp_path, config, overrides,
+                                                                                     message):
+    import importlib
+    c = importlib.import_module(f"configs.toy.{config}").get_config()
+    c.update(overrides)
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        recipes.train(c, tmp_path / "run")
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_mesh_leaves_no_claim_on_the_workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")  # train() sets it for its process
+    c = toy_labelers.get_config()
+    c.mesh.data = 3
+    with pytest.raises(ValueError, match=r"^config\.mesh: data=3 x probe=1 does not fit the \d+ devices here"):
+        recipes.train(c, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -95,6 +95,9 @@ def check_config(c) -> None:
         raise ValueError("config.models must include 'trained'")
     validate.positive_finite(c, "probe.lr")
     validate.at_least(c, {f"probe.{key}": 1 for key in ("epochs", "non_gap_epochs", "batch_size", "hidden")})
+    if c.labels == "clip":
+        validate.existing_path(c, "clip_dir", "a transformers CLIPModel directory with its tokenizer files",
+                               ("config.json",))
 
 
 def capture(module, variables, images: np.ndarray, layers, batch_size: int) -> dict[str, np.ndarray]:
@@ -181,6 +184,7 @@ def run(c, workdir) -> dict:
     Multi-host (`--distributed`): every process captures and fits on the global mesh; process 0 writes (and returns
     the headline numbers; the others return {})."""
     check_config(c)
+    jobs.check_workdir(workdir)
     data = pool.load_pool(c)
     groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)
     if c.labels == "truth" and data.truth is None:

@@ -120,6 +120,7 @@ TABLE = [
      "--config.ablation.s02_lr_1e_2.lrr is not a config key; nearest valid: ablation.s02_lr_1e_2.lr"),
     (CONCEPTS, ["--config.negatives=hard"], "unknown config.negatives 'hard'; valid choices: others, non_candidates"),
     (CONCEPTS, ["--config.probe.lr=0"], "config.probe.lr must be a finite number > 0, got 0.0"),
+    (CONCEPTS, ["--config.clip_dir=no/such/clip"], "config.clip_dir='no/such/clip': "),
 ]
 
 

@@ -3,7 +3,7 @@ sampling, on the toy LDM (SD v1 block layout, 16 attn1 layers)."""
 from __future__ import annotations
 
 from benchmarks.harness import Settings, best_time, machine
-from benchmarks.pipelines import describe, jax_pipeline, prompts_for
+from benchmarks.pipelines import describe, prompts_for
 
 
 def run(s: Settings) -> str:
@@ -11,13 +11,14 @@ def run(s: Settings) -> str:
     import numpy as np
 
     from jaxprobe.diffusion import sampling
+    from jaxprobe.models import load_pipeline
     from jaxprobe.probing import ridge
     from jaxprobe.scene import capture as scene_capture
     from jaxprobe.scene.tasks import SALIENCY
 
-    pipe = jax_pipeline(s.pipeline)
+    pipe = load_pipeline(s.pipeline)
     n, size = s.batch * 8, pipe.default_size
-    prompts = prompts_for(s.pipeline, n)
+    prompts = prompts_for(n, s.captions)
     labels = np.random.default_rng(0).random((n, size, size)) < 0.3  # timing only
     kw = dict(num_inference_steps=s.steps, seed=0)
 

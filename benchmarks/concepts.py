@@ -19,7 +19,9 @@ def run(s: Settings) -> str:
     c.update_from_flattened_dict(s.concept_config)
     data = pool.load_pool(c)
     groups = {g: tuple(w) for g, w in c.groups.items()}
-    concept_sets = sets.make_sets(scores.truth_scores(data.truth, groups), groups, seed=c.seed)
+    concept_sets = sets.make_sets(scores.truth_scores(data.truth, groups), groups, num_positive=c.num_positive,
+                                  num_negative=c.num_negative, test_fraction=c.test_fraction, seed=c.seed,
+                                  negatives=c.negatives)
     module, ckpts = sweep.load_checkpoints(c)
     step, variables = ckpts[-1]
     layers = hooks.select_layers(module, list(c.layers))

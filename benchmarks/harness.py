@@ -38,7 +38,9 @@ class Settings:
     repeats: int = 3  # timed repeats (best is kept)
     probe_images: int = 64  # training images for the probe benchmark
     probe_epochs: int = 3  # epochs for the probe benchmark (both sides)
-    pipeline: str = str(TOY_PIPELINE)  # diffusers directory of intervene, capture, scaling; "" = the tiny random one
+    pipeline: str = str(TOY_PIPELINE)  # diffusers directory of intervene, capture and scaling
+    captions: bool = True  # their prompts: toy-world captions (the toy LDM knows only their words), or short ones
+    tiny: str = ""  # the sample benchmark's tiny random pipeline, saved (jaxprobe.testing.tiny_pipeline); "" = build
     edit_iterations: int = 128  # Adam iterations of each edit (the paper's)
     train_config: dict = dataclasses.field(default_factory=dict)  # overrides of configs/toy/ldm.py ("a.b": value)
     scaling_devices: tuple = (1, 2, 4, 8)  # XLA host device counts
@@ -46,11 +48,12 @@ class Settings:
     dpt_config: dict = dataclasses.field(default_factory=lambda: dict(DPT_LARGE))  # transformers DPTConfig fields
 
 
-def smoke(out) -> Settings:
-    """Every benchmark end to end in seconds (tests/benchmarks): the tiny random pipeline, 1-2 of everything, a
-    tiny DPT and UNet. Its numbers say that a benchmark runs, not how fast anything is."""
-    return Settings(out=str(out), batch=1, steps=2, repeats=1, probe_images=4, probe_epochs=1, pipeline="",
-                    edit_iterations=2, scaling_devices=(1, 2),
+def smoke(out, tiny) -> Settings:
+    """Every benchmark end to end in seconds (tests/benchmarks): the tiny random pipeline saved in `tiny` for every
+    pipeline, 1-2 of everything, a tiny DPT and UNet. Its numbers say that a benchmark runs, not how fast anything
+    is."""
+    return Settings(out=str(out), batch=1, steps=2, repeats=1, probe_images=4, probe_epochs=1, pipeline=str(tiny),
+                    captions=False, tiny=str(tiny),                    edit_iterations=2, scaling_devices=(1, 2),
                     train_config={"block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4, "batch_size": 2,
                                   "text_layers": 1, "text_width": 16, "text_heads": 2},
                     concept_config={"data.num_images": 60, "num_positive": 6, "num_negative": 12,
@@ -113,13 +116,19 @@ GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x"
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "diffusers", "transformers")
 
 
-def run(names, settings: Settings) -> Iterator[str]:
-    """The named benchmarks (all if none, or 'all'), run one by one as the result is iterated; each writes its
-    section to `settings.out`, refreshes the summary at the top, and yields the section. An unknown name is a
-    ValueError here, before anything runs."""
-    names = [n for n in names if n != "all"] or list(GOALS)
-    for name in names:
+def names(requested) -> list[str]:
+    """The benchmarks `requested` names (all if none, or 'all'); an unknown name is a ValueError."""
+    chosen = [n for n in requested if n != "all"] or list(GOALS)
+    for name in chosen:
         check_choice("benchmark", name, GOALS)
+    return chosen
+
+
+def run(requested, settings: Settings) -> Iterator[str]:
+    """The `requested` benchmarks (`names`), run one by one as the result is iterated; each writes its section to
+    `settings.out`, refreshes the summary at the top, and yields the section. An unknown name is a ValueError here,
+    before anything runs."""
+    chosen = names(requested)
 
     def one(name):
         body = importlib.import_module(f"benchmarks.{name}").run(settings)
@@ -127,7 +136,7 @@ def run(names, settings: Settings) -> Iterator[str]:
         write_summary(settings.out)
         return body
 
-    return (one(name) for name in names)
+    return (one(name) for name in chosen)
 
 
 def write_summary(path) -> None:

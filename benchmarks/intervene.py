@@ -42,7 +42,7 @@ def run(s: Settings) -> str:
     from jaxprobe.diffusion import sampling
     from jaxprobe.scene import intervene as scene_intervene
 
-    pair = load_pair(s.batch, s.pipeline)
+    pair = load_pair(s.batch, s.pipeline, captions=s.captions)
     pipe, prompts, noise, n, iterations = pair.pipe, pair.prompts, pair.noise, s.batch, s.edit_iterations
     layers, probe_set, target = edit_problem(pipe, n, s.steps)
     steps = sorted({step for _, step in probe_set.probes})

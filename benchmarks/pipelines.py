@@ -17,8 +17,9 @@ class Pair:
     noise_t: object  # the same noise [B, c, h, w] (torch)
 
 
-def load_pair(batch: int, directory=None) -> Pair:
-    """The tiny random pipeline, or the diffusers pipeline in `directory` (e.g. the shipped toy LDM)."""
+def load_pair(batch: int, directory="", *, captions: bool = False) -> Pair:
+    """The diffusers pipeline in `directory` (e.g. the shipped toy LDM), or a new tiny random one if empty, with
+    `prompts(batch, captions)`."""
     import diffusers
     import numpy as np
     import torch
@@ -27,7 +28,7 @@ def load_pair(batch: int, directory=None) -> Pair:
     from jaxprobe.models import load_pipeline
     from jaxprobe.testing import tiny_pipeline
 
-    prompts = prompts_for(directory, batch)
+    prompts = prompts_for(batch, captions)
     with tempfile.TemporaryDirectory() as d:
         pipe = load_pipeline(directory) if directory else tiny_pipeline(d)
         torch_pipe = diffusers.StableDiffusionPipeline.from_pretrained(directory or d, safety_checker=None)
@@ -38,18 +39,10 @@ def load_pair(batch: int, directory=None) -> Pair:
     return Pair(pipe, torch_pipe, prompts, noise, noise_t)
 
 
-def jax_pipeline(directory):
-    """jaxprobe's pipeline in `directory`, or the tiny random one when `directory` is empty."""
-    from jaxprobe.models import load_pipeline
-    from jaxprobe.testing import tiny_pipeline
-
-    return load_pipeline(directory) if directory else tiny_pipeline()
-
-
-def prompts_for(directory, n: int) -> list[str]:
-    """`n` prompts the pipeline in `directory` reads: the first toy-world captions (the toy LDM's tokenizer knows
-    only their words), or short ones for the tiny random pipeline ("": its 32 characters fit no caption)."""
-    if not directory:
+def prompts_for(n: int, captions: bool) -> list[str]:
+    """`n` prompts: the first toy-world captions (the toy LDM's tokenizer knows only their words), or short ones
+    (the tiny random pipeline's 32 characters fit no caption)."""
+    if not captions:
         return [f"a red sphere number {k}" for k in range(n)]
     from jaxprobe.toy.world import render
 
@@ -57,11 +50,9 @@ def prompts_for(directory, n: int) -> list[str]:
 
 
 def describe(directory) -> str:
-    """How a section names the pipeline in `directory` ("" = the tiny random one)."""
+    """How a section names the pipeline in `directory`."""
     from benchmarks.harness import TOY_PIPELINE
 
-    if not directory:
-        return "the tiny random pipeline (`jaxprobe.testing.tiny_pipeline`)"
     if str(directory) == str(TOY_PIPELINE):
         return "the shipped toy LDM (`assets/toy_pipeline`: SD v1 block layout, 16x16x4 latents, 64x64 images)"
     return f"the pipeline in `{directory}`"

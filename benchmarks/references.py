@@ -111,8 +111,6 @@ def intervene(torch_pipe, prompts, noise_t, edits, target, *, num_steps: int, lr
 
 def linear_probes(probe_set) -> dict:
     """{step: {torch module name: frozen nn.Linear(C, 2, bias=False)}} with the weights of jaxprobe's probes."""
-    import torch
-
     from jaxprobe.models import convert
 
     out = {}

@@ -11,7 +11,7 @@ def run(s: Settings) -> str:
 
     from jaxprobe.diffusion import sampling
 
-    pair = load_pair(s.batch)
+    pair = load_pair(s.batch, s.tiny)
     pipe, torch_pipe, prompts, noise, noise_t = pair.pipe, pair.torch_pipe, pair.prompts, pair.noise, pair.noise_t
 
     def ours():

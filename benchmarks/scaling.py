@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine, worker
-from benchmarks.pipelines import describe, jax_pipeline, prompts_for
+from benchmarks.pipelines import describe, prompts_for
 
 
-def time_scaling(repeats: int, steps: int, pipeline: str) -> dict:
+def time_scaling(repeats: int, steps: int, pipeline: str, captions: bool) -> dict:
     """Capture and probe-fit throughput on every device of this process: capture splits a batch of 8 prompts over
     the data axis; the fit splits the 80 probes (the 16x16x32 toy attn1 group x 15 steps, padded from 75) over the
     probe axis."""
@@ -17,12 +17,13 @@ def time_scaling(repeats: int, steps: int, pipeline: str) -> dict:
 
     import jaxprobe.scene  # noqa: F401  (registers the saliency task)
     from jaxprobe import mesh
+    from jaxprobe.models import load_pipeline
     from jaxprobe.probing import fit
     from jaxprobe.scene import capture as scene_capture
 
     n = jax.device_count()
-    pipe = jax_pipeline(pipeline)
-    prompts = prompts_for(pipeline, 8)
+    pipe = load_pipeline(pipeline)
+    prompts = prompts_for(8, captions)
     side, channels, layers = TOY_LAYERS[0]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, layers * steps, side, side, channels)).astype(np.float32)
@@ -41,7 +42,7 @@ def run(s: Settings) -> str:
     from jaxprobe import train as training
 
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    runs = [worker("scaling.time_scaling", (s.repeats, s.steps, s.pipeline),
+    runs = [worker("scaling.time_scaling", (s.repeats, s.steps, s.pipeline, s.captions),
                    training.host_device_flags(flags, cores=devices)) for devices in s.scaling_devices]
     one = runs[0]
     two = next((r for r in runs if r["devices"] == 2), runs[-1])

@@ -15,6 +15,7 @@ every headline figure, its goal, the machine and the versions at the top). The b
   python launch/bench.py --smoke --out=/tmp/smoke.md all   # every benchmark at a tiny size: does it run?
 """
 import sys
+import tempfile
 from pathlib import Path
 
 from absl import flags
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ and configs/ sit beside launch/, ou
 
 from benchmarks import harness  # noqa: E402
 from jaxprobe import cli  # noqa: E402
+from jaxprobe.testing import tiny_pipeline  # noqa: E402
 
 _D = harness.Settings()
 _OUT = flags.DEFINE_string("out", str(ROOT / _D.out), "markdown file to update")
@@ -36,13 +38,17 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "every benchmark at a tiny size (the 
 
 
 def main(argv):
-    if _SMOKE.value:
-        settings = harness.smoke(_OUT.value)
-    else:
-        settings = harness.Settings(out=_OUT.value, batch=_BATCH.value, steps=_STEPS.value, repeats=_REPEATS.value,
-                                    probe_images=_PROBE_IMAGES.value, probe_epochs=_PROBE_EPOCHS.value)
-    for body in harness.run(argv[1:], settings):
-        print(body)
+    harness.names(argv[1:])  # an unknown name fails here, before any work
+    with tempfile.TemporaryDirectory() as tiny:
+        if _SMOKE.value:
+            tiny_pipeline(tiny)  # one saved tiny random pipeline for every benchmark
+            settings = harness.smoke(_OUT.value, tiny)
+        else:
+            settings = harness.Settings(out=_OUT.value, batch=_BATCH.value, steps=_STEPS.value,
+                                        repeats=_REPEATS.value, probe_images=_PROBE_IMAGES.value,
+                                        probe_epochs=_PROBE_EPOCHS.value)
+        for body in harness.run(argv[1:], settings):
+            print(body)
 
 
 if __name__ == "__main__":

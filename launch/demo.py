@@ -13,13 +13,12 @@ r"""The whole jaxprobe story on the shipped toy models, on a CPU in minutes (wha
 It narrates as it goes, since step 2 takes minutes. The configs are read from the repository's configs/ folder by
 path, as `--config=` reads them.
 """
-import importlib.util
 import time
 from pathlib import Path
 
 from absl import flags
 
-from jaxprobe import cli
+from jaxprobe import cli, config_file
 from jaxprobe.concepts import sweep as concept_sweep
 from jaxprobe.diffusion import sampling
 from jaxprobe.models import load_pipeline
@@ -35,18 +34,9 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 16, "generated scenes in samp
 _FULL = flags.DEFINE_bool("full", False, "run the full configs/scene/toy_probe.py sweep and toy_intervene.py study instead of the demo-sized ones")
 
 
-def load_config(name: str):
-    """`get_config()` of configs/<name>, loaded from its file (configs/ is not an installed package)."""
-    path = CONFIGS / name
-    spec = importlib.util.spec_from_file_location(f"demo_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def probe_config(full: bool = False):
     """configs/scene/toy_probe.py, demo-sized (64 train / 64 test images, 10 epochs) unless `full`."""
-    c = load_config("scene/toy_probe.py")
+    c = config_file.load(CONFIGS / "scene" / "toy_probe.py")
     if not full:
         c.num_train, c.num_test, c.probe.epochs = 64, 64, 10
     return c
@@ -54,7 +44,7 @@ def probe_config(full: bool = False):
 
 def intervene_config(probes, full: bool = False):
     """configs/scene/toy_intervene.py with the sweep in `probes`, demo-sized (8 edits, no controls) unless `full`."""
-    c = load_config("scene/toy_intervene.py")
+    c = config_file.load(CONFIGS / "scene" / "toy_intervene.py")
     c.probes = str(probes)
     if not full:
         c.num_images, c.shifts_per_image, c.batch_size, c.controls = 8, 1, 8, ()
@@ -63,7 +53,7 @@ def intervene_config(probes, full: bool = False):
 
 def concepts_config(full: bool = False):
     """configs/concepts/toy.py, demo-sized (the first, a middle and the last shipped checkpoint) unless `full`."""
-    c = load_config("concepts/toy.py")
+    c = config_file.load(CONFIGS / "concepts" / "toy.py")
     if not full:
         steps = [s for s, _ in concept_sweep.find_checkpoints(c.checkpoints_dir)]
         c.checkpoint_steps = (steps[0], steps[len(steps) // 2], steps[-1])

@@ -49,11 +49,11 @@ class Settings:
 
 
 def smoke(out, tiny) -> Settings:
-    """Every benchmark end to end in seconds (tests/benchmarks): the tiny random pipeline saved in `tiny` for every
-    pipeline, 1-2 of everything, a tiny DPT and UNet. Its numbers say that a benchmark runs, not how fast anything
-    is."""
+    """Every benchmark end to end at a tiny size (tests/benchmarks): the tiny random pipeline saved in `tiny` for
+    every pipeline, 1-2 of everything, a tiny DPT and UNet. Its numbers say that a benchmark runs, not how fast
+    anything is."""
     return Settings(out=str(out), batch=1, steps=2, repeats=1, probe_images=4, probe_epochs=1, pipeline=str(tiny),
-                    captions=False, tiny=str(tiny),                    edit_iterations=2, scaling_devices=(1, 2),
+                    captions=False, tiny=str(tiny), edit_iterations=2, scaling_devices=(1, 2),
                     train_config={"block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4, "batch_size": 2,
                                   "text_layers": 1, "text_width": 16, "text_heads": 2},
                     concept_config={"data.num_images": 60, "num_positive": 6, "num_negative": 12,

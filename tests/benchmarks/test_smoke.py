@@ -1,14 +1,15 @@
 """Every benchmark runs end to end at the harness's smoke size and writes a section whose figures are numbers, so
 none can rot unseen. The numbers say nothing about speed at this size: only that they are finite and the ratios
-positive (a time may round to 0.0 at this size). `train` and `scaling` time fresh processes (XLA fixes a process's device count), each of which builds and compiles
-its model again (~30 s of CPU apiece even at smoke size): they are in the slow tier."""
+positive (a time may round to 0.0 at this size). The slow tier has the three that cost ~30-45 s of CPU each even at
+this size: `capture` compiles four sampling programs, `train` and `scaling` time fresh processes (XLA fixes a
+process's device count) that each build and compile their model again."""
 import math
 import re
 
 import pytest
+from tiny_sd import build_torch_pipeline
 
 from benchmarks import harness
-from jaxprobe.testing import tiny_pipeline
 
 NUMBER = re.compile(r"^(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(x?)$")
 
@@ -22,16 +23,18 @@ def table_numbers(section: str) -> list[tuple[float, bool]]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """One saved tiny random pipeline for every benchmark (loading it is ~10x cheaper than building one)."""
+    """One tiny random diffusers pipeline for every benchmark: PyTorch builds it in seconds, where a process's first
+    `jaxprobe.testing.tiny_pipeline` spends ~30 s of CPU compiling Flax's initialisers op by op."""
     directory = tmp_path_factory.mktemp("tiny")
-    tiny_pipeline(directory)
+    build_torch_pipeline(directory)
     return directory
 
 
-IN_PROCESS = [name for name in harness.GOALS if name not in ("train", "scaling")]
+SLOW = ("capture", "train", "scaling")
 
 
-@pytest.mark.parametrize("name", IN_PROCESS + [pytest.param(n, marks=pytest.mark.slow) for n in ("train", "scaling")])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in harness.GOALS])
 def test_benchmark_runs_and_reports_finite_figures(name, tiny, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     (section,) = harness.run([name], harness.smoke(out, tiny))

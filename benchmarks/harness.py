@@ -84,8 +84,8 @@ def machine() -> str:
 
 
 def worker(call: str, args, xla_flags: str) -> dict:
-    """`benchmarks.<call>(*args)` (JSON values) in a fresh Python with XLA_FLAGS=`xla_flags` (the XLA device count is fixed when
-    jax starts); its dict is returned through the last line of its stdout."""
+    """`benchmarks.<call>(*args)` (JSON values) in a fresh Python with XLA_FLAGS=`xla_flags` (the XLA device count
+    is fixed when jax starts); its dict is returned through the last line of its stdout."""
     module, fn = call.rsplit(".", 1)
     code = (f"import json, sys; from benchmarks import {module}; "
             f"print(json.dumps({module}.{fn}(*json.loads(sys.argv[1]))))")

@@ -85,8 +85,7 @@ def run(s: Settings) -> str:
                              f"while the edit moved them by up to {effect:.3g}")
     size = pipe.default_size
     return f"""The probe-guided edit of the paper (arXiv 2306.05720, intervention_binary_depth.py), both sides on
-{describe(s.pipeline)}, SD v1's classes, {size}x{size} images, batch {n}, LMS {s.steps} steps, CFG {GUIDANCE}, fp32,
-same noise. Edit set: the {len(layers)} up-block `attn1/to_out_0` layers at steps
+{describe(s.pipeline)} in SD v1's classes, batch {n}, LMS {s.steps} steps, CFG {GUIDANCE}, fp32, same noise. Edit set: the {len(layers)} up-block `attn1/to_out_0` layers at steps
 {steps[0]}-{steps[-1]}, {iterations} Adam iterations (lr {EDIT_LR}) on the conditional half's activation
 against a random linear saliency probe per (layer, step) (the same weights on both sides), target a random
 {size // 2}x{size // 2} square per image. jaxprobe samples and edits the batch in one program; the PyTorch loop

@@ -10,8 +10,8 @@ from benchmarks.pipelines import describe, prompts_for
 
 def time_scaling(repeats: int, steps: int, pipeline: str, captions: bool) -> dict:
     """Capture and probe-fit throughput on every device of this process: capture splits a batch of 8 prompts over
-    the data axis; the fit splits the 80 probes (the 16x16x32 toy attn1 group x 15 steps, padded from 75) over the
-    probe axis."""
+    the data axis; the fit splits the probes of the 16x16x32 toy attn1 group x `steps` (75 at 15 steps, padded to
+    80 on 8 devices) over the probe axis."""
     import jax
     import numpy as np
 

@@ -1,8 +1,9 @@
 """Every benchmark runs end to end at the harness's smoke size and writes a section whose figures are numbers, so
 none can rot unseen. The numbers say nothing about speed at this size: only that they are finite and the ratios
-positive (a time may round to 0.0 at this size). The slow tier has the three that cost ~30-45 s of CPU each even at
-this size: `capture` compiles four sampling programs, `train` and `scaling` time fresh processes (XLA fixes a
-process's device count) that each build and compile their model again."""
+positive (a time may round to 0.0 at this size). The slow tier has the three that cost minutes of CPU even at this
+size (measured on the loaded 2-core CPU: capture ~45 s, scaling ~50 s, train ~4 min): `capture` compiles four
+sampling programs, `train` and `scaling` time fresh processes (XLA fixes a process's device count) that each build
+and compile their model again (train: a whole training step, twice)."""
 import math
 import re
 

@@ -29,7 +29,8 @@ setup(
     name="jaxprobe",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["jaxprobe", "jaxprobe.*", "configs", "configs.*"]),
+    # configs/, launch/ and benchmarks/ are used from a checkout (launchers find them beside themselves), not installed
+    packages=find_packages(include=["jaxprobe", "jaxprobe.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL,
     extras_require={

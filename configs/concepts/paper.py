@@ -35,13 +35,15 @@ checkpoint ~84 s CPU of capture and ~28 min CPU of probes (5x the train images),
 (activations ~8 GB more): more than this machine's 23 GB. The non-gap probes dominate the cost at 224 px (features_0
 alone is 112*112*32 = 401k inputs per image); drop "non_linear_non_gap" from config.families on a CPU.
 """
+from pathlib import Path
+
 import ml_collections
 
-from configs.concepts import toy
+from jaxprobe import config_file
 
 
 def get_config():
-    c = toy.get_config()
+    c = config_file.load(Path(__file__).with_name("toy.py"))
     c.data = ml_collections.ConfigDict(dict(source="folder", num_images=50_000, seed_offset=0, path="",
                                             name="imagenet2012", split="validation", feature="image", tfds_dir=""))
     c.resolution = 224

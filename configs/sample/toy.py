@@ -8,11 +8,13 @@ samples.json (prompt, seed and config of each image). Image k uses seed + k, wha
 salient object in 99.2% and the caption's colour in 85.9% of 128 unseen captions at these settings
 (docs/toy_models.md); red is its weakest colour under LMS (9/24; Euler: --config.scheduler=euler).
 """
-from configs.sample import sd_v1 as sd_v1_sample
+from pathlib import Path
+
+from jaxprobe import config_file
 
 
 def get_config():
-    c = sd_v1_sample.get_config()
+    c = config_file.load(Path(__file__).with_name("sd_v1.py"))
     c.pipeline_dir = "assets/toy_pipeline"
     c.prompts = "a large red sphere on a checkered floor|a small blue cube and a green cone on a checkered floor"
     c.height = 0  # 0: the pipeline's native size

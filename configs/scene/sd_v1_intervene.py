@@ -15,11 +15,13 @@ instead, on the 2-core CPU (2026-12-02): this config on the tiny random pipeline
 attn1 layers) with random saved probes and labels at --config.resolution=16, 8 prompts x 5 shifts = 40 edits with
 all controls, ran end to end in 15 s (images, edits.csv, summary.json); its edits are meaningless by construction.
 """
-from configs.scene import toy_intervene
+from pathlib import Path
+
+from jaxprobe import config_file
 
 
 def get_config(arg: str = "saliency"):
-    c = toy_intervene.get_config()
+    c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
     c.task = arg
     c.lr = 5e-3  # the paper's
     c.pipeline_dir = c.labelers_dir = ""

@@ -17,11 +17,13 @@ weights) at --config.resolution=64 with all 617 prompts and random label files: 
 4 min 50 s, report 17 s. Its scores are chance by construction (depth RMSE 1.000, best saliency Dice 0.29-0.31 for
 masks covering 26%); tests/scene/test_stages.py runs the same flow in the slow tier.
 """
-from configs.scene import toy_probe
+from pathlib import Path
+
+from jaxprobe import config_file
 
 
 def get_config():
-    c = toy_probe.get_config()
+    c = config_file.load(Path(__file__).with_name("toy_probe.py"))
     c.pipeline_dir = ""
     c.labelers_dir = ""
     c.labels_dir = ""

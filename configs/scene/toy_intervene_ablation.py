@@ -16,16 +16,18 @@ Machine: the 2-core x86_64 CPU. Time: 6 min (2026-12-02). Result: transfer +0.51
 moving (the 3 best-reading layers: -0.034; up_blocks_1-2: -0.015); steps 3-7 +0.355, 5-9 +0.128; Euler +0.534;
 probes fitted on generated images +0.460, ridge ones +0.093. Table and reading: docs/intervention.md.
 """
+from pathlib import Path
+
 import ml_collections
 
-from configs.scene import toy_intervene
+from jaxprobe import config_file
 
 GENERATED_PROBES = "runs/toy_probe"  # the second command above
 RIDGE_PROBES = "runs/toy_probe_ridge"  # the third
 
 
 def get_config():
-    c = toy_intervene.get_config()
+    c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
     c.num_images, c.shifts_per_image, c.controls = 32, 2, ()
     # {name: overrides}, run and shown in name order; names are Python names, so that an override can address one:
     # --config.ablation.s02_lr_1e_2.lr=3e-2

@@ -8,11 +8,13 @@ Machine: the 2-core x86_64 CPU. Time: 1 min 10 s (2026-12-02). Result: best sali
 (down0.a1, step 12); in the 9 up-block layers at steps 0-4, where the intervention edits, test Dice is at most 0.011,
 yet editing along these probes moves the object (docs/intervention.md).
 """
-from configs.scene import toy_probe
+from pathlib import Path
+
+from jaxprobe import config_file
 
 
 def get_config():
-    c = toy_probe.get_config()
+    c = config_file.load(Path(__file__).with_name("toy_probe.py"))
     c.data = "encoded"
     c.models = ("trained",)
     c.tasks = ("saliency",)

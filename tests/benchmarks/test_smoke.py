@@ -1,0 +1,58 @@
+"""Every benchmark runs end to end at the harness's smoke size and writes a section whose figures are numbers, so
+none can rot unseen. The numbers say nothing about speed at this size: only that they are finite and the ratios
+positive (a time may round to 0.0 at this size). The slow tier has the three that cost minutes of CPU even at this
+size (measured on the loaded 2-core CPU: capture ~45 s, scaling ~50 s, train ~4 min): `capture` compiles four
+sampling programs, `train` and `scaling` time fresh processes (XLA fixes a process's device count) that each build
+and compile their model again (train: a whole training step, twice)."""
+import math
+import re
+
+import pytest
+from tiny_sd import build_torch_pipeline
+
+from benchmarks import harness
+
+NUMBER = re.compile(r"^(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(x?)$")
+
+
+def table_numbers(section: str) -> list[tuple[float, bool]]:
+    """(value, is a ratio) for every numeric cell of the section's markdown table rows; a ratio ends in 'x'."""
+    cells = [c.strip().strip("*") for line in section.splitlines() if line.startswith("| ")
+             for c in line.strip("|").split("|")]
+    return [(float(m[1]), m[2] == "x") for c in cells if (m := NUMBER.match(c))]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny random diffusers pipeline for every benchmark: PyTorch builds it in seconds, where a process's first
+    `jaxprobe.testing.tiny_pipeline` spends ~30 s of CPU compiling Flax's initialisers op by op."""
+    directory = tmp_path_factory.mktemp("tiny")
+    build_torch_pipeline(directory)
+    return directory
+
+
+SLOW = ("capture", "train", "scaling")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in harness.GOALS])
+def test_benchmark_runs_and_reports_finite_figures(name, tiny, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    (section,) = harness.run([name], harness.smoke(out, tiny))
+    headline = re.search(r"\*\*([^*]+)\*\*", section)
+    assert headline, section
+    ratio = float(headline[1].rstrip("x"))
+    assert math.isfinite(ratio) and ratio > 0, headline[1]
+    numbers = table_numbers(section)
+    assert len(numbers) >= 2, section
+    assert all(math.isfinite(v) and v >= 0 for v, _ in numbers), numbers
+    assert all(v > 0 for v, ratio in numbers if ratio), numbers
+    text = out.read_text()
+    assert f"## {name}\n\n{section.strip()}" in text
+    assert f"| [{name}](#{name}) | {headline[1]} |" in text  # the summary row
+
+
+def test_an_unknown_benchmark_is_refused_before_any_runs(tmp_path):
+    with pytest.raises(ValueError, match="benchmark.*sample"):
+        harness.run(["sample", "nonesuch"], harness.smoke(tmp_path / "b.md", tmp_path))
+    assert not (tmp_path / "b.md").exists()

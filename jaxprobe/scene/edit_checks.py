@@ -53,7 +53,7 @@ def check(c, pipe) -> EditSetup:
         stacked, active = intervene.edit_inputs(probe_set, layers, steps, c.num_inference_steps)
     sampler = sampling.Settings(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
                                 scheduler=c.scheduler, height=c.resolution, width=c.resolution)
-    return EditSetup(sampler, layers, steps, stacked, active, *_label_sources(c))
+    return EditSetup(sampler, layers, steps, stacked, active, *_labels_and_target(c))
 
 
 def _check_config(c, pipe) -> None:
@@ -99,7 +99,7 @@ def _checked_probes(c) -> saved.SavedProbes:
     return probe_set
 
 
-def _label_sources(c) -> tuple[object | None, tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+def _labels_and_target(c) -> tuple[object | None, tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
     """(labelers, the plain samples' given labels, the user's target): at least one way to make every run's
     target."""
     labelers = given = target = None

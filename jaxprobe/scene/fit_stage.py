@@ -39,7 +39,7 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, task_labels:
 def fit_unit(c, workdir: Path, act_store: store.ProcessStores, model: str, task: str, layers: Sequence[str],
              y: np.ndarray) -> tuple[dict, dict]:
     """One unit's probes {(layer, step index): params} and, on process 0, their per-image scores {split: {(layer,
-    step index): {metric: [N]}}} ({} elsewhere). `y`: the task's labels of every image, train split first.
+    step index): {metric: [N]}}} (empty elsewhere). `y`: the task's labels of every image, train split first.
 
     The layers are read from the store a part at a time (`layer_parts`: config.fit_memory_gb), the part's train rows
     for the fit and the train scores, then its test rows; no probe depends on which layers share its part."""
@@ -63,7 +63,7 @@ def fit_unit(c, workdir: Path, act_store: store.ProcessStores, model: str, task:
         acts = {layer: act_store.read(f"{model}/{layer}", rows=test) for layer in part}
         scores["test"].update(probes.evaluate_sweep(got, acts, y[test], task))
         del acts
-    return fitted, scores if mesh.is_main() else {}
+    return fitted, scores
 
 
 def _fit_part(p, acts: dict, y: np.ndarray, task: str, checkpoints: Path) -> dict:

@@ -4,7 +4,7 @@ measure that they moved; resumable.
   python launch/intervene.py --config=configs/scene/toy_intervene.py --config.probes=runs/toy_probe \
       --workdir=runs/toy_intervene
 
-Writes control/<k>.png, edited/<k>.png (and null/, random/, opposite/), edits.csv, results.csv, summary.json and
+Writes no_edit/<k>.png, edited/<k>.png (and null/, random/, opposite/), edits.csv, results.csv, summary.json and
 figures/ to --workdir. A killed run resumes when the same command is run again. A config with an `ablation`
 ({name: {key: value}}, e.g. configs/scene/toy_intervene_ablation.py) runs each setting in --workdir/<name> and
 writes ablation.csv and figures/ablation.png.

@@ -176,6 +176,22 @@ def guided_step(sched, plan, state, pred, i, lat, guidance_scale):
 
 
 @dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a job samples, the same for every batch: one value built once and passed down, instead of the same
+    keywords forwarded through every layer. `guidance_scale` is one CFG weight or one per step
+    (`guidance_schedule`); height, width None or 0: the pipeline's native size; `dtype` the compute dtype
+    (`check_dtype`)."""
+
+    num_inference_steps: int = 15
+    guidance_scale: float | Sequence[float] = 7.5
+    scheduler: str = "lms"
+    height: int | None = None
+    width: int | None = None
+    dtype: Any = jnp.float32
+    negative_prompt: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Request:
     """A validated sampling request: token ids ([negatives,] prompts), unit noise [B,h,w,c], scheduler and plan."""
 
@@ -186,23 +202,22 @@ class Request:
     guidance: tuple[float, ...]
 
 
-def prepare(pipe, prompts: Sequence[str], *, num_inference_steps: int, guidance_scale, seed, height, width,
-            scheduler: str, latents, negative_prompt: str) -> Request:
+def prepare(pipe, settings: Settings, prompts: Sequence[str], seeds: Sequence[int], latents) -> Request:
     """Check the arguments of `sample` and turn them into device inputs (see `sample` for their meaning)."""
     if not prompts:
         raise ValueError("no prompts given")
-    guidance = guidance_schedule(guidance_scale, num_inference_steps)
-    height, width = check_size(pipe, height, width)
+    guidance = guidance_schedule(settings.guidance_scale, settings.num_inference_steps)
+    height, width = check_size(pipe, settings.height, settings.width)
     f = pipe.vae_scale_factor
     shape = (height // f, width // f, pipe.unet.config.in_channels)
     if latents is None:
-        latents = initial_noise(image_seeds(seed, len(prompts)), shape)
+        latents = initial_noise(seeds, shape)
     elif tuple(latents.shape) != (len(prompts),) + shape:
         raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
-    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
-    ids = encode_prompts(pipe, prompts, negative_prompt=negative_prompt, cfg=uses_cfg(guidance))
+    sched = schedulers.get_scheduler(settings.scheduler, pipe.scheduler_config)
+    ids = encode_prompts(pipe, prompts, negative_prompt=settings.negative_prompt, cfg=uses_cfg(guidance))
     return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
-                   plan=sched.set_timesteps(num_inference_steps), guidance=guidance)
+                   plan=sched.set_timesteps(settings.num_inference_steps), guidance=guidance)
 
 
 def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True):
@@ -276,45 +291,52 @@ def check_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
     return height, width
 
 
-def sample(pipe, prompts: Sequence[str] | str, *, num_inference_steps: int = 15,
-           guidance_scale: float | Sequence[float] = 7.5,
-           seed: int | Sequence[int] = 0, height: int | None = None, width: int | None = None,
-           scheduler: str = "lms", dtype=jnp.float32, latents: jax.Array | None = None,
-           negative_prompt: str = "", hook: Hook = PLAIN, extra=None,
-           keep_steps: Sequence[int] | None = ()) -> SampleOutput:
+def sample(pipe, prompts: Sequence[str] | str, settings: Settings = Settings(), *, seed: int | Sequence[int] = 0,
+           latents: jax.Array | None = None, hook: Hook = PLAIN, extra=None,
+           keep_steps: Sequence[int] | None = (), **fields) -> SampleOutput:
     """Generate images for `prompts` with `pipe` (from `jaxprobe.models.load_pipeline`).
 
+    `settings` (`Settings`), with any of its fields overridden by keyword (`sample(pipe, p, num_inference_steps=4)`).
     `seed` is one int (image k gets seed + k) or one per prompt. `latents` [B,h,w,c] unit noise overrides the seeds
-    (multiplied by the scheduler's init sigma, as diffusers does with user latents). `guidance_scale` is one CFG
-    weight or one per step (`guidance_schedule`). `hook` runs at every step (see `Hook`), with `extra` traced into
-    the program; what it returns at `keep_steps` (`select_steps`: None = all, () = none) comes back in `kept`.
-    On a mesh (`jaxprobe.mesh`) the batch is split over the data axis (a batch that does not split is padded with
-    copies of its last image, which are dropped; `extra` must then hold no per-image arrays).
+    (multiplied by the scheduler's init sigma, as diffusers does with user latents). `hook` runs at every step (see
+    `Hook`), with `extra` traced into the program; what it returns at `keep_steps` (`select_steps`: None = all,
+    () = none) comes back in `kept`. On a mesh (`jaxprobe.mesh`) the batch is split over the data axis (a batch that
+    does not split is padded with copies of its last image, which are dropped; `extra` must then hold no per-image
+    arrays).
     """
+    settings = dataclasses.replace(settings, **fields)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    dtype = check_dtype(dtype)
-    n = len(prompts)
-    if -n % mesh.axis_size("data"):  # on a mesh, pad with copies of the last image up to a split of the data axis
-        prompts, seed, latents = _pad_batch(prompts, seed, latents, -n % mesh.axis_size("data"))
-    req = prepare(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                  height=height, width=width, scheduler=scheduler, latents=latents, negative_prompt=negative_prompt)
-    kept_steps = select_steps(keep_steps, num_inference_steps) if keep_steps is None or len(keep_steps) else ()
-    slots = np.full(num_inference_steps, -1, np.int32)
+    dtype = check_dtype(settings.dtype)
+    n, steps = len(prompts), settings.num_inference_steps
+    pad = mesh_pad(n)
+    prompts, seeds, latents = (pad_last(x, pad) for x in (prompts, image_seeds(seed, n), latents))
+    req = prepare(pipe, settings, prompts, seeds, latents)
+    kept_steps = select_steps(keep_steps, steps) if keep_steps is None or len(keep_steps) else ()
+    slots = np.full(steps, -1, np.int32)
     slots[list(kept_steps)] = np.arange(len(kept_steps))
     run = _compiled(modules(pipe), req.sched, req.guidance, dtype, hook, len(kept_steps))
     # On a mesh (`jaxprobe.mesh`) the images are split over its data axis and everything else is replicated.
     images, lat, kept = run(params_for(pipe, dtype), mesh.replicate(extra), mesh.shard(req.ids),
                             mesh.shard(req.noise), mesh.replicate(req.plan), mesh.replicate(jnp.asarray(slots)))
-    if len(prompts) > n:
+    if pad:
         lat, kept = lat[:n], jax.tree.map(lambda a: a[:n], kept)
     return SampleOutput(images=mesh.gather(images)[:n], latents=lat, kept=kept)
 
 
-def _pad_batch(prompts, seed, latents, extra: int):
-    seeds = image_seeds(seed, len(prompts))
-    if latents is not None:
-        latents = jnp.concatenate([latents, jnp.repeat(latents[-1:], extra, axis=0)])
-    return prompts + prompts[-1:] * extra, seeds + seeds[-1:] * extra, latents
+def mesh_pad(n: int) -> int:
+    """How many copies of the last image pad a batch of n images to a split of the mesh's data axis (0 off a
+    mesh): every sharded program pads this way and drops the copies after."""
+    return -n % mesh.axis_size("data")
+
+
+def pad_last(x, pad: int):
+    """A batch (a list, or an array over images) with `pad` copies of its last entry appended; None stays None."""
+    if not pad or x is None:
+        return x
+    if isinstance(x, list):
+        return x + x[-1:] * pad
+    xp = np if isinstance(x, np.ndarray) else jnp
+    return xp.concatenate([x, xp.repeat(x[-1:], pad, axis=0)])
 
 
 def modules(pipe) -> Modules:

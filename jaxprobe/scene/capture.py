@@ -6,12 +6,15 @@ randomized-weight UNet on the same conditional inputs, and the sampler keeps onl
 
 - `capture_activations` / `capture_sweep`: generate images and capture the trained UNet, optionally also the
   randomized-weight UNet on the very same inputs and the VAE decoder on each step's predicted x0 (`baselines`).
-- `capture_encoded`: real images encoded by the VAE and noised to each selected step's noise level (exact labels).
+- `encode_and_capture` / `capture_encoded`: real images encoded by the VAE and noised to each selected step's noise
+  level (exact labels), optionally also the randomized-weight UNet.
+A job builds one `CaptureRequest` and passes it to every batch; the keyword forms build it themselves.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,42 +64,63 @@ class CaptureHook(sampling.Hook):
 
 
 @dataclasses.dataclass(frozen=True)
+class CaptureRequest:
+    """What a job captures, the same for every batch: built once per job and passed down, so that no layer forwards
+    a dozen keywords to the next. `sampler`: how to sample (`sampling.Settings`; encoded images use its step count
+    and scheduler only); `layers`: path patterns (`hooks.select_layers`); `steps`: step indices
+    (`sampling.select_steps`: None = all); `store_dtype` (e.g. bf16): what activations are kept in (None: as
+    computed); `store_pool` k > 1 average-pools every captured layer (baselines too) k x k over its token grid first,
+    which must divide by k (k**2 times smaller); `randomized_seed`: also capture the same layers of
+    `baselines.randomize_params(unet params, randomized_seed)` on the trained model's conditional UNet inputs (None:
+    no); `vae_baseline`: decode each selected step's predicted x0 and capture `baselines.VAE_LAYER` (generated
+    images only)."""
+
+    sampler: sampling.Settings = sampling.Settings()
+    layers: Sequence[str] | str = DEFAULT_LAYERS
+    steps: Sequence[int] | None = None
+    store_dtype: Any = None
+    store_pool: int = 1
+    randomized_seed: int | None = None
+    vae_baseline: bool = False
+
+    def override(self, **fields) -> CaptureRequest:
+        """This request with some fields changed by keyword, `sampling.Settings`' fields included."""
+        own = {f.name for f in dataclasses.fields(self)}
+        sampler = dataclasses.replace(self.sampler, **{k: v for k, v in fields.items() if k not in own})
+        return dataclasses.replace(self, sampler=sampler, **{k: v for k, v in fields.items() if k in own})
+
+
+@dataclasses.dataclass(frozen=True)
 class CaptureResult:
-    """One sampling pass. images uint8 [B,H,W,3]; acts {layer: [B,S,h,w,C]} (conditional CFG half, S selected
-    steps in the requested order); randomized: the same layers of the randomized-weight UNet on the same inputs,
-    or None; vae {VAE layer: [B,S,H',W',C']} of the decoder on each selected step's predicted x0, or None;
-    latents [B,h,w,c] final (UNet space, as `sampling.SampleOutput.latents`)."""
+    """One capture. images uint8 [B,H,W,3] (generated, or the encoded ones); acts {layer: [B,S,h,w,C]} (conditional
+    CFG half, S selected steps in the requested order); randomized: the same layers of the randomized-weight UNet on
+    the same inputs, or None; vae {VAE layer: [B,S,H',W',C']} of the decoder on each selected step's predicted x0, or
+    None; latents [B,h,w,c] final (UNet space, as `sampling.SampleOutput.latents`), or None for encoded images."""
 
     images: np.ndarray
     acts: dict[str, jax.Array]
     randomized: dict[str, jax.Array] | None
     vae: dict[str, jax.Array] | None
-    latents: jax.Array
+    latents: jax.Array | None
 
 
-def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5,
-                  num_inference_steps=15, scheduler="lms", store_dtype=None, randomized_seed: int | None = None,
-                  vae_baseline: bool = False, dtype=jnp.float32, height=None, width=None, latents=None,
-                  negative_prompt: str = "", store_pool: int = 1) -> CaptureResult:
-    """Generate images and capture the trained UNet (and optionally both baselines) in ONE jitted pass.
+def capture_sweep(pipe, prompts, request: CaptureRequest = CaptureRequest(), *, seed=0, latents=None,
+                  **fields) -> CaptureResult:
+    """Generate images and capture the trained UNet (and the baselines `request` asks for) in ONE jitted pass.
 
-    Sampling is exactly `sampling.sample` with the same arguments (the trained UNet's prediction drives it).
-    `randomized_seed`: also run `baselines.randomize_params(unet params, randomized_seed)` on the trained
-    model's conditional UNet inputs (x_t, t, text) at every step and capture the same layers. `vae_baseline`:
-    decode each selected step's predicted x0 and capture `baselines.VAE_LAYER`. `store_dtype` (e.g. bf16) is
-    the dtype the activations are kept in; `store_pool` k > 1 average-pools every captured layer (baselines too)
-    k x k over its token grid first, which must divide by k (k**2 times smaller).
+    `request` with `fields` overridden by keyword (`CaptureRequest.override`). Sampling is exactly `sampling.sample`
+    with the request's `sampler`, `seed` and `latents` (the trained UNet's prediction drives it).
     """
-    dtype = jnp.dtype(dtype)
-    hook = CaptureHook(paths=hooks.select_layers(pipe.unet, layers),
-                       store_dtype=None if store_dtype is None else jnp.dtype(store_dtype),
-                       randomized=randomized_seed is not None, vae=vae_baseline, store_pool=_check_pool(store_pool))
-    out = sampling.sample(pipe, prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          seed=seed, height=height, width=width, scheduler=scheduler, dtype=dtype, latents=latents,
-                          negative_prompt=negative_prompt, hook=hook,
-                          extra=None if randomized_seed is None else _randomized_params(pipe, randomized_seed, dtype,
-                                                                                        mesh.current()),
-                          keep_steps=sampling.select_steps(steps, num_inference_steps))
+    request = request.override(**fields)
+    dtype = jnp.dtype(request.sampler.dtype)
+    randomized = request.randomized_seed is not None
+    hook = CaptureHook(paths=hooks.select_layers(pipe.unet, request.layers),
+                       store_dtype=_store_dtype(request.store_dtype), randomized=randomized,
+                       vae=request.vae_baseline, store_pool=_check_pool(request.store_pool))
+    out = sampling.sample(pipe, prompts, request.sampler, seed=seed, latents=latents, hook=hook,
+                          extra=_randomized_params(pipe, request.randomized_seed, dtype, mesh.current())
+                          if randomized else None,
+                          keep_steps=sampling.select_steps(request.steps, request.sampler.num_inference_steps))
     latent_hw = out.latents.shape[1:3]
     spatial = {kind: {k: hooks.to_spatial(v, latent_hw) if v.ndim == 4 else v for k, v in acts.items()}
                for kind, acts in out.kept.items()}
@@ -106,17 +130,16 @@ def capture_sweep(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, g
                          vae=spatial.get("vae"), latents=out.latents)
 
 
-def capture_activations(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5,
-                        num_inference_steps=15, scheduler="lms", store_dtype=None, **sample_kw):
+def capture_activations(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5, **fields):
     """Generate images and capture activations in one pass (`capture_sweep` without baselines).
 
-    `sample_kw`: dtype, height, width, latents, negative_prompt as in `sampling.sample`.
+    `fields`: the other fields of `CaptureRequest` and `sampling.Settings` (num_inference_steps, scheduler,
+    store_dtype, dtype, height, width, negative_prompt), and `latents` as in `sampling.sample`.
     Returns:
       (images uint8 [B,H,W,3], {layer path: array [B, n_steps, h, w, C]}) for the conditional CFG half.
     """
     out = capture_sweep(pipe, prompts, layers=layers, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                        num_inference_steps=num_inference_steps, scheduler=scheduler, store_dtype=store_dtype,
-                        **sample_kw)
+                        **fields)
     return out.images, out.acts
 
 
@@ -169,23 +192,25 @@ def _randomized_params(pipe, seed, dtype, device_mesh):
     return mesh.replicate(params if dtype == jnp.float32 else sampling.cast_params(params, dtype))
 
 
-def randomized_pipeline(pipe, seed: int):
-    """The same pipeline with the UNet's weights permuted (the paper's randomized baseline; for encoded mode, where
-    `capture_encoded` runs it like any pipeline)."""
-    return dataclasses.replace(pipe, params={**pipe.params, "unet": _randomized_params(pipe, seed, jnp.float32,
-                                                                                    mesh.current())})
+def capture_encoded(pipe, images, prompts, request: CaptureRequest = CaptureRequest(), *, seed=0,
+                    **fields) -> dict[str, jax.Array]:
+    """The trained UNet's activations of `encode_and_capture` -> {layer: [B, S, h, w, C]}."""
+    return encode_and_capture(pipe, images, prompts, request, seed=seed, **fields).acts
 
 
-def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, num_inference_steps=15,
-                    scheduler="lms", store_dtype=None, store_pool: int = 1) -> dict[str, jax.Array]:
+def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureRequest(), *, seed=0,
+                       **fields) -> CaptureResult:
     """Capture the UNet on real images noised to each selected step's level (labels of the images stay exact).
 
     images uint8 [B,H,W,3] are VAE-encoded (posterior mean x scaling_factor); for each selected step k the latent
     is noised with `add_noise` to the scheduler's t_k (one unit noise per image, from seed + k or seed[k], shared
-    by all steps), scaled with `scale_model_input` as in sampling, and the UNet is applied once on the conditional text
-    embedding only (no CFG). One jit, `lax.map` over the steps. `store_dtype`, `store_pool`: as in `capture_sweep`.
-    Returns {layer: [B, S, h, w, C]} (h, w divided by store_pool).
+    by all steps), scaled with `scale_model_input` as in sampling, and the UNet is applied once on the conditional
+    text embedding only (no CFG). One jit, `lax.map` over the steps; run again with the permuted UNet when the
+    request has a `randomized_seed`. `request` with `fields` overridden (`CaptureRequest.override`); its
+    `vae_baseline` does not apply (there is no sampling step's x0). Activations are [B, S, h, w, C] (h, w divided by
+    store_pool).
     """
+    request = request.override(**fields)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -193,25 +218,38 @@ def capture_encoded(pipe, images, prompts, *, layers=DEFAULT_LAYERS, steps=None,
     if len(prompts) != images.shape[0]:
         raise ValueError(f"{len(prompts)} prompts for {images.shape[0]} images")
     sampling.check_size(pipe, images.shape[1], images.shape[2])
-    paths = hooks.select_layers(pipe.unet, layers)
-    step_idx = sampling.select_steps(steps, num_inference_steps)
-    sched = schedulers.get_scheduler(scheduler, pipe.scheduler_config)
-    plan = sched.set_timesteps(num_inference_steps)
+    paths = hooks.select_layers(pipe.unet, request.layers)
+    num_steps = request.sampler.num_inference_steps
+    step_idx = sampling.select_steps(request.steps, num_steps)
+    sched = schedulers.get_scheduler(request.sampler.scheduler, pipe.scheduler_config)
+    plan = sched.set_timesteps(num_steps)
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
-    n, ids, seeds = len(prompts), pipe.tokenize(prompts), sampling.image_seeds(seed, len(prompts))
-    extra = -n % mesh.axis_size("data")  # on a mesh: copies of the last image up to a split of the data axis
-    if extra:
-        images, ids = (np.concatenate([a, np.repeat(a[-1:], extra, 0)]) for a in (images, ids))
-        seeds = seeds + seeds[-1:] * extra
-    noise = sampling.initial_noise(seeds, latent_shape)
-    run = _compiled_encoded(sampling.modules(pipe), sched, paths,
-                            None if store_dtype is None else jnp.dtype(store_dtype), _check_pool(store_pool))
-    acts = run(sampling.params_for(pipe, jnp.float32), mesh.shard(ids), mesh.shard(images), mesh.shard(noise),
-               mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
-    acts = {k: hooks.to_spatial(v[:n], latent_shape[:2]) if v.ndim == 4 else v[:n] for k, v in acts.items()}
-    hooks.check_finite(acts, "encoded-mode activations")
-    return acts
+    n = len(prompts)
+    pad = sampling.mesh_pad(n)  # on a mesh: copies of the last image up to a split of the data axis
+    images, ids, seeds = (sampling.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
+                                                               sampling.image_seeds(seed, n)))
+    run = _compiled_encoded(sampling.modules(pipe), sched, paths, _store_dtype(request.store_dtype),
+                            _check_pool(request.store_pool))
+    inputs = (mesh.shard(ids), mesh.shard(images), mesh.shard(sampling.initial_noise(seeds, latent_shape)),
+              mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
+    params = sampling.params_for(pipe, jnp.float32)
+
+    def acts_of(params, what):
+        acts = run(params, *inputs)
+        acts = {k: hooks.to_spatial(v[:n], latent_shape[:2]) if v.ndim == 4 else v[:n] for k, v in acts.items()}
+        hooks.check_finite(acts, what)
+        return acts
+
+    trained = acts_of(params, "encoded-mode activations")
+    randomized = None if request.randomized_seed is None else acts_of(
+        {**params, "unet": _randomized_params(pipe, request.randomized_seed, jnp.float32, mesh.current())},
+        "randomized encoded-mode activations")
+    return CaptureResult(images=images[:n], acts=trained, randomized=randomized, vae=None, latents=None)
+
+
+def _store_dtype(name):
+    return None if name is None else jnp.dtype(name)
 
 
 @functools.lru_cache(maxsize=8)

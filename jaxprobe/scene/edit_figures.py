@@ -47,7 +47,7 @@ def edit_grid(path, before, target, after, before_mask, after_mask, *, titles: S
 
 def runs_figure(path, summary: Mapping[str, Mapping[str, dict]], *, title: str,
                 metrics: Sequence[str] = ("transfer", "delta_iou", "colour", "background_change")) -> None:
-    """One panel per metric: each run's mean over edits with its 95% interval (`edit_study.summarize`)."""
+    """One panel per metric: each run's mean over edits with its 95% interval (`edit_report.summarize`)."""
     fig = Figure(figsize=(3.4 * len(metrics), 3.2), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):

@@ -155,6 +155,23 @@ def test_encoded_mode_equals_a_direct_unet_apply(tiny, sweep):
                                        atol=1e-5, rtol=1e-5, err_msg=f"{path} step {k}")
 
 
+def test_encoded_randomized_baseline_is_the_permuted_unet_on_the_same_inputs(tiny, sweep):
+    """A request with a randomized_seed captures, from the same encoded inputs, the trained UNet's layers and those
+    of a pipeline whose UNet weights are permuted (`baselines.randomize_params`)."""
+    pipe = tiny[1]
+    kw = dict(steps=[3, 1], seed=[5, 6], num_inference_steps=STEPS)
+    out = capture.encode_and_capture(pipe, sweep.images, PROMPTS, randomized_seed=RANDOM_SEED, **kw)
+    permuted = dataclasses.replace(pipe, params={**pipe.params, "unet": baselines.randomize_params(
+        pipe.params["unet"], RANDOM_SEED)})
+    trained = capture.capture_encoded(pipe, sweep.images, PROMPTS, **kw)
+    randomized = capture.capture_encoded(permuted, sweep.images, PROMPTS, **kw)
+    assert out.acts.keys() == trained.keys() == randomized.keys() == out.randomized.keys() and trained
+    for path in trained:
+        np.testing.assert_array_equal(np.asarray(out.acts[path]), np.asarray(trained[path]), err_msg=path)
+        np.testing.assert_array_equal(np.asarray(out.randomized[path]), np.asarray(randomized[path]), err_msg=path)
+        assert not np.allclose(np.asarray(out.acts[path]), np.asarray(out.randomized[path]), atol=1e-2)
+
+
 def test_randomized_params_are_per_tensor_permutations(tiny):
     params = tiny[1].params["unet"]
     flat = traverse_util.flatten_dict(params)

@@ -35,7 +35,7 @@ def _config(tiny_dir, probes_dir, **over):
 def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_dir, pipe):
     plan = edit_study.check(_config(tiny_dir, probes_dir), pipe)
     assert plan.layers == tuple(probes_dir[1]) and plan.steps == (0, 1)
-    assert plan.active.tolist() == [True, True, False] and plan.labels[0].shape == (3, 16, 16)
+    assert plan.active.tolist() == [True, True, False] and plan.plain_labels[0].shape == (3, 16, 16)
 
 
 @pytest.mark.parametrize("over, error", [
@@ -96,7 +96,7 @@ def test_a_killed_run_resumes_to_the_same_files(tiny_dir, probes_dir, tmp_path, 
         (tmp_path / "killed" / "edits.csv").read_text()
     for f in files:
         np.testing.assert_array_equal(io.read_png(tmp_path / "full" / f), io.read_png(tmp_path / "killed" / f))
-    assert not (io.read_png(tmp_path / "full" / "control" / "0.png") ==
+    assert not (io.read_png(tmp_path / "full" / "no_edit" / "0.png") ==
                 io.read_png(tmp_path / "full" / "edited" / "0.png")).all()
 
 

@@ -105,10 +105,13 @@ def test_good_files_are_read_back_as_given_and_smaller_labels_are_taken(captured
     got = labels.load(workdir / "labels", ("saliency", "depth"))
     np.testing.assert_array_equal(got["saliency"], seg == 2)
     np.testing.assert_array_equal(got["depth"], np.load(directory / "depth.npy"))
-    # A rerun with the same sources keeps them; other sources are refused (the probes were fitted on these).
+    # A rerun with the same labels keeps them, from the same folder or a copy elsewhere (compared by content);
+    # other content is refused (the probes were fitted on these).
     sweep.run(_config(tiny_dir, stage="label", labels_dir=str(directory)), workdir)
+    moved = shutil.copytree(directory, tmp_path / "moved")
+    sweep.run(_config(tiny_dir, stage="label", labels_dir=str(moved)), workdir)
     np.save(directory / "depth.npy", DEPTH)
-    with pytest.raises(ValueError, match=r"run/labels holds labels from .*use a new --workdir"):
+    with pytest.raises(ValueError, match=r"run/labels holds other depth labels than this run's .*use a new --workdir"):
         sweep.run(_config(tiny_dir, stage="label", labels_dir=str(directory)), workdir)
 
 

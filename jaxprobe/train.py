@@ -16,7 +16,6 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from tqdm import tqdm
@@ -62,6 +61,19 @@ def host_device_flags(flags: str = "", cores: int | None = None) -> str:
     return f"{flags} --xla_force_host_platform_device_count={cores or os.cpu_count() or 1}".strip()
 
 
+def checkpoints(directory) -> ocp.CheckpointManager:
+    """The orbax manager of every resumable loop (training, probe fits): the newest two steps kept, each save
+    finished before the loop goes on, so a kill loses at most the steps since the last save."""
+    return ocp.CheckpointManager(Path(directory).absolute(), options=ocp.CheckpointManagerOptions(
+        max_to_keep=2, enable_async_checkpointing=False))
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state):
+    """`state` (the target structure) restored from the manager's newest step, or as it is when there is none."""
+    step = mngr.latest_step()
+    return state if step is None else mngr.restore(step, args=ocp.args.StandardRestore(state))
+
+
 def init_state(params, optimizer) -> TrainState:
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                       ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
@@ -91,12 +103,10 @@ def _fit(workdir, params, loss_fn, batch_fn, optimizer, num_steps, ema_decay, se
     workdir = Path(workdir)
     mesh.check_batch(len(jax.tree.leaves(batch_fn(0))[0]), "the batch size")
     state = mesh.replicate(init_state(params, optimizer))
-    mngr = ocp.CheckpointManager(
-        (workdir / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+    mngr = checkpoints(workdir / "checkpoints")
     history: list[dict] = []
     if mngr.latest_step() is not None:
-        state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
+        state = restore_latest(mngr, state)
         history = _read_history(workdir / "metrics.csv", int(state.step))
     step_fn = make_step(loss_fn, optimizer, ema_decay, seed)
     start = int(state.step)

@@ -21,7 +21,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import PartitionSpec as P
 
-from jaxprobe import mesh
+from jaxprobe import mesh, train
 from jaxprobe.probing.probes import (
     KINDS,
     Params,
@@ -144,10 +144,8 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
         state = jax.tree.map(lambda a: mesh.shard(a, P("probe") if a.ndim else P()), state)
     mngr = None
     if checkpoint_dir is not None:
-        mngr = ocp.CheckpointManager(Path(checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, enable_async_checkpointing=False))
-        if mngr.latest_step() is not None:
-            state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
+        mngr = train.checkpoints(checkpoint_dir)
+        state = train.restore_latest(mngr, state)
     last = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
     for epoch in range(int(state.epoch), last):
         state, _ = run_epoch(state, x, target, seed, task=task, batch_size=batch_size, lr=lr, per_probe=per_probe,

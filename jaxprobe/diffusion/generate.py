@@ -19,7 +19,7 @@ from jaxprobe.models import Pipeline
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class SampleRequest:
     """A checked request: image k is prompts[k] sampled from seeds[k], in batches of batch_size."""
 
     prompts: list[str]
@@ -55,26 +55,26 @@ def _prompts(c) -> list[str]:
     return prompts
 
 
-def plan(c, workdir) -> tuple[Pipeline, Plan]:
+def check(c, workdir) -> tuple[Pipeline, SampleRequest]:
     """Check config `c` (configs/sample/*.py) and load its pipeline (after the checks that need no model): a
-    ValueError names the first problem; else (pipeline, plan)."""
+    ValueError names the first problem; else (pipeline, request)."""
     prompts, seeds = _check_config(c, workdir)
     pipe = jobs.load_checked_pipeline(c)
     height, width = sampling.check_size(pipe, c.height, c.width)
     schedulers.get_scheduler(c.scheduler, pipe.scheduler_config).set_timesteps(c.num_inference_steps)
     pipe.tokenize(prompts)  # every prompt fits the tokenizer
     jobs.check_memory(pipe, height, width, c.batch_size, sampling.check_dtype(c.dtype))
-    return pipe, Plan(prompts=prompts, seeds=seeds, height=height, width=width, batch_size=c.batch_size)
+    return pipe, SampleRequest(prompts=prompts, seeds=seeds, height=height, width=width, batch_size=c.batch_size)
 
 
 def generate(c, workdir) -> dict:
     """Sample every image config `c` asks for into `workdir`: `{index:05d}_seed{seed}.png` and samples.json
     (the config and, per image written, file, prompt and seed: rewritten as each batch finishes), each file
-    written atomically. Nothing is written unless the whole request checks out (`plan`); a rerun skips the
+    written atomically. Nothing is written unless the whole request checks out (`check`); a rerun skips the
     images already written, and a workdir of another config is refused. Returns {'images', 'sampled', 'height',
     'width', 'seconds'} (seconds include compilation). Multi-host (`--distributed`): every process samples on the
     global mesh; process 0 writes."""
-    pipe, p = plan(c, workdir)
+    pipe, p = check(c, workdir)
     workdir = jobs.claim(workdir, c.to_dict(), kind="set of samples", may_change=("mesh",))
     index = [{"file": f"{k:05d}_seed{seed}.png", "prompt": prompt, "seed": seed}
              for k, (prompt, seed) in enumerate(zip(p.prompts, p.seeds))]

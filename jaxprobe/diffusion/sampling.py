@@ -11,6 +11,7 @@ import dataclasses
 import functools
 from typing import Any, NamedTuple, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,11 +91,14 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
     weights = guidance_schedule(guidance_scale, n)
     cfg = uses_cfg(weights)
     weights = jnp.asarray(weights, jnp.float32)
+    chex.assert_rank([latents, context], [4, 3])  # at trace time: a wrong layout fails here, not inside the UNet
+    chex.assert_axis_dimension(context, 0, (2 if cfg else 1) * latents.shape[0])
 
     def step(lat, state, i):
         lat_in = model_input(sched, plan, lat, i, cfg, context.dtype)
         t = jnp.broadcast_to(plan.timesteps[i], (lat_in.shape[0],))
         pred, aux = hook.step(unet, unet_params, extra, lat_in, t, context, i, lat.shape[0])
+        chex.assert_equal_shape([pred, lat_in])  # a hook returns the UNet's prediction for its whole input
         lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
         return lat, state, {"aux": aux, "x0": x0} if hook.keep_x0 else {"aux": aux}
 

@@ -1,5 +1,7 @@
 """Bad arguments to `sampling.sample` fail with one line that names the argument and its valid values, before any
 compilation (a miss of the jit cache would mean the program was built first, or the error came from inside it)."""
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -41,3 +43,12 @@ def test_a_bad_argument_fails_with_one_clear_line_before_any_compile(toy, kwargs
     assert str(e.value).startswith(message)
     assert "\n" not in str(e.value)
     assert sampling._compiled.cache_info().misses == misses
+
+
+def test_the_sampler_refuses_a_wrong_layout_when_it_traces_not_inside_the_unet():
+    plan = types.SimpleNamespace(timesteps=jnp.zeros(3))
+    latents = jnp.zeros((2, 4, 4, 4))
+    with pytest.raises(AssertionError, match="axis"):  # CFG doubles the batch: the context needs 2 x 2 rows
+        sampling.denoise(None, plan, None, None, latents, jnp.zeros((2, 5, 8)), guidance_scale=7.5)
+    with pytest.raises(AssertionError, match="rank"):  # NCHW-style 3-d latents
+        sampling.denoise(None, plan, None, None, latents[0], jnp.zeros((4, 5, 8)), guidance_scale=7.5)

@@ -16,9 +16,10 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "not slow" tests
 
-# Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results.
+# Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results; a
+# test module per worker, as the fast tier.
 test-slow: install-test
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m slow tests
 
 bench:
 	$(PIP) -e '.[bench]'

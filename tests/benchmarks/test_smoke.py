@@ -31,7 +31,7 @@ def tiny(tmp_path_factory):
     return directory
 
 
-SLOW = ("capture", "train", "scaling")
+SLOW = ("capture", "train", "scaling", "intervene", "concepts")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n

@@ -124,6 +124,7 @@ def _concept_set(concept, positives, negatives, rng):
     return sets.ConceptSet(concept, "colour", positives, negatives, idx[:cut], y[:cut], idx[cut:], y[cut:])
 
 
+@pytest.mark.slow  # every family on synthetic modules (~15 s)
 def test_probe_checkpoint_reads_a_concept_where_a_module_carries_it():
     """Image-level probes, grouped by input width and scored by the core: a module whose map carries the concept
     is read at ~1, a noise module and the shuffled control near chance; one row per family, model, concept,

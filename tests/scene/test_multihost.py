@@ -84,7 +84,7 @@ def test_two_process_sampling_writes_the_one_process_images(tiny_dir, tmp_path):
                              "--config.width=16", "--config.num_inference_steps=3", "--config.mesh.data=2",
                              f"--workdir={workdir}"]
     outs = run_processes(flags(tmp_path / "two") + ["--distributed"])
-    assert "wrote 6 images" in outs[0] and "wrote" not in outs[1]
+    assert "this run sampled 6" in outs[0] and "sampled" not in outs[1]  # process 0 reports
     run_one(flags(tmp_path / "one"), devices=2)
     names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
     assert len(names) == 6 and sorted(p.name for p in (tmp_path / "two").glob("*.png")) == names

@@ -130,6 +130,7 @@ def test_headline_says_the_gap_is_paired_at_the_trained_models_best_cell():
     assert vae == "saliency vae        best dice 0.419 [0.259, 0.343] at dec.mid step 10"
 
 
+@pytest.mark.slow  # a whole tiny sweep (~27 s)
 def test_a_sweep_without_step_0_draws_its_layer_profile_at_its_first_step(loaded, tmp_path, monkeypatch, capsys):
     """The one end-to-end sweep of this file: encoded data, trained model, steps 2 and 1 of 3 (out of order)."""
     drawn, real = [], figures.layer_profile_figure

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.util
 import os
 import re
 import signal
@@ -24,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
-from jaxprobe import mesh
+from jaxprobe import config_file, mesh
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -70,10 +69,7 @@ def _load_config(path: str) -> ml_collections.ConfigDict:
         near = difflib.get_close_matches(str(file), map(str, sorted(folder.rglob("*.py"))), n=3, cutoff=0.5)
         raise FileNotFoundError(f"--config={path}: {file} does not exist"
                                 + (f"; nearest: {', '.join(os.path.relpath(n) for n in near)}" if near else ""))
-    spec = importlib.util.spec_from_file_location("_jaxprobe_config", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*path.split(":", 1)[1:])
+    return config_file.load(file, *path.split(":", 1)[1:])
 
 
 def _check_override(config, key: str) -> None:

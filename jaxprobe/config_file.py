@@ -6,12 +6,12 @@ import importlib.util
 from pathlib import Path
 
 
-def load(path):
-    """`get_config()` of the Python file at `path`."""
+def load(path, *args):
+    """`get_config(*args)` of the Python file at `path` (`--config=file.py:arg` passes 'arg')."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*args)

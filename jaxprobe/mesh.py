@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -122,14 +123,30 @@ def replicate(tree):
     return tree if current() is None else shard(tree, P())
 
 
+def pad_count(n: int) -> int:
+    """How many copies of the last image pad a batch of n images to a split of the mesh's data axis (0 off a
+    mesh): every sharded program pads this way and drops the copies after."""
+    return -n % axis_size("data")
+
+
+def pad_last(x, pad: int):
+    """A batch (a list, or an array over images) with `pad` copies of its last entry appended; None stays None."""
+    if not pad or x is None:
+        return x
+    if isinstance(x, list):
+        return x + x[-1:] * pad
+    xp = np if isinstance(x, np.ndarray) else jnp
+    return xp.concatenate([x, xp.repeat(x[-1:], pad, axis=0)])
+
+
 def pad_rows(x: np.ndarray, axis: int = 0, multiple: int | None = None) -> np.ndarray:
     """x with zero rows appended along `axis` up to a multiple of the data axis (rows the caller never reads)."""
     m = axis_size("data") if multiple is None else multiple
-    extra = -x.shape[axis] % m
-    if not extra:
+    pad = -x.shape[axis] % m
+    if not pad:
         return x
     widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, extra)
+    widths[axis] = (0, pad)
     return np.pad(x, widths)
 
 

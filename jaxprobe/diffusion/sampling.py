@@ -312,8 +312,8 @@ def sample(pipe, prompts: Sequence[str] | str, settings: Settings = Settings(), 
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     dtype = check_dtype(settings.dtype)
     n, steps = len(prompts), settings.num_inference_steps
-    pad = mesh_pad(n)
-    prompts, seeds, latents = (pad_last(x, pad) for x in (prompts, image_seeds(seed, n), latents))
+    pad = mesh.pad_count(n)
+    prompts, seeds, latents = (mesh.pad_last(x, pad) for x in (prompts, image_seeds(seed, n), latents))
     req = prepare(pipe, settings, prompts, seeds, latents)
     kept_steps = select_steps(keep_steps, steps) if keep_steps is None or len(keep_steps) else ()
     slots = np.full(steps, -1, np.int32)
@@ -325,22 +325,6 @@ def sample(pipe, prompts: Sequence[str] | str, settings: Settings = Settings(), 
     if pad:
         lat, kept = lat[:n], jax.tree.map(lambda a: a[:n], kept)
     return SampleOutput(images=mesh.gather(images)[:n], latents=lat, kept=kept)
-
-
-def mesh_pad(n: int) -> int:
-    """How many copies of the last image pad a batch of n images to a split of the mesh's data axis (0 off a
-    mesh): every sharded program pads this way and drops the copies after."""
-    return -n % mesh.axis_size("data")
-
-
-def pad_last(x, pad: int):
-    """A batch (a list, or an array over images) with `pad` copies of its last entry appended; None stays None."""
-    if not pad or x is None:
-        return x
-    if isinstance(x, list):
-        return x + x[-1:] * pad
-    xp = np if isinstance(x, np.ndarray) else jnp
-    return xp.concatenate([x, xp.repeat(x[-1:], pad, axis=0)])
 
 
 def modules(pipe) -> Modules:

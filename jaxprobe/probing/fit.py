@@ -168,8 +168,7 @@ def _pad_for_mesh(x, target, keys, per_probe: bool):
     target = mesh.pad_rows(np.asarray(target), 0)
     if per_probe:
         target = mesh.pad_rows(target, 1, mesh.axis_size("probe"))
-    extra = x.shape[1] - g
-    return x, target, jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
+    return x, target, mesh.pad_last(keys, x.shape[1] - g)
 
 
 def fit_sweep(acts: dict, labels, task: Task, *, kind: str = "linear", epochs: int = 30, batch_size: int = 4,

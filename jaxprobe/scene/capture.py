@@ -226,8 +226,8 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
     n = len(prompts)
-    pad = sampling.mesh_pad(n)  # on a mesh: copies of the last image up to a split of the data axis
-    images, ids, seeds = (sampling.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
+    pad = mesh.pad_count(n)  # on a mesh: copies of the last image up to a split of the data axis
+    images, ids, seeds = (mesh.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
                                                                sampling.image_seeds(seed, n)))
     run = _compiled_encoded(sampling.modules(pipe), sched, paths, _store_dtype(request.store_dtype),
                             _check_pool(request.store_pool))

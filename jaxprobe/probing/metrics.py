@@ -87,19 +87,47 @@ def zscore(depth, mean: float, std: float) -> np.ndarray:
     return ((np.asarray(depth, np.float64) - mean) / std).astype(np.float32)
 
 
-def mean_ci(values, *, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0):
+def mean_ci(values, *, groups=None, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0):
     """Mean over images and its percentile-bootstrap interval: values [..., N] -> (mean, lo, hi), each [...].
 
     Percentile rather than BCa so that a degenerate sample (e.g. Dice = 1 on every image) gives (1, 1, 1)
     instead of NaN. The seed is fixed, so the interval is reproducible.
+
+    groups: per-value group ids [N] (e.g. the image each of several edits came from) -> the clustered bootstrap:
+    whole groups are drawn with replacement and the statistic is the mean of every value of the drawn groups, so
+    values that share a group are not counted as independent evidence (that would understate the interval).
     """
     values = np.asarray(values, np.float64)
     if values.ndim == 0 or values.shape[-1] == 0:
         raise ValueError(f"mean_ci needs values [..., N] with N >= 1, got shape {values.shape}")
     mean = values.mean(axis=-1)
-    if values.shape[-1] == 1:
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        if values.shape[-1] == 1:
+            return mean, mean, mean
+        res = scipy.stats.bootstrap((values,), np.mean, n_resamples=n_resamples, batch=min(n_resamples, 1000),
+                                    axis=-1, confidence_level=confidence, method="percentile", rng=rng)
+        return mean, res.confidence_interval.low, res.confidence_interval.high
+    sums, counts = _group_sums(values, groups)
+    if counts.size == 1:
         return mean, mean, mean
-    res = scipy.stats.bootstrap((values,), np.mean, n_resamples=n_resamples, batch=min(n_resamples, 1000),
-                                axis=-1, confidence_level=confidence, method="percentile",
-                                rng=np.random.default_rng(seed))
+    res = scipy.stats.bootstrap((sums, np.broadcast_to(counts, sums.shape)), _pooled_mean, paired=True,
+                                n_resamples=n_resamples, batch=min(n_resamples, 1000), axis=-1,
+                                confidence_level=confidence, method="percentile", rng=rng)
     return mean, res.confidence_interval.low, res.confidence_interval.high
+
+
+def _group_sums(values: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group sums [..., G] of values [..., N] and value counts [G], groups in sorted id order."""
+    groups = np.asarray(groups)
+    if groups.shape != values.shape[-1:]:
+        raise ValueError(f"mean_ci groups must hold one group id per value, shape {values.shape[-1:]}, got "
+                         f"{groups.shape}")
+    _, index = np.unique(groups, return_inverse=True)
+    onehot = (index[:, None] == np.arange(index.max() + 1)).astype(np.float64)
+    return values @ onehot, onehot.sum(axis=0)
+
+
+def _pooled_mean(sums, counts, axis=-1):
+    """The mean of every value in the drawn groups: their summed values over their summed counts."""
+    return sums.sum(axis=axis) / counts.sum(axis=axis)

@@ -1,6 +1,7 @@
 """Metrics on hand-made cases whose answers are worked out by hand in the comments."""
 import numpy as np
 import pytest
+import scipy.stats
 
 from jaxprobe.probing import metrics
 
@@ -97,3 +98,33 @@ def test_mean_ci():
     np.testing.assert_allclose(hi2 - lo2, hi2[0] - lo2[0], rtol=0.2)
     with pytest.raises(ValueError, match="N >= 1"):
         metrics.mean_ci(np.zeros(0))
+
+
+def test_mean_ci_without_groups_is_the_plain_percentile_bootstrap():
+    values = np.random.default_rng(3).normal(size=40)
+    plain = scipy.stats.bootstrap((values,), np.mean, n_resamples=9999, batch=1000, axis=-1, confidence_level=0.95,
+                                  method="percentile", rng=np.random.default_rng(0))
+    mean, lo, hi = metrics.mean_ci(values)
+    assert (mean, lo, hi) == (values.mean(), plain.confidence_interval.low, plain.confidence_interval.high)
+
+
+def test_mean_ci_clustered_draws_whole_groups():
+    # Two edits per image that are exact copies carry one image's evidence: the clustered interval is the interval
+    # of one edit per image; the unclustered one counts each image twice and is narrower.
+    values = np.random.default_rng(3).normal(size=40)
+    copies, image = np.repeat(values, 2), np.repeat(np.arange(40), 2)
+    one = metrics.mean_ci(values, n_resamples=2000)
+    clustered = metrics.mean_ci(copies, groups=image, n_resamples=2000)
+    np.testing.assert_allclose(clustered, one, rtol=1e-12)
+    _, lo, hi = metrics.mean_ci(copies, n_resamples=2000)
+    assert hi - lo < 0.8 * (clustered[2] - clustered[1])
+    # Group ids need not be sorted or consecutive; leading axes are rows of their own.
+    shuffled = np.random.default_rng(0).permutation(80)
+    labels = 7 * image + 3
+    np.testing.assert_allclose(metrics.mean_ci(copies[shuffled], groups=labels[shuffled], n_resamples=2000),
+                               one, rtol=1e-12)
+    _, lo2, hi2 = metrics.mean_ci(np.stack([copies, copies + 1.0]), groups=image, n_resamples=2000)
+    np.testing.assert_allclose(lo2, [one[1], one[1] + 1.0], rtol=1e-12)
+    assert metrics.mean_ci(copies[:2], groups=image[:2]) == (values[0], values[0], values[0])  # one group
+    with pytest.raises(ValueError, match="one group id per value"):
+        metrics.mean_ci(copies, groups=image[:-1])

@@ -1,7 +1,11 @@
 """The edit study's report, from the batches' files: edits.csv (a row per edit and run), results.csv
 (`report.COLUMNS`: model = the run, layer = the edited layers, step = the first edited step; the mean over edits),
-summary.json (means with 95% bootstrap intervals, and the issue's success checks), grid and bar figures; and the
-headline lines a launcher prints."""
+summary.json (means with 95% bootstrap intervals, paired differences between runs, and the issue's success checks),
+grid and bar figures; and the headline lines a launcher prints.
+
+Intervals resample images, not edits: the edits of one image share its seed and prompt, so they are not
+independent (a clustered bootstrap, `metrics.mean_ci(groups=)`). Runs that share seeds are compared paired: the
+per-edit differences, bootstrapped the same way, rather than two intervals side by side."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +17,9 @@ from jaxprobe.probing import metrics, report
 from jaxprobe.scene import edit_figures, edit_metrics
 from jaxprobe.scene.edit_checks import EditSetup
 from jaxprobe.scene.layers import short_layer_name
+
+INTERVALS = "95% percentile bootstrap, clustered by image (an image's edits are resampled together)"
+PAIRED = "paired: per-edit differences between runs with the same seeds and prompts, clustered by image"
 
 # The issue's success bar on the toy model (transfer, its interval, the paired IoU gain, objects kept, the random
 # control): (run, metric, statistic, comparison, value).
@@ -40,19 +47,32 @@ def load_scores(workdir: Path, num_batches: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts and parts[0] else {}
 
 
-def summarize(scores: dict[str, np.ndarray], runs) -> dict:
-    """{run: {metric: {'mean', 'ci95', 'n'}}}: means over the edits where the metric is defined (a centroid
-    needs an object in both images), with 95% percentile-bootstrap intervals."""
-    out = {}
-    for run in runs:
-        out[run] = {}
-        for m in edit_metrics.METRICS:
-            v = scores[f"{run}|{m}"]
-            v = v[np.isfinite(v)]
-            if len(v):
-                mean, lo, hi = metrics.mean_ci(v)
-                out[run][m] = {"mean": float(mean), "ci95": [float(lo), float(hi)], "n": int(len(v))}
-    return out
+def stats(values, images) -> dict | None:
+    """{'mean', 'ci95', 'n', 'images'} of per-edit values [N] where finite, the interval clustered by `images`
+    [N] (each edit's image); None if no value is finite."""
+    values, images = np.asarray(values, np.float64), np.asarray(images)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return None
+    mean, lo, hi = metrics.mean_ci(values[ok], groups=images[ok])
+    return {"mean": float(mean), "ci95": [float(lo), float(hi)], "n": int(ok.sum()),
+            "images": int(len(np.unique(images[ok])))}
+
+
+def summarize(scores: dict[str, np.ndarray], runs, images) -> dict:
+    """{run: {metric: stats}}: means over the edits where the metric is defined (a centroid needs an object in
+    both images), with 95% intervals clustered by image (`images`: each edit's image [N])."""
+    return {run: {m: s for m in edit_metrics.METRICS if (s := stats(scores[f"{run}|{m}"], images))}
+            for run in runs}
+
+
+def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], run: str, images, *,
+           other_run: str | None = None) -> dict:
+    """{metric: stats} of the per-edit differences a's `run` - b's `other_run` (default: the same run), over the
+    edits where both are defined: the comparison of two runs with the same seeds, prompts and shifts."""
+    other_run = other_run or run
+    return {m: s for m in edit_metrics.METRICS
+            if (s := stats(a[f"{run}|{m}"] - b[f"{other_run}|{m}"], images))}
 
 
 def goals(summary: dict) -> list[dict]:
@@ -86,13 +106,17 @@ def write_report(c, workdir: Path, setup: EditSetup, edits: list[dict], num_batc
             rows.append(row)
     io.write_csv(workdir / "edits.csv", rows, list(rows[0]))
     if scores:
-        summary["runs"] = summarize(scores, runs)
+        of_image = np.asarray([e["image"] for e in edits])  # the unit the intervals resample
+        summary.update(intervals=INTERVALS, runs=summarize(scores, runs, of_image), paired_intervals=PAIRED,
+                       paired={f"edited - {run}": paired(scores, scores, "edited", of_image, other_run=run)
+                               for run in runs if run != "edited"})
         summary["goals"] = goals(summary["runs"])
         report.write_results_csv(workdir / "results.csv", [
             {"model": run, "task": c.task, "layer": layers, "step": setup.steps[0], "split": "test", "metric": m,
              "value": s["mean"]} for run, by_metric in summary["runs"].items() for m, s in by_metric.items()])
         edit_figures.runs_figure(workdir / "figures" / "runs.png", summary["runs"], title=f"{c.task} edit of "
-                                 f"{len(setup.layers)} layers at steps {list(setup.steps)}, {len(edits)} edits")
+                                 f"{len(setup.layers)} layers at steps {list(setup.steps)}, {len(edits)} edits of "
+                                 f"{len(np.unique(of_image))} images; 95% intervals clustered by image")
         n = min(8, len(edits))
         images = {run: np.stack([io.read_png(workdir / image_path(run, k)) for k in range(n)])
                   for run in ("no_edit", "edited")}
@@ -104,18 +128,26 @@ def write_report(c, workdir: Path, setup: EditSetup, edits: list[dict], num_batc
 
 
 def headline(summary: dict, *, with_goals: bool = True) -> list[str]:
-    """One line per run: transfer and paired IoU gain with intervals, objects found and colours kept; then the
-    success checks of `GOALS` (`with_goals`)."""
+    """One line per run: transfer and paired IoU gain with intervals, objects found and colours kept; the paired
+    differences of the edit from each other run; then the success checks of `GOALS` (`with_goals`)."""
     lines = []
+    if summary.get("runs"):
+        lines.append(f"intervals: {summary['intervals']}; {summary['edits']} edits")
     for run, s in summary.get("runs", {}).items():
-        parts = [f"{m} {s[m]['mean']:+.3f} [{s[m]['ci95'][0]:+.3f}, {s[m]['ci95'][1]:+.3f}]"
-                 for m in ("transfer", "delta_iou") if m in s]
+        parts = [_interval(m, s[m]) for m in ("transfer", "delta_iou") if m in s]
         parts += [f"{m} {s[m]['mean']:.0%}" for m in ("found", "colour") if m in s]
         if "background_change" in s:
             parts.append(f"background change {s['background_change']['mean']:.3f}")
         lines.append(f"{run:9s} " + "; ".join(parts))
+    for name, s in summary.get("paired", {}).items():
+        lines.append(f"paired {name}: " + "; ".join(_interval(m, s[m]) for m in ("transfer", "delta_iou", "colour")
+                                                    if m in s))
     for g in summary.get("goals", ()) if with_goals else ():
         value = round(g["value"], 3) if isinstance(g["value"], float) else g["value"]
         verdict = "not measured" if g["passed"] is None else "met" if g["passed"] else "NOT MET"
         lines.append(f"goal: {g['run']} {g['metric']} {g['statistic']} {g['goal']}: {value}, {verdict}")
     return lines
+
+
+def _interval(metric: str, s: dict) -> str:
+    return f"{metric} {s['mean']:+.3f} [{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"

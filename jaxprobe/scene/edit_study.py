@@ -31,7 +31,7 @@ from jaxprobe.probing import metrics
 from jaxprobe.scene import edit_figures, edit_metrics, intervene
 from jaxprobe.scene.captions import toy_captions
 from jaxprobe.scene.edit_checks import EditSetup, check
-from jaxprobe.scene.edit_report import batch_path, headline, image_path, write_report
+from jaxprobe.scene.edit_report import batch_path, headline, image_path, load_scores, paired, write_report
 from jaxprobe.scene.tasks import BY_NAME
 
 __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
@@ -160,7 +160,8 @@ def run(c, workdir, pipe=None) -> dict:
 def ablate(c, workdir) -> list[dict]:
     """Run the study once per `c.ablation` entry ({name: {config key: value}} over `c`), each in workdir/<name>
     (resumable like any run), then write workdir/ablation.csv (setting, what changed, each run's metric mean and
-    95% interval) and figures/ablation.png. Returns the rows."""
+    95% interval clustered by image, and its paired difference from the first setting, the reference) and
+    figures/ablation.png. Returns the rows."""
     workdir = Path(workdir)
     settings = c.ablation.to_dict()
     if not settings:
@@ -172,20 +173,43 @@ def ablate(c, workdir) -> list[dict]:
     for name, sc in configs.items():  # every setting is checked before the first one runs
         with validate.config_key(f"ablation.{name}"):
             check(sc, pipe)
+    reference = next(iter(settings))
     rows = []
     for i, (name, over) in enumerate(settings.items()):
         tqdm.write(f"[{i + 1}/{len(settings)}] ablation setting {name}: {over or 'the base config'}")
         summary = run(configs[name], workdir / name, pipe)
-        for run_name, by_metric in summary.get("runs", {}).items():  # process 0 of a multi-host run
+        if not summary:  # not process 0 of a multi-host run
+            continue
+        differences = _paired_with(configs, workdir, name, reference)
+        for run_name, by_metric in summary.get("runs", {}).items():
             for m, s in by_metric.items():
+                d = differences.get(run_name, {}).get(m)
                 rows.append({"setting": name, "changed": " ".join(f"{k}={v}" for k, v in over.items()),
                              "layers": len(summary["layers"]), "steps": " ".join(map(str, summary["steps"])),
                              "run": run_name, "metric": m, "mean": s["mean"], "ci_low": s["ci95"][0],
-                             "ci_high": s["ci95"][1], "n": s["n"]})
+                             "ci_high": s["ci95"][1], "n": s["n"], "images": s["images"],
+                             "paired_with": reference if d else "", "paired_mean": d["mean"] if d else "",
+                             "paired_ci_low": d["ci95"][0] if d else "", "paired_ci_high": d["ci95"][1] if d else ""})
     if mesh.is_main():
         io.write_csv(workdir / "ablation.csv", rows, list(rows[0]))
         edit_figures.ablation_figure(workdir / "figures" / "ablation.png", rows)
     return rows
+
+
+def _paired_with(configs: dict, workdir: Path, name: str, reference: str) -> dict:
+    """{run: {metric: stats}} of setting `name` minus the `reference` setting, edit by edit (clustered by image),
+    where both made the same edits (prompts, seeds, shifts) and labelled them; {} otherwise (and for the reference
+    itself)."""
+    edits = {n: edit_list(configs[n]) for n in (name, reference)}
+    if name == reference or edits[name] != edits[reference]:
+        return {}
+    scores = {n: load_scores(workdir / n, -(-len(edits[n]) // configs[n].batch_size)) for n in (name, reference)}
+    if not all(scores.values()):
+        return {}
+    images = np.asarray([e["image"] for e in edits[name]])
+    runs = ("no_edit", "edited") + tuple(configs[name].controls)
+    return {r: paired(scores[name], scores[reference], r, images) for r in runs
+            if r in ("no_edit", "edited") + tuple(configs[reference].controls)}
 
 
 def _override(c, name: str, over: dict):

@@ -24,6 +24,8 @@ def label_sources(c) -> dict[str, labels.Source]:
 def check_label_sources(c, pipe, layers: Sequence[str]) -> None:
     """Every task has one label source, and it fits: the user's files match the images' index (order, count) and
     a size the probes can use (headers only), a DPT directory holds a DPT, the toy labelers take these images."""
+    if c.data != "encoded":  # a DPT's depth is inverse already: names config.tasks, so outside labels_dir's key
+        labels.check_inverse_depth(c, c.tasks)
     with validate.config_key("labels_dir"):
         srcs = label_sources(c)
     kinds = {src.kind for src in srcs.values()}
@@ -63,8 +65,8 @@ def label(c, workdir: Path, data: Dataset, act_store: store.ProcessStores) -> No
 
 
 def labels_for(c, workdir: Path) -> dict[str, np.ndarray]:
-    """The label stage's labels, prepared for the probes: masks bool, depth z-scored with the train split's global
-    mean/std."""
+    """The label stage's labels, prepared for the probes: masks bool, depth (and inverse depth) z-scored with the
+    train split's global mean/std."""
     raw = labels.load(workdir / "labels", c.tasks)
     if raw is None:
         raise ValueError(f"{workdir} has no labels yet: run --config.stage=label first")

@@ -12,7 +12,9 @@ Sources, per task (`sources` picks them from the config and refuses a task with 
 
 Conventions (docs/labels.md): saliency is the largest visible object, as the toy world defines it; depth is kept as
 its source gives it (MiDaS/DPT: relative inverse depth, larger = nearer; toy: distance) and z-scored with the train
-split's global mean and std, as the paper does. Label H and W must equal the images' or be multiples of every probed
+split's global mean and std, as the paper does. 'inverse_depth' is 1 / the distance of the same source (toy world,
+toy labelers, a user's depth.npy), the paper's unit, z-scored the same way; it is refused for a DPT, whose 'depth'
+is already inverse. Label H and W must equal the images' or be multiples of every probed
 layer's token grid (a probe's prediction is upsampled to the label size by an integer factor).
 """
 from __future__ import annotations
@@ -34,6 +36,11 @@ SALIENCY_FILES = ("saliency.npy", "segmentation.npy")
 DEPTH_FILE = "depth.npy"
 SOURCES_FILE = "sources.json"
 PLAIN_FILES = ("saliency.npy", DEPTH_FILE)  # what `from_files` reads
+INVERSE_DEPTH = "inverse_depth"  # the task whose labels are 1 / the depth source's distance
+# Distances are clipped below half the train split's 1st percentile before inverting, so only outliers are: the toy
+# labelers' errors reach 0 and below (1 / ~0 would swamp the z-scored labels); the toy world's 1st percentile is
+# ~1.9 units and its nearest surface ~1.5, so its floor (~0.9) clips nothing else.
+NEAR_PERCENTILE, NEAR_FRACTION = 1.0, 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,9 @@ class Source:
 
 def sources(c, tasks: Sequence[str]) -> dict[str, Source]:
     """Each task's label source from config.labels_dir, config.depth_model_dir and config.labelers_dir (nothing is
-    read). One source per task: two would leave it unclear which labels were probed."""
+    read). One source per task: two would leave it unclear which labels were probed. 'inverse_depth' has depth's
+    source (it inverts that source's distances)."""
+    check_inverse_depth(c, tasks)
     files = {}
     if c.labels_dir:
         directory = validate.existing_path(c, "labels_dir", "a directory of label files (docs/labels.md)",
@@ -57,8 +66,9 @@ def sources(c, tasks: Sequence[str]) -> dict[str, Source]:
         files = {name: directory / name for name in SALIENCY_FILES + (DEPTH_FILE,) if (directory / name).exists()}
     out = {}
     for task in tasks:
+        depth = task in ("depth", INVERSE_DEPTH)
         given = [(("file" if name != "segmentation.npy" else "segmentation"), str(files[name]))
-                 for name in (SALIENCY_FILES if task == "saliency" else (DEPTH_FILE,)) if name in files]
+                 for name in ((DEPTH_FILE,) if depth else SALIENCY_FILES) if name in files]
         if task == "depth" and c.get("depth_model_dir"):
             given.append(("depth_model", str(Path(c.depth_model_dir).absolute())))
         if len(given) > 1:
@@ -67,12 +77,33 @@ def sources(c, tasks: Sequence[str]) -> dict[str, Source]:
         if not given and c.labelers_dir:
             given.append(("labelers", str(Path(c.labelers_dir).absolute())))
         if not given:
-            names = " or ".join(SALIENCY_FILES) if task == "saliency" else DEPTH_FILE
+            names = DEPTH_FILE if depth else " or ".join(SALIENCY_FILES)
             model = ", or config.depth_model_dir (a DPT / MiDaS directory)" if task == "depth" else ""
             raise ValueError(f"no source of {task} labels: put {names} in config.labels_dir{model}, or set "
                              "config.labelers_dir (the toy labelers)")
         out[task] = Source(*given[0])
     return out
+
+
+def check_inverse_depth(c, tasks: Sequence[str]) -> None:
+    """'inverse_depth' inverts distances; a DPT (config.depth_model_dir) predicts inverse depth already, and
+    inverting it again would give neither unit, so that pair is refused (its 'depth' is the paper's label)."""
+    if INVERSE_DEPTH in tasks and c.get("depth_model_dir"):
+        raise ValueError(f"config.tasks has {INVERSE_DEPTH!r}, which inverts distance labels, but "
+                         "config.depth_model_dir's DPT already predicts relative inverse depth (larger = nearer, the "
+                         f"paper's label): probe it as 'depth' and drop {INVERSE_DEPTH!r} from config.tasks")
+
+
+def inverse_depth(distance: np.ndarray, num_train: int) -> np.ndarray:
+    """1 / distance float32 [N, H, W] (larger = nearer), distances clipped first below `NEAR_FRACTION` of the first
+    num_train images' `NEAR_PERCENTILE`. The toy world's sky (render.FAR = 30) becomes 1/30, the smallest value."""
+    distance = np.asarray(distance, np.float64)
+    near = np.percentile(distance[:num_train], NEAR_PERCENTILE)
+    if not near > 0:
+        raise ValueError(f"{INVERSE_DEPTH} inverts distances, but {NEAR_PERCENTILE:g}% of the train split's depth "
+                         f"labels are <= {near:g}; they must be distances (> 0, larger = farther)")
+    floor = NEAR_FRACTION * near
+    return (1.0 / np.maximum(distance, floor)).astype(np.float32)
 
 
 def check_files(srcs: dict[str, Source], index: list[dict], grids: Sequence[tuple[int, int]],
@@ -191,20 +222,23 @@ def from_depth_model(directory, images: np.ndarray, batch_size: int) -> np.ndarr
 
 
 def make(c, srcs: dict[str, Source], images, exact: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """{task: raw labels [N, H, W]} from each task's source; `images` is a callable giving the uint8 images (read
-    only if a model labels them)."""
+    """{task: raw labels [N, H, W]} from each task's source ('inverse_depth': 1 / the source's distance);
+    `images` is a callable giving the uint8 images (read only if a model labels them)."""
     n = c.num_train + c.num_test
     out, labelled = {}, None
     for task, src in srcs.items():
+        of = "depth" if task == INVERSE_DEPTH else task
         if src.kind == "exact":
-            out[task] = exact[task]
+            out[task] = exact[of]
         elif src.kind in ("file", "segmentation"):
             out[task] = read(src, n)[:n]
         elif src.kind == "depth_model":
             out[task] = from_depth_model(src.path, images(), c.batch_size)
         else:
             labelled = labelled or dict(zip(("saliency", "depth"), from_labelers(src.path, images())))
-            out[task] = labelled[task]
+            out[task] = labelled[of]
+        if task == INVERSE_DEPTH:
+            out[task] = inverse_depth(out[task], c.num_train)
     return out
 
 
@@ -257,14 +291,17 @@ def _describe(entry) -> str:
 
 
 def prepare(raw: dict[str, np.ndarray], num_train: int) -> dict[str, np.ndarray]:
-    """{'saliency': bool [N,H,W], 'depth': float32 [N,H,W] z-scored with the first num_train images' statistics}."""
+    """{'saliency': bool [N,H,W], 'depth' and 'inverse_depth': float32 [N,H,W], each z-scored with the first
+    num_train images' statistics}."""
     out = {}
     if "saliency" in raw:
         out["saliency"] = np.asarray(raw["saliency"], bool)
-    if "depth" in raw:
-        mean, std = metrics.depth_stats(raw["depth"][:num_train])
+    for task in ("depth", INVERSE_DEPTH):
+        if task not in raw:
+            continue
+        mean, std = metrics.depth_stats(raw[task][:num_train])
         if not std > 0:
-            raise ValueError("the train split's depth labels are all equal: nothing to probe (z-scoring needs a "
+            raise ValueError(f"the train split's {task} labels are all equal: nothing to probe (z-scoring needs a "
                              "positive standard deviation)")
-        out["depth"] = metrics.zscore(raw["depth"], mean, std)
+        out[task] = metrics.zscore(raw[task], mean, std)
     return out

@@ -17,7 +17,7 @@ from jaxprobe.validate import check_choice
 STAGES = ("all", "capture", "label", "fit", "report")
 MODELS = ("trained", "randomized", "vae")
 DATA_MODES = ("generated", "encoded")
-TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
+TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name, scene_tasks.INVERSE_DEPTH.name)
 PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
 STORE_DTYPES = ("float32", "bfloat16", "float16")
 # Keys a later run may set or change: the label sources are often known only once the images exist, and the fit's

@@ -4,4 +4,6 @@ from jaxprobe.probing.tasks import Task
 
 SALIENCY = Task("saliency", "mask", ("dice", "iou"), headline="dice")
 DEPTH = Task("depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse")
-BY_NAME = {t.name: t for t in (SALIENCY, DEPTH)}  # config.task(s) entries -> Task
+# 1 / the depth source's distance, z-scored: the paper's unit (MiDaS relative inverse depth) for distance sources
+INVERSE_DEPTH = Task("inverse_depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse")
+BY_NAME = {t.name: t for t in (SALIENCY, DEPTH, INVERSE_DEPTH)}  # config.task(s) entries -> Task

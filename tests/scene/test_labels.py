@@ -145,3 +145,54 @@ def test_the_salient_object_is_the_largest_instance():
     np.testing.assert_array_equal(out[0], seg[0] == 3)
     np.testing.assert_array_equal(out[1], seg[1] == 2)
     assert not out[2].any() and out.dtype == bool
+
+
+def test_inverse_depth_is_one_over_distance_z_scored_with_the_train_statistics():
+    from jaxprobe.toy.world import render
+    distance = np.random.default_rng(3).uniform(1.5, 12.0, size=(6, 8, 8))
+    distance[:, :2] = render.FAR  # the sky
+    raw = labels.inverse_depth(distance, num_train=4)
+    np.testing.assert_allclose(raw, 1 / distance, rtol=1e-6)
+    got = labels.prepare({"depth": distance, "inverse_depth": raw}, num_train=4)
+    train = 1 / distance[:4]
+    np.testing.assert_allclose(got["inverse_depth"], (1 / distance - train.mean()) / train.std(), rtol=1e-4,
+                               atol=1e-5)
+    near, far = np.unravel_index(distance.argmin(), distance.shape), np.unravel_index(distance.argmax(), distance.shape)
+    assert got["inverse_depth"][near] == got["inverse_depth"].max() and got["depth"][near] == got["depth"].min()
+    assert got["inverse_depth"][far] == got["inverse_depth"].min()  # the sky is the farthest, the least inverse
+    # A labeler's distance at or below 0 is clipped to a fraction of the train split's near distances: finite, the
+    # nearest.
+    distance[5, 4, 4] = -1.0
+    clipped = labels.inverse_depth(distance, num_train=4)
+    floor = labels.NEAR_FRACTION * np.percentile(distance[:4], labels.NEAR_PERCENTILE)
+    assert clipped[5, 4, 4] == pytest.approx(1 / floor) and clipped.max() == clipped[5, 4, 4]
+    with pytest.raises(ValueError, match="they must be distances"):
+        labels.inverse_depth(-distance, num_train=4)
+
+
+def test_inverse_depth_of_a_dpt_is_refused_naming_the_key_before_any_work(captured, tiny_dir, tmp_path):
+    workdir = shutil.copytree(captured, tmp_path / "run")
+    c = _config(tiny_dir, stage="label", tasks=("saliency", "depth", "inverse_depth"),
+                labels_dir=str(tiny_dir / "labels"), depth_model_dir=str(tmp_path / "no_dpt_here"))
+    c.labels_dir = ""
+    with pytest.raises(ValueError, match=r"^config.tasks has 'inverse_depth', which inverts distance labels, but "
+                                         r"config.depth_model_dir's DPT already predicts relative inverse depth") as e:
+        sweep.run(c, workdir)
+    assert "\n" not in str(e.value) and not (workdir / "labels").exists()
+
+
+@pytest.mark.slow  # a whole sweep with three tasks: ~1.5 min on 2 cores
+def test_a_sweep_reports_depth_and_inverse_depth_from_one_distance_source(tiny_dir, tmp_path):
+    distance = np.random.default_rng(4).uniform(1.5, 30.0, size=(8, 16, 16)).astype(np.float32)
+    directory = _labels_dir(tiny_dir, tmp_path, depth_npy=distance)
+    workdir = tmp_path / "run"
+    c = _config(tiny_dir, labels_dir=str(directory), tasks=("saliency", "depth", "inverse_depth"),
+                layers=("up_blocks_0/attentions_0/*attn1/to_out_0",))
+    sweep.run(c, workdir)
+    got = labels.load(workdir / "labels", ("depth", "inverse_depth"))
+    np.testing.assert_array_equal(got["depth"], distance)
+    np.testing.assert_allclose(got["inverse_depth"], 1 / distance, rtol=1e-6)
+    rows = io.read_csv(workdir / "results.csv")
+    assert {r["task"] for r in rows} == {"saliency", "depth", "inverse_depth"}
+    assert {r["metric"] for r in rows if r["task"] == "inverse_depth"} == {"rmse", "spearman", "pearson"}
+    assert (workdir / "figures" / "predictions.png").exists()  # the saliency | depth grid, with a third task

@@ -17,7 +17,7 @@ def get_config():
     c = config_file.load(Path(__file__).with_name("toy_probe.py"))
     c.data = "encoded"
     c.models = ("trained",)
-    c.tasks = ("saliency",)
+    c.tasks = ("saliency", "depth", "inverse_depth")
     c.num_train, c.num_test = 256, 64
     c.store_pool = 1  # no pooling: the intervention edits full-resolution activations against these probes
     return c

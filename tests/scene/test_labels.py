@@ -1,6 +1,7 @@
 """The label stage: sources, the user's files checked against the images' index (one clear error per bad file,
 before any fitting), the largest-instance saliency rule, and stages run out of order."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,6 +169,12 @@ def test_inverse_depth_is_one_over_distance_z_scored_with_the_train_statistics()
     assert clipped[5, 4, 4] == pytest.approx(1 / floor) and clipped.max() == clipped[5, 4, 4]
     with pytest.raises(ValueError, match="they must be distances"):
         labels.inverse_depth(-distance, num_train=4)
+    # Encoded scenes: both depth tasks come from the scenes' exact distances.
+    exact = {"depth": np.abs(distance) + 1.0}
+    made = labels.make(_config(Path("unused"), num_train=4, num_test=2),
+                       {"depth": labels.Source("exact"), "inverse_depth": labels.Source("exact")}, None, exact)
+    np.testing.assert_array_equal(made["depth"], exact["depth"])
+    np.testing.assert_allclose(made["inverse_depth"], 1 / exact["depth"], rtol=1e-6)
 
 
 def test_inverse_depth_of_a_dpt_is_refused_naming_the_key_before_any_work(captured, tiny_dir, tmp_path):

@@ -14,8 +14,8 @@ Conventions (docs/labels.md): saliency is the largest visible object, as the toy
 its source gives it (MiDaS/DPT: relative inverse depth, larger = nearer; toy: distance) and z-scored with the train
 split's global mean and std, as the paper does. 'inverse_depth' is 1 / the distance of the same source (toy world,
 toy labelers, a user's depth.npy), the paper's unit, z-scored the same way; it is refused for a DPT, whose 'depth'
-is already inverse. Label H and W must equal the images' or be multiples of every probed
-layer's token grid (a probe's prediction is upsampled to the label size by an integer factor).
+is already inverse. Label H and W must equal the images' or be multiples of every probed layer's token grid (a
+probe's prediction is upsampled to the label size by an integer factor).
 """
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch, and random
 probes for any pipeline's layers.
 
-`tiny_pipeline()` initialises jaxprobe's own Flax UNet, VAE and CLIP text encoder at toy sizes (16x16 images, a
-character-level tokenizer) and returns a `Pipeline` in seconds, with no download. It is saved in the diffusers
-layout, so `diffusers.StableDiffusionPipeline.from_pretrained` loads the same directory (the parity tests compare
-the two). The architecture mirrors the diffusers-built reference in tests/tiny_sd.py; Flax's default init is not
-PyTorch's, so its weights (and images) are random in a different way, but sampling from them stays finite.
+`tiny_pipeline()` builds jaxprobe's own Flax UNet, VAE and CLIP text encoder at toy sizes (16x16 images, a
+character-level tokenizer) with seeded random weights (`init_params`) and returns a `Pipeline` in seconds, with no
+download. It is saved in the diffusers layout, so `diffusers.StableDiffusionPipeline.from_pretrained` loads the same
+directory (the parity tests compare the two). The architecture mirrors the diffusers-built reference in
+tests/tiny_sd.py; its weights are random in a different way from PyTorch's init, but sampling from them stays
+finite.
 """
 from __future__ import annotations
 
@@ -71,15 +72,28 @@ def write_char_tokenizer(directory, max_length: int = MAX_LENGTH) -> int:
     return len(vocab)
 
 
-# Init runs once per process and its compile (threefry + erfinv for every kernel) is what costs; XLA -O0 cuts it 2-3x.
-@functools.partial(jax.jit, static_argnums=0, compiler_options={"xla_backend_optimization_level": 0})
 def init_params(module, key):
-    """Flax default-initialised params of `module` (a jaxprobe UNet, VAE or text encoder) from `key`."""
-    return module.init(key, *module.dummy_inputs())["params"]
+    """Seeded random params of `module` (a jaxprobe UNet, VAE or text encoder), drawn host-side with numpy:
+    LeCun-normal kernels and embeddings (std 1/sqrt(fan-in)), zero biases, unit norm scales. Only the shapes come
+    from Flax (`jax.eval_shape` of `init`): a real `init` runs the whole model op by op and compiles its random
+    draws, which cost most of a test module's setup; these weights only need to be random, finite and seeded."""
+    shapes = jax.eval_shape(lambda k: module.init(k, *module.dummy_inputs())["params"], key)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+    def draw(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "bias":
+            return np.zeros(leaf.shape, leaf.dtype)
+        if name == "scale":
+            return np.ones(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1])) if name == "kernel" else leaf.shape[-1]
+        return (rng.standard_normal(leaf.shape) / np.sqrt(max(fan_in, 1))).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def tiny_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
-    """A random tiny SD pipeline (Flax init from `seed`), saved to `directory` (atomically; a temp dir if None)
+    """A random tiny SD pipeline (`init_params` from `seed`), saved to `directory` (atomically; a temp dir if None)
     and loaded back from it, so the result is exactly what diffusers would load from that directory."""
     return _random_pipeline(directory, seed, UNET_CONFIG, VAE_CONFIG, TEXT_ENCODER_CONFIG, SCHEDULER_CONFIG,
                             MAX_LENGTH)

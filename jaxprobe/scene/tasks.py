@@ -2,6 +2,6 @@
 (z-scored; RMSE, plus rank and linear correlation). Values the study passes to the probing core."""
 from jaxprobe.probing.tasks import Task
 
-SALIENCY = Task("saliency", "mask", ("dice", "iou"), headline="dice")
+SALIENCY = Task("saliency", "mask", ("dice", "iou", "ap"), headline="dice")
 DEPTH = Task("depth", "dense", ("rmse", "spearman", "pearson"), headline="rmse")
 BY_NAME = {t.name: t for t in (SALIENCY, DEPTH)}  # config.task(s) entries -> Task

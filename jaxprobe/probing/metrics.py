@@ -130,6 +130,6 @@ def average_precision(scores, true, axis: Axis = (-2, -1)) -> np.ndarray:
     return np.where(positives == 0, np.all(s <= 0.5, axis=-1).astype(np.float64), ap)
 
 
-AP_BYTES = 48  # bytes of working memory `average_precision` takes per pixel (sort order, sorted copies, counts)
+AP_BYTES = 64  # working memory of `average_precision` per pixel, at most (sort order, sorted copies, counts)
 # Metrics of real-valued scores (the positive class's probability), not of predicted classes, by results.csv name.
 SCORE_METRICS = {"ap": average_precision}

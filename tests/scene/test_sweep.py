@@ -147,7 +147,7 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
     sweep.run(c, tmp_path / "run")
     act_store = store.ActivationStore(tmp_path / "run" / "activations")
     labels = sweep.labels_for(c, tmp_path / "run")
-    layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
+    layers = sorted({r["layer"] for r in _results(tmp_path / "run") if r["model"] == "trained"})
     acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
     for task in c.tasks:
         fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], BY_NAME[task],
@@ -156,7 +156,7 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
         expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
                     for (layer, i), ms in scores.items() for m, v in ms.items()}
         got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")
-               if r["task"] == task and r["split"] == "test"}
+               if r["model"] == "trained" and r["task"] == task and r["split"] == "test"}
         assert got.keys() == expected.keys()
         np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
 

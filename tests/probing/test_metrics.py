@@ -67,38 +67,6 @@ def test_pearson_spearman():
         [np.sqrt(3) / 2])
 
 
-def test_zscore_and_depth_stats():
-    depth = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # mean 4, population std sqrt(5)
-    mean, std = metrics.depth_stats(depth)
-    assert (mean, std) == pytest.approx((4.0, np.sqrt(5.0)))
-    z = metrics.zscore(depth, mean, std)
-    assert z.dtype == np.float32
-    np.testing.assert_allclose(z, (depth - 4.0) / np.sqrt(5.0), rtol=1e-6)
-    with pytest.raises(ValueError, match="standard deviation"):
-        metrics.zscore(depth, 0.0, 0.0)
-    with pytest.raises(ValueError, match="empty"):
-        metrics.depth_stats(np.zeros((0, 2, 2)))
-
-
-def test_mean_ci():
-    mean, lo, hi = metrics.mean_ci(np.full(10, 0.7))
-    assert (mean, lo, hi) == pytest.approx((0.7, 0.7, 0.7))  # degenerate sample: no spread
-    # Normal sample: the 95% interval of the mean is about mean +- 1.96 * s / sqrt(n).
-    values = np.random.default_rng(1).normal(3.0, 2.0, size=400)
-    mean, lo, hi = metrics.mean_ci(values, n_resamples=4000)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
-    assert mean == pytest.approx(values.mean())
-    assert lo == pytest.approx(mean - half, abs=0.1 * half) and hi == pytest.approx(mean + half, abs=0.1 * half)
-    assert metrics.mean_ci(values, n_resamples=500) == metrics.mean_ci(values, n_resamples=500)  # fixed seed
-    # Vectorised over leading axes: each row on its own.
-    rows = np.stack([values, values + 1.0])
-    m2, lo2, hi2 = metrics.mean_ci(rows, n_resamples=500)
-    assert m2.shape == lo2.shape == hi2.shape == (2,)
-    np.testing.assert_allclose(hi2 - lo2, hi2[0] - lo2[0], rtol=0.2)
-    with pytest.raises(ValueError, match="N >= 1"):
-        metrics.mean_ci(np.zeros(0))
-
-
 def _ap_by_definition(scores, true):
     """AP of one image straight from its definition: the distinct thresholds, descending, each adding
     (R_n - R_{n-1}) P_n, every pixel scored at or above the threshold predicted positive."""
@@ -149,3 +117,35 @@ def test_average_precision_perfect_ranking_and_no_positive_convention():
     loud[1, 2, 3] = 0.51
     np.testing.assert_array_equal(metrics.average_precision(quiet, empty), [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(metrics.average_precision(loud, empty), [1.0, 0.0, 1.0])
+
+
+def test_zscore_and_depth_stats():
+    depth = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # mean 4, population std sqrt(5)
+    mean, std = metrics.depth_stats(depth)
+    assert (mean, std) == pytest.approx((4.0, np.sqrt(5.0)))
+    z = metrics.zscore(depth, mean, std)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z, (depth - 4.0) / np.sqrt(5.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="standard deviation"):
+        metrics.zscore(depth, 0.0, 0.0)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.depth_stats(np.zeros((0, 2, 2)))
+
+
+def test_mean_ci():
+    mean, lo, hi = metrics.mean_ci(np.full(10, 0.7))
+    assert (mean, lo, hi) == pytest.approx((0.7, 0.7, 0.7))  # degenerate sample: no spread
+    # Normal sample: the 95% interval of the mean is about mean +- 1.96 * s / sqrt(n).
+    values = np.random.default_rng(1).normal(3.0, 2.0, size=400)
+    mean, lo, hi = metrics.mean_ci(values, n_resamples=4000)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
+    assert mean == pytest.approx(values.mean())
+    assert lo == pytest.approx(mean - half, abs=0.1 * half) and hi == pytest.approx(mean + half, abs=0.1 * half)
+    assert metrics.mean_ci(values, n_resamples=500) == metrics.mean_ci(values, n_resamples=500)  # fixed seed
+    # Vectorised over leading axes: each row on its own.
+    rows = np.stack([values, values + 1.0])
+    m2, lo2, hi2 = metrics.mean_ci(rows, n_resamples=500)
+    assert m2.shape == lo2.shape == hi2.shape == (2,)
+    np.testing.assert_allclose(hi2 - lo2, hi2[0] - lo2[0], rtol=0.2)
+    with pytest.raises(ValueError, match="N >= 1"):
+        metrics.mean_ci(np.zeros(0))

@@ -72,6 +72,36 @@ def spearman(pred, true, axis: Axis = (-2, -1)) -> np.ndarray:
     return pearson(scipy.stats.rankdata(p, axis=-1), scipy.stats.rankdata(t, axis=-1), axis=-1)
 
 
+def average_precision(scores, true, axis: Axis = (-2, -1)) -> np.ndarray:
+    """Average precision of real-valued scores [..., N, H, W] (e.g. the positive class's probability) against
+    boolean masks [N, H, W] -> [..., N], as scikit-learn's `average_precision_score` defines it per image:
+    sum over the distinct score thresholds, descending, of (R_n - R_{n-1}) P_n, pixels with equal scores crossing
+    a threshold together. Threshold-free, so a probe that ranks a small object's pixels first scores well even
+    if none of them crosses 0.5 (where Dice sees nothing).
+
+    An image with no positive pixel has no AP; it scores 1 if no pixel's score exceeds 0.5 (the probe, thresholded
+    as the class predictions are, found nothing, as Dice scores an empty-vs-empty image 1) and 0 otherwise, never
+    NaN. One sort per image, vectorised over the leading axes; working memory is `AP_BYTES` per pixel.
+    """
+    s, t = _flat(np.asarray(scores, np.float64), np.asarray(true, bool), axis)
+    order = np.argsort(-s, axis=-1, kind="stable")
+    s, t = np.take_along_axis(s, order, -1), np.take_along_axis(t, order, -1)
+    tp = np.cumsum(t, axis=-1)
+    precision = tp / np.arange(1, s.shape[-1] + 1)
+    # each pixel's precision is the one at the end of its run of equal scores, where the threshold passes them all
+    last = np.append(s[..., 1:] != s[..., :-1], np.ones(s.shape[:-1] + (1,), bool), axis=-1)
+    end = np.where(last, np.arange(s.shape[-1]), s.shape[-1])
+    end = np.minimum.accumulate(end[..., ::-1], axis=-1)[..., ::-1]
+    positives = np.sum(t, axis=-1)
+    ap = np.sum(np.where(t, np.take_along_axis(precision, end, -1), 0.0), axis=-1) / np.maximum(positives, 1)
+    return np.where(positives == 0, np.all(s <= 0.5, axis=-1).astype(np.float64), ap)
+
+
+AP_BYTES = 64  # working memory of `average_precision` per pixel, at most (sort order, sorted copies, counts)
+# Metrics of real-valued scores (the positive class's probability), not of predicted classes, by results.csv name.
+SCORE_METRICS = {"ap": average_precision}
+
+
 def depth_stats(depth) -> tuple[float, float]:
     """Global mean and standard deviation of depth maps [N, H, W] (over every pixel of every image)."""
     depth = np.asarray(depth, np.float64)

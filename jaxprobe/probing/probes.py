@@ -239,21 +239,47 @@ def unstack(ids: list[ProbeId], stacked: Params) -> dict[ProbeId, Params]:
     return {pid: jax.tree.map(lambda p, g=g: p[g], stacked) for g, pid in enumerate(ids)}
 
 
-def _truth(labels: jax.Array, task: Task) -> np.ndarray:
+def truth_of(labels, task: Task) -> np.ndarray:
     """What predictions are scored against: `labels > 0` for mask and label tasks, the values for dense tasks."""
     return np.asarray(labels) if task.kind == "dense" else np.asarray(labels > 0)
 
 
-def _score(pred: np.ndarray, truth: np.ndarray, task: Task) -> dict[str, np.ndarray]:
-    """{metric: per-image scores [..., N]} of predictions [..., N(, H, W)] against truth broadcastable to them."""
+def score(pred, truth, task: Task, probability=None) -> dict[str, np.ndarray]:
+    """{metric: per-image scores [..., N]} of predictions [..., N(, H, W)] against truth broadcastable to them;
+    the task's ranking metrics (`metrics.SCORE_METRICS`, e.g. 'ap') score `probability`, the positive class's
+    probability at the predictions' shape, instead of the predicted classes."""
     axis = (-2, -1) if task.spatial else ()
-    return {m: getattr(metrics, m)(pred, truth, axis=axis) for m in task.metrics}
+    out = {}
+    for m in task.metrics:
+        if m in metrics.SCORE_METRICS:
+            if probability is None:
+                raise ValueError(f"metric {m!r} of task {task.name!r} needs the positive class's probability")
+            out[m] = metrics.SCORE_METRICS[m](probability, truth, axis=axis)
+        else:
+            out[m] = getattr(metrics, m)(pred, truth, axis=axis)
+    return out
 
 
-@functools.partial(jax.jit, static_argnames="out_hw")
-def _predict_group(params: Params, x: jax.Array, out_hw) -> jax.Array:
-    """Predictions of G stacked probes, each on its own slice of x [N, G, ...] -> [G, N, ...]."""
-    return jax.vmap(predict, in_axes=(0, 1, None))(params, x, out_hw)
+def positive_probability(params: Params, acts: jax.Array, out_hw: tuple[int, int] | None = None) -> jax.Array:
+    """The positive class's probability (softmax of a 2-logit probe) at `out_hw` as `predict` upsamples:
+    acts [..., N, h, w, C] -> [..., N, H, W] (image-level: [..., N, D] -> [..., N]). `predict`'s argmax is
+    positive where this exceeds 0.5, save for logits so close that the probability rounds to 0.5."""
+    prob = jax.nn.softmax(apply_probe(params, acts), axis=-1)[..., 1]
+    return prob if out_hw is None else upsample(prob, out_hw)
+
+
+def _ranks(task: Task) -> bool:
+    """Whether some metric of `task` scores the positive class's probability (`metrics.SCORE_METRICS`)."""
+    return any(m in metrics.SCORE_METRICS for m in task.metrics)
+
+
+@functools.partial(jax.jit, static_argnames=("out_hw", "with_probability"))
+def _predict_group(params: Params, x: jax.Array, out_hw, with_probability: bool = False):
+    """Predictions of G stacked probes, each on its own slice of x [N, G, ...] -> [G, N, ...], and the positive
+    class's probability [G, N, ...] when `with_probability` (else None)."""
+    pred = jax.vmap(predict, in_axes=(0, 1, None))(params, x, out_hw)
+    prob = jax.vmap(positive_probability, in_axes=(0, 1, None))(params, x, out_hw) if with_probability else None
+    return pred, prob
 
 
 def evaluate_group(params: Params, x, labels, task: Task) -> dict[str, np.ndarray]:
@@ -275,10 +301,11 @@ def _evaluate_group(params: Params, x, labels: jax.Array, task: Task) -> dict[st
     """`evaluate_group` on already validated inputs."""
     per_probe = labels.ndim == (4 if task.spatial else 2)
     out_hw = tuple(labels.shape[-2:]) if task.spatial else None
-    truth = _truth(labels, task)
+    want = truth_of(labels, task)
     if per_probe:
-        truth = np.moveaxis(truth, 1, 0)  # [G, N, ...] against predictions [G, N, ...]
-    return _score(np.asarray(_predict_group(params, x, out_hw)), truth, task)
+        want = np.moveaxis(want, 1, 0)  # [G, N, ...] against predictions [G, N, ...]
+    pred, prob = _predict_group(params, x, out_hw, _ranks(task))
+    return score(np.asarray(pred), want, task, None if prob is None else np.asarray(prob))
 
 
 def evaluate_sweep(fitted: dict[ProbeId, Params], acts: dict, labels,
@@ -293,8 +320,7 @@ def evaluate_sweep(fitted: dict[ProbeId, Params], acts: dict, labels,
     task = check_task(task)
     labels = check_labels(labels, task)
     check_sweep(acts, labels, task)
-    per_probe_bytes = labels.size * 8  # the widest intermediate: float64 scores of one probe's predictions
-    chunk = max(1, EVAL_BYTES // per_probe_bytes)
+    chunk = chunk_size(labels.size, task)
     by_layer: dict[str, list[int]] = {}
     for layer, step in fitted:
         if layer not in acts:
@@ -309,6 +335,13 @@ def evaluate_sweep(fitted: dict[ProbeId, Params], acts: dict, labels,
             got = _evaluate_group(stacked, jnp.asarray(x), labels, task)
             scores.update({pid: {m: v[g] for m, v in got.items()} for g, pid in enumerate(ids)})
     return {pid: scores[pid] for pid in fitted}
+
+
+def chunk_size(values: int, task: Task) -> int:
+    """How many items of `values` scored values each (a probe's predictions, an image's pixels) `task`'s metrics
+    may score at once within `EVAL_BYTES`, and at least one: the widest intermediate is a float64 copy of them (8
+    bytes a value), or `metrics.AP_BYTES` for a ranking metric."""
+    return max(1, EVAL_BYTES // (values * (metrics.AP_BYTES if _ranks(task) else 8)))
 
 
 def check_labels(labels, task: Task) -> jax.Array:

@@ -4,7 +4,8 @@ Nothing is registered, so what the core does never depends on which study was im
 
 Kinds:
 - 'mask': a binary map per image [N, H, W] (nonzero = positive); the probe reads every token of a spatial map,
-  emits 2 logits per token, is trained with cross-entropy and predicts the argmax.
+  emits 2 logits per token, is trained with cross-entropy and predicts the argmax; ranking metrics ('ap') score
+  the positive class's probability instead.
 - 'dense': a real-valued map per image [N, H, W] (e.g. z-scored depth); the probe emits 1 value per token, is
   trained with Huber (delta 1) and predicts that value.
 - 'label': one binary label per image [N] (nonzero = positive); the probe reads one feature vector per image
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxprobe.probing.metrics import SCORE_METRICS
 from jaxprobe.validate import check_choice
 
 KINDS = {"mask": 2, "dense": 1, "label": 2}  # kind -> probe output width
 SPATIAL_KINDS = ("mask", "dense")  # kinds whose probes read a token grid and whose labels are maps
 # Every per-image metric `jaxprobe.probing.metrics` computes, and whether a lower value is better.
 LOWER_IS_BETTER = {"dice": False, "iou": False, "accuracy": False, "spearman": False, "pearson": False,
-                   "rmse": True}
+                   "rmse": True, "ap": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Task:
         check_choice("task kind", self.kind, KINDS)
         for m in self.metrics:
             check_choice(f"metric of task {self.name!r}", m, LOWER_IS_BETTER)
+            if m in SCORE_METRICS and self.kind != "mask":
+                raise ValueError(f"metric {m!r} of task {self.name!r} ranks the pixels of a mask; task kind "
+                                 f"{self.kind!r} has none (it fits kind 'mask')")
         check_choice(f"headline metric of task {self.name!r}", self.headline, self.metrics)
 
     def __str__(self) -> str:

@@ -86,7 +86,7 @@ def save_unit(c, workdir: Path, act_store: store.ProcessStores, model: str, task
         meta={**json.loads((workdir / "config.json").read_text()),
               "pipeline_sha256": jobs.weights_fingerprint(c.pipeline_dir)}))
     for split in SPLITS:
-        _save_scores(scores_path(workdir, model, task, split), report.with_denoising_steps(scores[split], steps))
+        save_scores(scores_path(workdir, model, task, split), report.with_denoising_steps(scores[split], steps))
     if model == "trained":
         test = np.arange(c.num_train, c.num_train + c.num_test)
         _save_predictions(workdir, task, fitted, act_store, test, y[test], steps)
@@ -111,7 +111,7 @@ def scores_path(workdir: Path, model: str, task: str, split: str) -> Path:
     return workdir / "scores" / f"{model}_{task}_{split}.npz"
 
 
-def _save_scores(path: Path, scores: dict) -> None:
+def save_scores(path: Path, scores: dict) -> None:
     """{(layer, step): {metric: [N]}} -> npz with keys 'layer|step|metric' (no pickle)."""
     flat = {f"{layer}|{step}|{m}": v for (layer, step), ms in scores.items() for m, v in ms.items()}
     with io.atomic_path(path) as tmp:

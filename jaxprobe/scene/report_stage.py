@@ -14,6 +14,7 @@ from jaxprobe.scene import baselines, figures
 from jaxprobe.scene import layers as scene_layers
 from jaxprobe.scene.tasks import BY_NAME
 from jaxprobe.scene.fit_stage import SPLITS, load_scores, scores_path
+from jaxprobe.scene.reference_stage import REFERENCES
 from jaxprobe.scene.sweep_data import Dataset
 
 
@@ -21,7 +22,7 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
     """results.csv, summary.json and the figures, from the saved per-image scores."""
     tqdm.write(f"writing results.csv, summary.json and figures to {workdir.absolute()}")
     rows, by_model = [], {}
-    for model in c.models:
+    for model in (*c.models, *REFERENCES):
         for task in c.tasks:
             for split in SPLITS:
                 scores = load_scores(scores_path(workdir, model, task, split))
@@ -39,7 +40,7 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
     for task in c.tasks:
         metric = BY_NAME[task].headline
         figures.heatmap_figure(test_rows, task, metric, figs / f"heatmap_{task}_{metric}.png", layer_order=order,
-                               models=tuple(c.models))
+                               models=(*c.models, *REFERENCES))
         figures.curves_figure(test_rows, task, metric, figs / f"curves_{task}_{metric}.png", layer_order=order)
         figures.layer_profile_figure(test_rows, task, metric, figs / f"layers_{task}_{metric}.png", layer_order=order,
                                      step=first_step)

@@ -68,6 +68,58 @@ def test_pearson_spearman():
         [np.sqrt(3) / 2])
 
 
+def _ap_by_definition(scores, true):
+    """AP of one image straight from its definition: the distinct thresholds, descending, each adding
+    (R_n - R_{n-1}) P_n, every pixel scored at or above the threshold predicted positive."""
+    scores, true = scores.ravel(), true.ravel()
+    ap, recall = 0.0, 0.0
+    for threshold in np.unique(scores)[::-1]:
+        hit = scores >= threshold
+        precision, new_recall = true[hit].mean(), true[hit].sum() / true.sum()
+        ap += (new_recall - recall) * precision
+        recall = new_recall
+    return ap
+
+
+def _tied_case(seed=0):
+    """Scores [3, 5, 6, 7] rounded to one decimal (many ties) for 5 masks with positives."""
+    rng = np.random.default_rng(seed)
+    true = rng.random((5, 6, 7)) < 0.3
+    true[:, 0, 0] = True
+    return np.round(rng.random((3, 5, 6, 7)), 1), true
+
+
+def test_average_precision_is_the_definition_per_image_with_ties():
+    scores, true = _tied_case()
+    got = metrics.average_precision(scores, true)
+    assert got.shape == (3, 5)
+    want = [[_ap_by_definition(scores[g, i], true[i]) for i in range(5)] for g in range(3)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_average_precision_matches_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    scores, true = _tied_case(1)
+    want = [[sklearn_metrics.average_precision_score(true[i].ravel(), scores[g, i].ravel()) for i in range(5)]
+            for g in range(3)]
+    np.testing.assert_allclose(metrics.average_precision(scores, true), want, rtol=1e-12)
+
+
+def test_average_precision_perfect_ranking_and_no_positive_convention():
+    scores, true = _tied_case(2)
+    ranked = true + 0.5 * scores[0]  # every positive above every negative, in any order among themselves
+    np.testing.assert_allclose(metrics.average_precision(ranked, true), 1.0)
+    assert metrics.average_precision(1.0 - ranked, true).max() < 1  # the reverse ranking is not perfect
+    # All-equal scores: one threshold, AP = the positive fraction.
+    np.testing.assert_allclose(metrics.average_precision(np.zeros_like(scores[0]), true), true.mean(axis=(1, 2)))
+    # No positive pixel: 1 if no score exceeds 0.5 (nothing found, as Dice's empty-vs-empty), 0 otherwise.
+    empty = np.zeros((3, 6, 7), bool)
+    quiet, loud = np.full((3, 6, 7), 0.5), np.full((3, 6, 7), 0.5)
+    loud[1, 2, 3] = 0.51
+    np.testing.assert_array_equal(metrics.average_precision(quiet, empty), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(metrics.average_precision(loud, empty), [1.0, 0.0, 1.0])
+
+
 def test_zscore_and_depth_stats():
     depth = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # mean 4, population std sqrt(5)
     mean, std = metrics.depth_stats(depth)

@@ -366,3 +366,27 @@ class ProbeFunctionsTest(chex.TestCase):
         target = probes.prepare_targets(jnp.zeros((2, 6, 6)), (3, 3), DEPTH)
         with pytest.raises(AssertionError):  # targets of another token grid than the activations'
             self.variant(lambda p, a, t: probes.probe_loss(p, a, t, DEPTH))(params, jnp.zeros((2, 2, 2, C)), target)
+
+
+def test_mask_probes_score_ap_on_the_probability_and_keep_their_classes():
+    """With a ranking metric the mask probes' class predictions stay `predict`'s argmax (Dice, IoU unchanged), and
+    'ap' scores the positive class's probability, upsampled as the classes are."""
+    ranked = Task("saliency", "mask", ("dice", "iou", "ap"), headline="dice")
+    acts, labels = _synthetic(SALIENCY, n=6, steps=3)
+    (layer, x), = acts.items()
+    rng = np.random.default_rng(5)
+    stacked = {"kernel": jnp.asarray(rng.normal(size=(3, C, 2)), jnp.float32)}
+    got = probes.evaluate_group(stacked, x, labels, ranked)
+    plain = probes.evaluate_group(stacked, x, labels, SALIENCY)
+    truth = np.asarray(labels)
+    for g in range(3):
+        params = {"kernel": stacked["kernel"][g]}
+        pred = np.asarray(probes.predict(params, x[:, g], truth.shape[1:]))
+        prob = np.asarray(probes.positive_probability(params, x[:, g], truth.shape[1:]))
+        np.testing.assert_array_equal(pred, prob > 0.5)
+        for m in ("dice", "iou"):
+            np.testing.assert_array_equal(got[m][g], plain[m][g])
+            np.testing.assert_array_equal(got[m][g], getattr(metrics, m)(pred, truth))
+        np.testing.assert_allclose(got["ap"][g], metrics.average_precision(prob, truth), rtol=1e-12)
+    with pytest.raises(ValueError, match="ranks the pixels of a mask"):
+        Task("depth", "dense", ("rmse", "ap"), headline="rmse")

@@ -42,6 +42,9 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
     layers = {r["layer"] for r in rows if r["model"] == "trained"}
     assert len(layers) == 6  # the tiny UNet's attn1 layers: down1 x2, mid, up0 x3
     assert {r["layer"] for r in rows if r["model"] == "vae"} == {sweep.VAE_LAYER}
+    for task in c.tasks:  # the references: the prior at its one layer, the ceiling at every probed layer
+        assert {r["layer"] for r in rows if r["model"] == "prior" and r["task"] == task} == {"mean_label"}
+        assert {r["layer"] for r in rows if r["model"] == "ceiling" and r["task"] == task} == layers
     assert {r["step"] for r in rows} == {"0", "2"}
     assert len(cells) == len(rows)
     for model in ("trained", "randomized", "vae"):
@@ -144,7 +147,7 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
     sweep.run(c, tmp_path / "run")
     act_store = store.ActivationStore(tmp_path / "run" / "activations")
     labels = sweep.labels_for(c, tmp_path / "run")
-    layers = sorted({r["layer"] for r in _results(tmp_path / "run")})
+    layers = sorted({r["layer"] for r in _results(tmp_path / "run") if r["model"] == "trained"})
     acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
     for task in c.tasks:
         fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], BY_NAME[task],
@@ -153,7 +156,7 @@ def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir,
         expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
                     for (layer, i), ms in scores.items() for m, v in ms.items()}
         got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")
-               if r["task"] == task and r["split"] == "test"}
+               if r["model"] == "trained" and r["task"] == task and r["split"] == "test"}
         assert got.keys() == expected.keys()
         np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
 
@@ -186,6 +189,8 @@ def test_a_workdir_refuses_retrained_weights(tiny_dir, tmp_path):
     c = _with(_config(tiny_dir, "encoded"), pipeline_dir=str(pipe_dir), num_test=1, models=("trained",),
               tasks=("saliency",))
     sweep.run(c, tmp_path / "run")
+    written = {(r["model"], r["task"]) for r in _results(tmp_path / "run")}
+    assert {("prior", "saliency"), ("ceiling", "saliency")} <= written  # every sweep reports its references
     weights = next(pipe_dir.glob("unet/*.safetensors"))
     tensors = load_file(weights)
     name = sorted(tensors)[0]

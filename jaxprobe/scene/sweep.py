@@ -33,7 +33,7 @@ from jaxprobe.probing import store
 from jaxprobe.scene import image_index
 from jaxprobe.scene.baselines import VAE_LAYER
 from jaxprobe.scene.capture_stage import capture_all, capture_request, export_images
-from jaxprobe.scene.fit_stage import SPLITS, fit_and_score, layer_parts, scores_path
+from jaxprobe.scene.fit_stage import fit_and_score, layer_parts, scores_path, split_rows
 from jaxprobe.scene.label_stage import label, labels_for
 from jaxprobe.scene.report_stage import headline, write_report
 from jaxprobe.scene.sweep_checks import STAGE_KEYS, check_config
@@ -78,7 +78,7 @@ def run(c, workdir) -> dict:
         if not every:
             tqdm.write(f"probes and scores are in {workdir.absolute()}; next: --config.stage=report")
             return {}
-    _require(all(scores_path(workdir, m, t, s).exists() for m in c.models for t in c.tasks for s in SPLITS),
+    _require(all(scores_path(workdir, m, t, s).exists() for m in c.models for t in c.tasks for s in split_rows(c)),
              workdir, "fit")
     summary = write_report(c, workdir, act_store, layers, data) if mesh.is_main() else {}
     mesh.barrier("report")

@@ -32,7 +32,7 @@ def _config(tiny_dir, **changes):
     c.prompts_file = str(tiny_dir / "prompts.txt")
     c.labels_dir = str(tiny_dir / "labels")
     c.resolution, c.num_train, c.num_val, c.num_test, c.batch_size = 16, 4, 0, 4, 3
-    c.num_inference_steps, c.steps = 3, (0, 2)
+    c.num_inference_steps, c.steps, c.probe.headline_seeds = 3, (0, 2), 1
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = c

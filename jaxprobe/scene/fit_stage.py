@@ -23,7 +23,7 @@ from jaxprobe.probing.tasks import Task
 from jaxprobe.scene import baselines
 from jaxprobe.scene.tasks import BY_NAME
 
-RIDGE_VAL_FRACTION = 0.2  # ridge picks each probe's lambda on this seeded fraction of the train split
+RIDGE_VAL_FRACTION = 0.2  # ridge picks each probe's lambda on this seeded fraction of its fit rows
 SPLITS = report.SPLITS  # train (the fit rows), val, test
 
 
@@ -207,8 +207,9 @@ def cell_activations(act_store: store.ProcessStores, name: str, rows: np.ndarray
 
 def refit_cell(p, x: np.ndarray, y: np.ndarray, task: Task, layer: str, index: int, seed: int):
     """The probe of one cell (layer, capture index) fit on its activations x [N, 1, ...] with probe seed `seed`, by
-    config.probe's recipe as `_fit_part` fits the sweep (the same fit functions, the cell's own init key), so that
-    seed = config.probe.seed gives the sweep's probe again. -> its params."""
+    config.probe's recipe as `_fit_part` fits the sweep: ridge by `ridge.fit_ridge_sweep`, SGD by `fit.fit_group`
+    (what `fit.fit_sweep` fits each shape group with) under the cell's own init key, so that seed =
+    config.probe.seed gives the sweep's probe again. -> its params."""
     if p.kind == "ridge":
         return ridge.fit_ridge_sweep({layer: x}, y, task, seed=seed, val_fraction=RIDGE_VAL_FRACTION)[0][layer, 0]
     keys = probes.probe_key(seed, (layer, index))[None]

@@ -46,6 +46,7 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
     assert len(cells) == len(rows)
     for model in ("trained", "randomized", "vae"):
         assert set(summary[model]) == {"saliency", "depth"}
+        assert {(e["selected_on"], e["n_val"]) for e in summary[model].values()} == {("test", 0)}  # num_val = 0
     for name in ("heatmap_saliency_dice", "heatmap_depth_rmse", "curves_saliency_dice", "predictions"):
         assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 1000
 

@@ -28,6 +28,7 @@ def get_config():
     c.resolution = 64
     c.num_train = 128  # the paper: 246 train / 371 test of 617
     c.num_test = 192
+    c.num_val = 32  # the last 32 train images: probes fit on the first 96, and the reported cells are chosen on these
     c.seed = 0  # image k is sampled with seed + k, whatever its batch
     c.batch_size = 32
     c.layers = ("*attn1/to_out_0",)  # the 16 self-attention outputs before the residual add
@@ -43,4 +44,5 @@ def get_config():
     c.tasks = ("saliency", "depth")
     c.probe = ml_collections.ConfigDict(dict(kind="linear", epochs=30, batch_size=4, lr=1e-3, seed=0,
                                              label_mode="upsample", hidden=256))
+    c.probe.headline_seeds = 3  # the best cell refit with 2 more probe seeds: its test value's spread (1: off)
     return c

@@ -19,5 +19,6 @@ def get_config():
     c.models = ("trained",)
     c.tasks = ("saliency", "depth", "inverse_depth")
     c.num_train, c.num_test = 256, 64
+    c.num_val = 64  # a quarter of the train scenes, as toy_probe: probes fit on 192, cells chosen on these 64
     c.store_pool = 1  # no pooling: the intervention edits full-resolution activations against these probes
     return c

@@ -23,7 +23,7 @@ from jaxprobe.probing.tasks import LOWER_IS_BETTER, Task, check_task
 from jaxprobe.validate import check_choice
 
 COLUMNS = ("model", "task", "layer", "step", "split", "metric", "value")
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # val: carved from the train images, chooses the reported cells
 
 Scores = Mapping[tuple[str, int], Mapping[str, np.ndarray]]
 
@@ -172,28 +172,53 @@ def how_early(curve: Mapping[int, float], metric: str, *, fraction: float = 0.9)
             "final_value": float(final), "fraction": fraction}
 
 
-def _summarize_one(cells: dict, metric: str, layer_order: Sequence[str], namer: LayerNamer | None) -> dict:
-    """Best cell, per-layer best over steps and 'how early' of one model on one task."""
+def _cell_order(cells, layer_order: Sequence[str]) -> list[tuple[str, int]]:
+    """The cells in layer_order (unlisted layers after, as first seen), each layer's steps ascending."""
     layers = _ordered([l for l, _ in cells], layer_order)
-    order = [(l, s) for l in layers for s in sorted(s for m, s in cells if m == l)]
-    means = {c: float(cells[c].mean()) for c in order}
-    best = _better(metric)(order, key=means.get)
-    per_layer_cells = [_better(metric)([c for c in order if c[0] == l], key=means.get) for l in layers]
+    return [(l, s) for l in layers for s in sorted(s for m, s in cells if m == l)]
+
+
+def _best(cells: Sequence[tuple[str, int]], means: Mapping, metric: str) -> tuple[str, int]:
+    """The cell of `cells` with the best mean; the first of them on ties."""
+    return _better(metric)(cells, key=means.get)
+
+
+def best_cell(scores: Scores, metric: str, layer_order: Sequence[str]) -> tuple[str, int]:
+    """The (layer, step) whose mean `metric` over images is best (first in layer_order, then step order, on
+    ties): the rule `summarize` chooses its best cell by, for a caller that needs the same cell (a study's
+    prediction figure, its seed spread) from the same scores."""
+    means = {c: float(v.mean()) for c, v in _cell_values(scores, metric, "best_cell").items()}
+    return _best(_cell_order(means, layer_order), means, metric)
+
+
+def _summarize_one(cells: dict, val: dict | None, metric: str, layer_order: Sequence[str],
+                   namer: LayerNamer | None) -> dict:
+    """Best cell, per-layer best over steps and 'how early' of one model on one task: every cell chosen by the
+    means of `val` (the validation split's per-image scores; None: of `cells` themselves), every value reported
+    from `cells` (the test split's)."""
+    order = _cell_order(cells, layer_order)
+    layers = list(dict.fromkeys(l for l, _ in order))
+    choose = {c: float((cells if val is None else val)[c].mean()) for c in order}
+    best = _best(order, choose, metric)
+    per_layer_cells = [_best([c for c in order if c[0] == l], choose, metric) for l in layers]
     mean, lo, hi = metrics.mean_ci(np.stack([cells[c] for c in per_layer_cells]))  # one batched bootstrap
     short = dict(zip(layers, _short(layers, namer)))
     per_layer = [{"layer": l, "short": short[l], "step": int(s), "mean": float(m),
                   "ci95": [float(a), float(b)]} for (l, s), m, a, b in zip(per_layer_cells, mean, lo, hi)]
-    curve = {s: means[(l, s)] for l, s in order if l == best[0]}
+    curve = {s: float(cells[(l, s)].mean()) for l, s in order if l == best[0]}
     return {"metric": metric, "direction": _direction(metric), "n_images": int(cells[best].size),
+            "selected_on": "test" if val is None else "val", "n_val": 0 if val is None else int(val[best].size),
             "best": {"layer": best[0], "short": short[best[0]], "step": int(best[1]),
                      **_ci(cells[best])},
             "per_layer": per_layer,
             "how_early": {"layer": best[0], **how_early(curve, metric)}}
 
 
-def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: str, reference: str) -> dict:
+def _gap(ref: dict, base: dict, base_val: dict | None, cell: tuple[str, int], metric: str, baseline: str,
+         reference: str) -> dict:
     """One baseline's entry of `summarize`'s 'gap' (see there): bootstrapping the per-image difference
-    resamples the images of both models jointly, which is the paired bootstrap."""
+    resamples the images of both models jointly, which is the paired bootstrap. A baseline without the cell's
+    layer is taken at its best layer at that step, chosen as `cell` was: on `base_val`, or on `base` if None."""
     layer, step = cell
     if cell in base:
         other = cell
@@ -202,7 +227,8 @@ def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: st
         if not at_step:
             raise ValueError(f"baseline {baseline!r} has no scores at step {step} (the {reference} "
                              f"model's best); its steps: {sorted({s for _, s in base})}")
-        other = _better(metric)(sorted(at_step), key=lambda c: base[c].mean())
+        chooser = base if base_val is None else base_val
+        other = _better(metric)(sorted(at_step), key=lambda c: chooser[c].mean())
     if base[other].shape != ref[cell].shape:
         raise ValueError(f"a paired gap needs the same images: {reference} has {ref[cell].size} test "
                          f"images, {baseline!r} has {base[other].size}")
@@ -212,15 +238,21 @@ def _gap(ref: dict, base: dict, cell: tuple[str, int], metric: str, baseline: st
 
 
 def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, tasks: Sequence[Task],
-              layer_order: Sequence[str], reference: str, layer_names: LayerNamer | None = None) -> dict:
+              layer_order: Sequence[str], reference: str, layer_names: LayerNamer | None = None,
+              select_on: Mapping[str, Mapping[str, Scores]] | None = None) -> dict:
     """The JSON summary of a sweep: {model: {task: {...}}}, judged by each task's headline metric.
 
     scores_by_model: {model: {task name: evaluate_sweep scores keyed by (layer, denoising step)}}, test split.
+    select_on: the same, on a validation split (the same models, tasks and cells, other images): every cell below
+    is CHOSEN by its means, so that no reported value was picked on the images it is measured on; without it the
+    cells are chosen on the test scores themselves, optimistically, and the summary says so.
     tasks: the Task of every task name there; reference: the model the others are baselines of (it need not be
     among the models); layer_names: how layers are called in 'short' (their paths without a namer).
-    Per model and task:
-      best       the best (layer, step) by the mean over images (first in layer_order, then step order, on
-                 ties), with mean and 95% percentile-bootstrap CI (`metrics.mean_ci`);
+    Per model and task (every mean and interval is of the test scores):
+      selected_on  'val' (with n_val, its image count) or 'test' (n_val 0): the split that chose every cell;
+      best       the best (layer, step) by the choosing split's mean over images (`best_cell`: first in
+                 layer_order, then step order, on ties), with its test mean and 95% percentile-bootstrap CI
+                 (`metrics.mean_ci`);
       per_layer  for each layer (in layer_order; layers it lacks, e.g. the VAE's, after) its best step, mean, CI;
       how_early  `how_early` on the best layer's curve over steps;
       gap        (the reference model only) {baseline: improvement at the reference's best (layer, step) over
@@ -231,19 +263,30 @@ def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, tasks: Seq
     if not scores_by_model:
         raise ValueError("summarize needs scores of at least one model")
     headline = {check_task(t).name: t.headline for t in tasks}
-    cells = {}
+    cells, vals = {}, {}
     for model, by_task in scores_by_model.items():
         if not by_task:
             raise ValueError(f"model {model!r} has no tasks")
         for task, scores in by_task.items():
             check_choice(f"task of model {model!r} (one of the tasks given)", task, headline)
-            cells[model, task] = _cell_values(scores, headline[task], f"model {model!r}, task {task!r}")
-    summary = {model: {task: _summarize_one(cells[model, task], headline[task], layer_order, layer_names)
+            where = f"model {model!r}, task {task!r}"
+            cells[model, task] = _cell_values(scores, headline[task], where)
+            vals[model, task] = None
+            if select_on is not None:
+                val = select_on.get(model, {}).get(task, {})
+                if set(val) != set(scores):
+                    differ = sorted(set(val) ^ set(scores), key=str)
+                    raise ValueError(f"select_on must score the same cells as the test scores of {where}; "
+                                     f"{len(differ)} differ, e.g. {differ[0]}")
+                vals[model, task] = _cell_values(val, headline[task], f"{where}, validation split")
+    summary = {model: {task: _summarize_one(cells[model, task], vals[model, task], headline[task], layer_order,
+                                            layer_names)
                        for task in by_task}
                for model, by_task in scores_by_model.items()}
     for task, entry in summary.get(reference, {}).items():
         best = (entry["best"]["layer"], entry["best"]["step"])
-        entry["gap"] = {m: _gap(cells[reference, task], cells[m, task], best, headline[task], m, reference)
+        entry["gap"] = {m: _gap(cells[reference, task], cells[m, task], vals[m, task], best, headline[task], m,
+                                reference)
                         for m in scores_by_model if m != reference and (m, task) in cells}
     return summary
 

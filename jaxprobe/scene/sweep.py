@@ -26,7 +26,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm
 
 from jaxprobe import jobs, mesh
@@ -34,7 +33,7 @@ from jaxprobe.probing import store
 from jaxprobe.scene import image_index
 from jaxprobe.scene.baselines import VAE_LAYER
 from jaxprobe.scene.capture_stage import capture_all, capture_request, export_images
-from jaxprobe.scene.fit_stage import SPLITS, fit_and_score, layer_parts, scores_path
+from jaxprobe.scene.fit_stage import fit_and_score, layer_parts, scores_path, split_rows
 from jaxprobe.scene.label_stage import label, labels_for
 from jaxprobe.scene.reference_stage import REFERENCES, probed_grids, write_references
 from jaxprobe.scene.report_stage import headline, write_report
@@ -77,14 +76,13 @@ def run(c, workdir) -> dict:
     if every or c.stage == "fit":
         task_labels = labels_for(c, workdir)
         fit_and_score(c, workdir, act_store, task_labels, layers, steps)
-        rows = {"train": np.arange(c.num_train), "test": np.arange(c.num_train, c.num_train + c.num_test)}
-        write_references(workdir, task_labels, rows, probed_grids(c, pipe, layers), steps)
+        write_references(workdir, task_labels, split_rows(c), probed_grids(c, pipe, layers), steps)
         mesh.barrier("fit")  # process 0 wrote every score
         if not every:
             tqdm.write(f"probes and scores are in {workdir.absolute()}; next: --config.stage=report")
             return {}
     _require(all(scores_path(workdir, m, t, s).exists() for m in (*c.models, *REFERENCES) for t in c.tasks
-                 for s in SPLITS),
+                 for s in split_rows(c)),
              workdir, "fit")
     summary = write_report(c, workdir, act_store, layers, data) if mesh.is_main() else {}
     mesh.barrier("report")

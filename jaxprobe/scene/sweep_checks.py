@@ -26,7 +26,7 @@ STAGE_KEYS = ("stage", "labels_dir", "labelers_dir", "depth_model_dir", "fit_mem
 # The least valid value of each numeric config key (probe.lr, a float, is checked on its own: > 0 and finite).
 AT_LEAST = {"num_train": 1, "num_test": 1, "batch_size": 1, "num_inference_steps": 1, "probe.epochs": 0,
             "probe.batch_size": 1, "probe.hidden": 1, "seed": 0, "randomized_seed": 0, "scene_seed_offset": 0,
-            "fit_memory_gb": 0}
+            "fit_memory_gb": 0, "num_val": 0, "probe.headline_seeds": 1}
 
 
 def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -43,11 +43,14 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
         raise ValueError("config.models has 'vae', which decodes each sampling step's predicted x0, so it needs "
                          "data='generated'; drop 'vae' from config.models for encoded data")
     validate.at_least(c, AT_LEAST)
+    validate.at_most(c, {"num_val": c.num_train - 1})  # at least one train image left to fit the probes on
     mesh.check_batch(c.batch_size, "config.batch_size")
     validate.positive_finite(c, "probe.lr")
-    if c.probe.kind == "ridge" and not 0 < round(c.num_train * RIDGE_VAL_FRACTION) < c.num_train:
-        raise ValueError(f"config.num_train={c.num_train} leaves ridge no images to pick lambda on: "
-                         f"config.probe.kind='ridge' holds out {RIDGE_VAL_FRACTION:.0%} of the train split")
+    fit_rows = c.num_train - c.num_val
+    if c.probe.kind == "ridge" and not 0 < round(fit_rows * RIDGE_VAL_FRACTION) < fit_rows:
+        raise ValueError(f"config.num_train={c.num_train} less config.num_val={c.num_val} leaves ridge no images to "
+                         f"pick lambda on: config.probe.kind='ridge' holds out {RIDGE_VAL_FRACTION:.0%} of its fit "
+                         "images")
     with validate.config_key("guidance_scale"):  # one finite weight, or one per step
         sampling.guidance_schedule(c.guidance_scale, c.num_inference_steps)
     steps = jobs.steps(c)

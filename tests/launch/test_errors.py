@@ -105,6 +105,7 @@ TABLE = [
     (PROBE, ["--config.tasks=('normals',)"], "unknown config.tasks 'normals'"),
     (PROBE, ["--config.probe.kind=lasso"], "unknown config.probe.kind 'lasso'"),
     (PROBE, ["--config.probe.lr=0"], "config.probe.lr must be a finite number > 0, got 0.0"),
+    (PROBE, ["--config.num_val=128"], "config.num_val must be <= 127, got 128"),
     (PROBE, ["--config.num_inference_steps=3", "--config.steps=(7,)"],
      "config.steps: step 7 is out of range for 3 sampling steps"),
     (PROBE, ["--config.stage=capure"], "unknown config.stage 'capure'; valid choices: all, capture"),

@@ -174,6 +174,81 @@ def test_paired_gap_contains_the_true_difference(task):
         assert set(other["randomized"][task]["gap"]) == {"trained", "vae"} and "gap" not in other["trained"][task]
 
 
+# ------------------------------------------------------------------------------------------ selection on val
+
+VAE_OTHER = "decoder/up_blocks_0/attentions_0"  # a second baseline layer, so that its layer is chosen too
+
+
+def _peaked(peak: tuple[int, int], step_peak: dict[int, int]):
+    """Quality 0.9 at `peak` (layer index, step), else each layer best at its step_peak step (default 2)."""
+    return lambda li, s: 0.9 if (li, s) == peak else 0.4 + (0.1 if s == step_peak.get(li, 2) else 0.0) + 0.001 * li
+
+
+def _baseline(task: str, best_layer: str, seed: int) -> dict:
+    """VAE-like scores on two layers of its own at every step, `best_layer` the better one everywhere."""
+    return _sweep(task, (VAE_LAYER, VAE_OTHER), lambda li, s: (0.6 if (VAE_LAYER, VAE_OTHER)[li] == best_layer
+                                                               else 0.3) + 0.01 * s, seed)
+
+
+def _selected(entry: dict) -> dict:
+    """Every cell a summary entry chose."""
+    return {"best": (entry["best"]["layer"], entry["best"]["step"]),
+            "per_layer": [(p["layer"], p["step"]) for p in entry["per_layer"]],
+            "how_early": entry["how_early"]["layer"],
+            "gap": {m: (g["layer"], g["step"], g["baseline_layer"]) for m, g in entry.get("gap", {}).items()}}
+
+
+@pytest.mark.parametrize("task", ["saliency", "depth"])
+def test_every_cell_is_chosen_on_val_and_reported_on_test(task):
+    """val peaks at cell A (and layer 5 peaks at step 8, the baseline at VAE_LAYER); test peaks at B (layer 5 at
+    step 14, the baseline at VAE_OTHER). The summary must choose A, step 8, VAE_LAYER, and report test values; any
+    change of the test scores must leave every choice where it was."""
+    a, b = (3, 4), (10, 14)
+    val = {"trained": {task: _sweep(task, SD_LAYERS, _peaked(a, {5: 8}), seed=1)},
+           "randomized": {task: _sweep(task, SD_LAYERS, _peaked(b, {}), seed=2)},
+           "vae": {task: _baseline(task, VAE_LAYER, seed=3)}}
+    test = {"trained": {task: _sweep(task, SD_LAYERS, _peaked(b, {5: 14}), seed=4)},
+            "randomized": {task: _sweep(task, SD_LAYERS, _peaked(a, {}), seed=5)},
+            "vae": {task: _baseline(task, VAE_OTHER, seed=6)}}
+    for model in val:  # fewer validation images than test images, as in a sweep
+        val[model][task] = {c: {m: v[:12] for m, v in ms.items()} for c, ms in val[model][task].items()}
+    entry = _summarize(test, select_on=val)["trained"][task]
+    chosen = _selected(entry)
+    cell_a = (SD_LAYERS[a[0]], a[1])
+    assert chosen["best"] == cell_a and chosen["how_early"] == cell_a[0]
+    assert chosen["per_layer"][5] == (SD_LAYERS[5], 8)
+    assert chosen["gap"] == {"randomized": (*cell_a, cell_a[0]), "vae": (*cell_a, VAE_LAYER)}
+    assert (entry["selected_on"], entry["n_val"], entry["n_images"]) == ("val", 12, N)
+    metric = HEADLINE[task]
+    assert entry["best"]["mean"] == pytest.approx(test["trained"][task][cell_a][metric].mean())  # a test value
+    assert entry["gap"]["vae"]["baseline_mean"] == pytest.approx(
+        test["vae"][task][(VAE_LAYER, a[1])][metric].mean())
+    assert _selected(_summarize(test)["trained"][task])["best"] == (SD_LAYERS[b[0]], b[1])  # test alone picks B
+
+    rng = np.random.default_rng(7)
+    for model, by_task in test.items():  # test scores moved to other cells at random, and B made better still
+        cells = list(by_task[task])
+        moved = dict(zip(cells, [by_task[task][cells[i]] for i in rng.permutation(len(cells))]))
+        by_task[task] = moved
+    best_b = {m: v * 0 + (2.0 if metric == "dice" else 0.0) for m, v in test["trained"][task][cell_a].items()}
+    test["trained"][task][(SD_LAYERS[b[0]], b[1])] = best_b
+    again = _summarize(test, select_on=val)["trained"][task]
+    assert _selected(again) == chosen
+    assert again["best"]["mean"] == pytest.approx(test["trained"][task][cell_a][metric].mean())
+
+
+def test_without_val_scores_the_summary_says_it_chose_on_test():
+    scores = {"trained": {"saliency": _sweep("saliency", SD_LAYERS, _rising(0.9))}}
+    entry = _summarize(scores)["trained"]["saliency"]
+    assert (entry["selected_on"], entry["n_val"]) == ("test", 0)
+    assert (entry["best"]["layer"], entry["best"]["step"]) == report.best_cell(scores["trained"]["saliency"], "dice",
+                                                                                SD_LAYERS)
+    fewer = {"trained": {"saliency": dict(list(scores["trained"]["saliency"].items())[1:])}}
+    with pytest.raises(ValueError, match="select_on must score the same cells as the test scores of model "
+                                         "'trained', task 'saliency'; 1 differ"):
+        _summarize(scores, select_on=fewer)
+
+
 def test_how_early_known_steps():
     # dice: 90% of the final 0.9 is 0.81; step 2 (0.80) misses it, step 4 (0.85) is the first to reach it.
     assert report.how_early({0: 0.5, 2: 0.80, 4: 0.85, 8: 0.88, 14: 0.9}, "dice")["step"] == 4
@@ -239,8 +314,8 @@ def test_bad_input_raises_clear_errors(tmp_path, sweep_rows):
     with pytest.raises(ValueError, match="unknown metric 'Dice'.*dice"):
         report.score_rows({(SD_LAYERS[0], 0): {"Dice": np.ones(3)}}, model="trained", task="saliency",
                           split="test")
-    with pytest.raises(ValueError, match="unknown split 'val'; valid choices: train, test"):
-        report.score_rows(one, model="trained", task="saliency", split="val")
+    with pytest.raises(ValueError, match="unknown split 'dev'; valid choices: train, val, test"):
+        report.score_rows(one, model="trained", task="saliency", split="dev")
     with pytest.raises(ValueError, match="scores dict is empty"):
         report.score_rows({}, model="trained", task="saliency", split="test")
     with pytest.raises(ValueError, match="unknown task .*'normals'; valid choices: saliency, depth"):

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_sweep_results_are_unchanged(tmp_path):
-    sweep.run(demo.probe_config(), tmp_path / "demo")
+    c = demo.probe_config()
+    c.num_val = 0  # the golden predates the validation split: without it, the fits and scores are the same
+    sweep.run(c, tmp_path / "demo")
     # 10 SGD epochs carry a CPU's rounding further than the tiny sweeps: on an AMD EPYC (2026-12-05) the demo
     # differs from the golden (written on another CPU) by up to 0.0128, already at commit 2410e1d.
     assert_matches_golden(read_csv(tmp_path / "demo" / "results.csv"), "demo_results.csv", atol=2e-2)

@@ -16,7 +16,7 @@ def _config(tiny_dir, **changes):
     c = toy_probe.get_config()
     c.pipeline_dir, c.prompts_file = str(tiny_dir), str(tiny_dir / "prompts.txt")
     c.labels_dir, c.labelers_dir = "", ""
-    c.resolution, c.num_train, c.num_test, c.batch_size = 16, 4, 4, 4
+    c.resolution, c.num_train, c.num_val, c.num_test, c.batch_size = 16, 4, 0, 4, 4
     c.num_inference_steps, c.steps, c.models, c.probe.epochs = 2, (1,), ("trained",), 1
     for key, value in changes.items():
         c[key] = value

@@ -14,7 +14,7 @@ def _flags(tiny_dir, workdir) -> list[str]:
     return [sys.executable, "launch/probe.py", "--config=configs/scene/toy_probe.py", f"--workdir={workdir}",
             f"--config.pipeline_dir={tiny_dir}", f"--config.prompts_file={tiny_dir / 'prompts.txt'}",
             f"--config.labels_dir={tiny_dir / 'labels'}", "--config.resolution=16", "--config.num_train=4",
-            "--config.num_test=4", "--config.batch_size=4", "--config.num_inference_steps=3",
+            "--config.num_val=1", "--config.num_test=4", "--config.batch_size=4", "--config.num_inference_steps=3",
             "--config.steps=(0, 2)", "--config.probe.epochs=2", "--config.mesh.data=2"]
 
 

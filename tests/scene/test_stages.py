@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # whole sweeps
 def _toy_config(**changes):
     c = toy_probe.get_config()
     c.pipeline_dir, c.labelers_dir = str(ROOT / "assets/toy_pipeline"), str(ROOT / "assets/toy_labelers")
-    c.num_train, c.num_test, c.batch_size, c.num_inference_steps, c.steps = 6, 6, 6, 4, (1, 3)
+    c.num_train, c.num_val, c.num_test, c.batch_size, c.num_inference_steps, c.steps = 6, 2, 6, 6, 4, (1, 3)
     c.layers, c.models, c.probe.epochs = ("up_blocks_3/*attn1/to_out_0",), ("trained", "randomized"), 3
     for key, value in changes.items():
         c[key] = value
@@ -66,7 +66,7 @@ def test_the_paper_config_runs_in_stages_on_an_sd_v1_structured_pipeline(tmp_pat
     def config(**changes):
         c = sd_v1_paper.get_config()
         c.pipeline_dir, c.prompts_file, c.resolution = str(pipe_dir), str(tmp_path / "prompts.txt"), 64
-        c.num_train, c.num_test, c.probe.epochs = 4, 4, 3
+        c.num_train, c.num_val, c.num_test, c.probe.epochs = 4, 1, 4, 3
         for key, value in changes.items():
             c[key] = value
         return c

@@ -23,7 +23,7 @@ def _config(tiny_dir, store_pool):
     c = toy_probe.get_config()
     c.pipeline_dir, c.prompts_file = str(tiny_dir), str(tiny_dir / "prompts.txt")
     c.labels_dir = str(tiny_dir / "labels")
-    c.resolution, c.num_train, c.num_test, c.batch_size = 16, 4, 4, 3
+    c.resolution, c.num_train, c.num_val, c.num_test, c.batch_size = 16, 4, 0, 4, 3
     c.num_inference_steps, c.steps = 3, (0, 2)
     c.store_pool = store_pool
     return c

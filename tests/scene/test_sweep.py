@@ -8,7 +8,7 @@ from golden import assert_matches_golden, read_csv
 from configs.scene import toy_probe
 from jaxprobe import jobs
 from jaxprobe.probing import fit, probes, ridge, saved, store
-from jaxprobe.scene import sweep
+from jaxprobe.scene import fit_stage, sweep
 from jaxprobe.scene.tasks import BY_NAME
 
 
@@ -17,9 +17,9 @@ def _config(tiny_dir, data):
     c.pipeline_dir = str(tiny_dir)
     c.prompts_file = str(tiny_dir / "prompts.txt")
     c.data, c.resolution = data, 16
-    c.num_train, c.num_test, c.batch_size = 4, 4, 3
+    c.num_train, c.num_val, c.num_test, c.batch_size = 4, 0, 4, 3  # no val: the goldens predate it
     c.num_inference_steps, c.steps = 3, (0, 2)
-    c.probe.epochs = 2
+    c.probe.epochs, c.probe.headline_seeds = 2, 1  # no seed refits but where a test asks for them
     if data == "generated":  # labels for the generated images, as a user of configs/scene/sd_v1_paper.py supplies them
         c.labels_dir = str(tiny_dir / "labels")
     else:
@@ -49,6 +49,7 @@ def test_generated_sweep_writes_every_model_layer_step(tiny_dir, tmp_path):
     assert len(cells) == len(rows)
     for model in ("trained", "randomized", "vae"):
         assert set(summary[model]) == {"saliency", "depth"}
+        assert {(e["selected_on"], e["n_val"]) for e in summary[model].values()} == {("test", 0)}  # num_val = 0
     for name in ("heatmap_saliency_dice", "heatmap_depth_rmse", "curves_saliency_dice", "predictions"):
         assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -205,6 +206,44 @@ def _with(c, **changes):
     for k, v in changes.items():
         setattr(c, k, v)
     return c
+
+
+def test_val_is_carved_from_the_end_of_the_train_images():
+    c = toy_probe.get_config()
+    c.num_train, c.num_val, c.num_test = 10, 3, 5
+    rows = fit_stage.split_rows(c)
+    assert list(rows) == ["train", "val", "test"]
+    assert [list(r) for r in rows.values()] == [list(range(7)), [7, 8, 9], list(range(10, 15))]
+    c.num_val = 0  # no val split at all, and the cells are chosen on test
+    assert list(fit_stage.split_rows(c)) == ["train", "test"] and fit_stage.selection_split(c) == "test"
+    assert list(fit_stage.split_rows(c)["train"]) == list(range(10))
+
+
+def test_a_sweep_with_val_chooses_on_it_and_refits_the_chosen_cell_with_more_probe_seeds(tiny_dir, tmp_path):
+    """Probes fit on the first 3 of 4 train images, cells chosen on the 4th; the chosen cell refit with seed 1. The
+    sweep's own probe, refit alone on the fit rows (`refit_cell` with the sweep's seed), scores the headline value:
+    this fails if the refit read other rows or another recipe than the sweep's fit."""
+    c = _with(_config(tiny_dir, "encoded"), num_val=1, num_test=2, models=("trained",), tasks=("saliency",),
+              layers=("up_blocks_0/*attn1/to_out_0",))  # three layers of one shape: one fit group
+    c.probe.headline_seeds = 2
+    summary = sweep.run(c, tmp_path / "run")
+    entry = summary["trained"]["saliency"]
+    best = entry["best"]
+    assert (entry["selected_on"], entry["n_val"], entry["n_images"]) == ("val", 1, 2)
+    assert {r["split"] for r in _results(tmp_path / "run")} == {"train", "val", "test"}
+    spread = best["seed_spread"]
+    assert spread["seeds"] == [0, 1] and len(spread["test"]) == 2 and spread["test"][0] == best["mean"]
+    assert spread["std"] == pytest.approx(np.std(spread["test"], ddof=1))
+    predicted = np.load(tmp_path / "run" / "scores" / "best_saliency.npz")
+    assert (str(predicted["layer"]), int(predicted["step"])) == (best["layer"], best["step"])
+
+    act_store = store.ActivationStore(tmp_path / "run" / "activations")
+    y = sweep.labels_for(c, tmp_path / "run")["saliency"]
+    index = list(c.steps).index(best["step"])
+    acts = act_store.read(f"trained/{best['layer']}")[:, index:index + 1]
+    params = fit_stage.refit_cell(c.probe, acts[:3], y[:3], BY_NAME["saliency"], best["layer"], index, c.probe.seed)
+    scores = probes.evaluate_sweep({(best["layer"], 0): params}, {best["layer"]: acts[4:]}, y[4:], BY_NAME["saliency"])
+    assert float(np.mean(scores[best["layer"], 0]["dice"])) == pytest.approx(best["mean"], rel=1e-5, abs=1e-6)
 
 
 def test_layer_parts_hold_at_most_the_budget_and_a_larger_layer_alone():

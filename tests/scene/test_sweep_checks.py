@@ -31,8 +31,8 @@ def _config(tiny_dir, **changes):
     c.pipeline_dir = str(tiny_dir)
     c.prompts_file = str(tiny_dir / "prompts.txt")
     c.labels_dir = str(tiny_dir / "labels")
-    c.resolution, c.num_train, c.num_test, c.batch_size = 16, 4, 4, 3
-    c.num_inference_steps, c.steps = 3, (0, 2)
+    c.resolution, c.num_train, c.num_val, c.num_test, c.batch_size = 16, 4, 0, 4, 3
+    c.num_inference_steps, c.steps, c.probe.headline_seeds = 3, (0, 2), 1
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = c
@@ -72,7 +72,13 @@ BAD = {  # id: (changes, exception, the message must match)
     "probe.lr": ({"probe.lr": 0.0}, ValueError, r"config.probe.lr must be a finite number > 0"),
     "probe.hidden": ({"probe.hidden": 0}, ValueError, r"config.probe.hidden must be >= 1"),
     "ridge num_train": ({"probe.kind": "ridge", "num_train": 2}, ValueError,
-                        r"config.num_train=2 leaves ridge no images to pick lambda on"),
+                        r"config.num_train=2 less config.num_val=0 leaves ridge no images to pick lambda on"),
+    "ridge num_val": ({"probe.kind": "ridge", "num_val": 2}, ValueError,
+                      r"config.num_train=4 less config.num_val=2 leaves ridge no images to pick lambda on"),
+    "num_val": ({"num_val": -1}, ValueError, r"^config.num_val must be >= 0, got -1$"),
+    "num_val all train": ({"num_val": 4}, ValueError, r"^config.num_val must be <= 3, got 4$"),
+    "probe.headline_seeds": ({"probe.headline_seeds": 0}, ValueError,
+                             r"^config.probe.headline_seeds must be >= 1, got 0$"),
     "num_inference_steps": ({"num_inference_steps": 0}, ValueError, r"config.num_inference_steps must be >= 1"),
     "steps": ({"steps": (0, 7)}, ValueError, r"config.steps: step 7 is out of range"),
     "guidance_scale": ({"guidance_scale": math.nan}, ValueError, r"config.guidance_scale: .*finite"),
@@ -121,13 +127,16 @@ def test_claim_workdir_names_the_nested_keys_that_differ(tmp_path):
 
 def test_headline_says_the_gap_is_paired_at_the_trained_models_best_cell():
     best = {"mean": 0.302, "ci95": [0.259, 0.343], "short": "up2.a2", "step": 10}
-    summary = {"trained": {"saliency": {"metric": "dice", "best": best,
+    spread = {"seeds": [0, 1, 2], "test": [0.302, 0.298, 0.309], "std": 0.0056}
+    summary = {"trained": {"saliency": {"metric": "dice", "selected_on": "val", "best": {**best, "seed_spread": spread},
                                         "gap": {"vae": {"mean": -0.04, "ci95": [-0.09, 0.01]}}}},
-               "vae": {"saliency": {"metric": "dice", "best": {**best, "mean": 0.419, "short": "dec.mid"}}}}
+               "vae": {"saliency": {"metric": "dice", "selected_on": "test",
+                                    "best": {**best, "mean": 0.419, "short": "dec.mid"}}}}
     trained, vae = sweep.headline(summary)
-    assert trained == ("saliency trained    best dice 0.302 [0.259, 0.343] at up2.a2 step 10; "
-                       "vs vae at this cell (paired, + = trained better): -0.040 [-0.090, +0.010]")
-    assert vae == "saliency vae        best dice 0.419 [0.259, 0.343] at dec.mid step 10"
+    assert trained == ("saliency trained    best dice 0.302 [0.259, 0.343] ± 0.006 over 3 probe seeds at up2.a2 "
+                       "step 10 (chosen on val); vs vae at this cell (paired, + = trained better): -0.040 "
+                       "[-0.090, +0.010]")
+    assert vae == "saliency vae        best dice 0.419 [0.259, 0.343] at dec.mid step 10 (chosen on test)"
 
 
 @pytest.mark.slow  # a whole tiny sweep (~27 s)

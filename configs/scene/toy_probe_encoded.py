@@ -16,7 +16,7 @@ from jaxprobe import config_file
 def get_config():
     c = config_file.load(Path(__file__).with_name("toy_probe.py"))
     c.data = "encoded"
-    c.models = ("trained",)
+    c.models = ("trained", "vae", "vae_x0")
     c.tasks = ("saliency",)
     c.num_train, c.num_test = 256, 64
     c.store_pool = 1  # no pooling: the intervention edits full-resolution activations against these probes

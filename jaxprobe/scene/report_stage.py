@@ -29,7 +29,7 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
                 if split == "test":
                     by_model.setdefault(model, {})[task] = scores
     report.write_results_csv(workdir / "results.csv", rows)
-    order = list(layers) + ([baselines.VAE_LAYER] if "vae" in c.models else [])
+    order = list(layers) + ([baselines.VAE_LAYER] if baselines.vae_models(c.models) else [])
     summary = report.summarize(by_model, tasks=[BY_NAME[t] for t in c.tasks], layer_order=order,
                                reference=figures.REFERENCE_MODEL, layer_names=scene_layers.names)
     io.write_json(workdir / "summary.json", {"config": c.to_dict(), "summary": summary})

@@ -34,6 +34,11 @@ def vae_models(models: Sequence[str]) -> tuple[str, ...]:
     return tuple(m for m in models if m in VAE_MODELS)
 
 
+def vae_latents(models: Sequence[str]) -> tuple[str, ...]:
+    """The sampler's latents (`sampling.Hook.keep_latents`) that the VAE baselines `models` decode."""
+    return tuple(VAE_LATENTS[m] for m in models)
+
+
 def randomize_params(params, seed: int):
     """Every weight leaf (any leaf not named `bias`: kernels, norm scales, embeddings) flattened, permuted and
     reshaped; biases are returned unchanged. Same pytree structure and dtypes.

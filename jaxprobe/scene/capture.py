@@ -45,7 +45,7 @@ class CaptureHook(sampling.Hook):
 
     @property
     def keep_latents(self):
-        return tuple(baselines.VAE_LATENTS[model] for model in self.vae)
+        return baselines.vae_latents(self.vae)
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         pred, acts = hooks.apply(unet, params, lat_in, t, context, record=self.paths)
@@ -253,8 +253,8 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
                                                                sampling.image_seeds(seed, n)))
     store_dtype, pool, vae_models = (_store_dtype(request.store_dtype), _check_pool(request.store_pool),
                                      _check_vae(request.vae_baselines))
-    keep = tuple(baselines.VAE_LATENTS[model] for model in vae_models)
-    run = _compiled_encoded(sampling.modules(pipe), sched, paths, store_dtype, pool, keep)
+    run = _compiled_encoded(sampling.modules(pipe), sched, paths, store_dtype, pool,
+                            baselines.vae_latents(vae_models))
     inputs = (mesh.shard(ids), mesh.shard(images), mesh.shard(sampling.initial_noise(seeds, latent_shape)),
               mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
     params = sampling.params_for(pipe, jnp.float32)

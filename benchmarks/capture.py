@@ -29,8 +29,8 @@ def run(s: Settings) -> str:
         jax.block_until_ready(scene_capture.capture_activations(pipe, prompts, **kw)[1])
 
     def with_baselines():
-        r = scene_capture.capture_sweep(pipe, prompts, randomized_seed=0, vae_baseline=True, **kw)
-        jax.block_until_ready((r.acts, r.randomized, r.vae))
+        r = scene_capture.capture_sweep(pipe, prompts, randomized_seed=0, vae_baselines=("vae", "vae_x0"), **kw)
+        jax.block_until_ready((r.acts, r.randomized, r.vae, r.vae_x0))
 
     def with_ridge():  # accumulate X^T X, X^T y for every layer x step; nothing else is kept
         layer_acts = scene_capture.capture_activations(pipe, prompts, **kw)[1]

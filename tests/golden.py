@@ -1,5 +1,7 @@
 """results.csv files that jaxprobe wrote before the move to one hooked sampler and the study layout (commit
-70e26cb), kept in tests/scene/golden/: the refactor must not change a number."""
+70e26cb), kept in tests/scene/golden/: the refactor must not change a number. When `vae` became the paper's
+baseline (decoding x_t), the generated sweeps' `vae` rows of that commit became the `vae_x0` rows, unchanged, and
+the new `vae` rows were added."""
 import csv
 from pathlib import Path
 

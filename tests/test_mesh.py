@@ -40,8 +40,9 @@ def halves(fn):  # one device, each data shard's slice on its own
 pipe = testing.tiny_pipeline()
 prompts = ["a red ball", "a blue cube", "two green cones", "a ball", "a cube left", "red", "blue balls", "x"]
 layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)
-kw = dict(layers=layers, steps=(0, 2), num_inference_steps=3, randomized_seed=1, vae_baseline=True)
-keep = lambda r: {"images": r.images.astype(np.float32), "acts": r.acts, "randomized": r.randomized, "vae": r.vae}
+kw = dict(layers=layers, steps=(0, 2), num_inference_steps=3, randomized_seed=1, vae_baselines=("vae", "vae_x0"))
+keep = lambda r: {"images": r.images.astype(np.float32), "acts": r.acts, "randomized": r.randomized, "vae": r.vae,
+                  "vae_x0": r.vae_x0}
 ref = halves(lambda s: keep(capture.capture_sweep(pipe, prompts[s], seed=list(range(8))[s], **kw)))
 whole = keep(capture.capture_sweep(pipe, prompts, seed=list(range(8)), **kw))
 with jax.set_mesh(MESH):

@@ -39,7 +39,7 @@ def get_config():
     c.store_dtype = "float32"  # or bfloat16 to halve the activation store
     c.store_pool = 1  # k > 1: average-pool each layer's token grid k x k before storing (k**2 smaller store)
     c.fit_memory_gb = 0.0  # > 0: fit the layers a part at a time, each part's activations of a split <= this (GB)
-    c.models = ("trained", "randomized", "vae")
+    c.models = ("trained", "randomized", "vae", "vae_x0")
     c.randomized_seed = 0
     c.tasks = ("saliency", "depth")
     c.probe = ml_collections.ConfigDict(dict(kind="linear", epochs=30, batch_size=4, lr=1e-3, seed=0,

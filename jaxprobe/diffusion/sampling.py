@@ -41,7 +41,10 @@ class Hook:
     come in as `extra`, a pytree that `sample` passes into the jitted program as an argument.
     """
 
-    keep_x0 = False  # also keep each kept step's predicted clean latents (x0, UNet space), under "x0"
+    # Latents to keep at each kept step besides the hook's output, each under its name (UNet space, images only):
+    # "xt" the scheduler's latent entering the step (before `scale_model_input`), "x0" the step's predicted clean
+    # latent.
+    keep_latents: tuple[str, ...] = ()
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         """The UNet call at step i -> (noise prediction for lat_in's batch, pytree to keep for this step).
@@ -54,7 +57,8 @@ class Hook:
         return unet.apply({"params": params}, lat_in, t, context), {}
 
     def finish(self, modules: Modules, params, extra, kept):
-        """After the scan, inside the same jit: the kept {'aux': [B, S, ...], 'x0'?} -> the caller's result."""
+        """After the scan, inside the same jit: the kept {'aux': [B, S, ...], 'xt'?, 'x0'?} -> the caller's
+        result."""
         del modules, params, extra
         return kept
 
@@ -85,7 +89,8 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
         batch of B), as diffusers does.
       slots: [steps] int, the buffer slot each step's hook output goes to (-1: not kept); n_keep: the slot count.
     Returns:
-      (final latents [B,h,w,c], {'aux': hook outputs [B, n_keep, ...], 'x0': [B, n_keep, h, w, c]} or None).
+      (final latents [B,h,w,c], {'aux': hook outputs [B, n_keep, ...], and each of `hook.keep_latents`:
+      [B, n_keep, h, w, c]} or None).
     """
     n = plan.timesteps.shape[0]
     weights = guidance_schedule(guidance_scale, n)
@@ -99,8 +104,9 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
         t = jnp.broadcast_to(plan.timesteps[i], (lat_in.shape[0],))
         pred, aux = hook.step(unet, unet_params, extra, lat_in, t, context, i, lat.shape[0])
         chex.assert_equal_shape([pred, lat_in])  # a hook returns the UNet's prediction for its whole input
-        lat, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
-        return lat, state, {"aux": aux, "x0": x0} if hook.keep_x0 else {"aux": aux}
+        nxt, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
+        latents = {"xt": lat, "x0": x0}
+        return nxt, state, {"aux": aux, **{name: latents[name] for name in hook.keep_latents}}
 
     state = sched.init_state(plan, latents)
     if not n_keep:

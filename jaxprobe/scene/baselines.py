@@ -4,8 +4,15 @@
   keeps its value distribution but loses everything training arranged. `capture.capture_sweep` runs it on exactly
   the trained model's UNet inputs at every step.
 - VAE decoder: the output of the decoder's mid-block attention (`decoder/mid_block/attentions_0`, with its
-  residual, as diffusers' `decoder.mid_block.attentions.0` returns it) when decoding the predicted clean latent of
-  each denoising step: does the VAE alone already encode the scene?
+  residual, as diffusers' `decoder.mid_block.attentions.0` returns it) when decoding a latent of each denoising
+  step: does the VAE alone already encode the scene? Two models, by the latent decoded (`VAE_LATENTS`):
+  - `vae`, the paper's: the noisy latent x_t, the scheduler's latent that the UNet reads at step k (for LMS
+    x0 + sigma_k * eps, before `scale_model_input`). Step 0 is pure noise, so a probe there is at chance. The
+    paper's code (probe_src/vis_partially_denoised_latents.py) labels as step k the latent *after* k + 1 scheduler
+    steps; here step k is the latent *entering* step k, so that the VAE row at step k sees what the UNet probed at
+    step k sees: their step k is our step k + 1.
+  - `vae_x0`: the step's predicted clean latent x0, which already carries the UNet's output at that step (what
+    the UNet's prediction alone makes decodable, not the paper's baseline).
 """
 from __future__ import annotations
 
@@ -18,6 +25,18 @@ import numpy as np
 from jaxprobe import hooks
 
 VAE_LAYER = "decoder/mid_block/attentions_0"
+VAE_LATENTS = {"vae": "xt", "vae_x0": "x0"}  # VAE baseline -> the sampler's kept latent it decodes
+VAE_MODELS = tuple(VAE_LATENTS)
+
+
+def vae_models(models: Sequence[str]) -> tuple[str, ...]:
+    """The VAE baselines among a sweep's `models`, in their order."""
+    return tuple(m for m in models if m in VAE_MODELS)
+
+
+def vae_latents(models: Sequence[str]) -> tuple[str, ...]:
+    """The sampler's latents (`sampling.Hook.keep_latents`) that the VAE baselines `models` decode."""
+    return tuple(VAE_LATENTS[m] for m in models)
 
 
 def randomize_params(params, seed: int):
@@ -45,7 +64,7 @@ def _leaf_name(path) -> str:
 
 
 def vae_decoder_activations(vae, vae_params, latents: jax.Array, *, layers: Sequence[str] = (VAE_LAYER,)):
-    """Decode UNet-space latents (scaled by the VAE factor, like the scheduler's x0) and capture `layers`.
+    """Decode UNet-space latents (the scheduler's x_t or x0, divided here by the VAE factor) and capture `layers`.
 
     Traceable. latents [B, h, w, c] -> {layer path: [B, H', W', C']} (the decoder mid block: H' = h, C' the widest
     VAE channel count, 512 for SD v1).

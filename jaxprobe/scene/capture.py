@@ -5,9 +5,10 @@ Layers are selected by diffusers-style path patterns (`jaxprobe.hooks.select_lay
 randomized-weight UNet on the same conditional inputs, and the sampler keeps only the selected steps.
 
 - `capture_activations` / `capture_sweep`: generate images and capture the trained UNet, optionally also the
-  randomized-weight UNet on the very same inputs and the VAE decoder on each step's predicted x0 (`baselines`).
+  randomized-weight UNet on the very same inputs and the VAE decoder on each step's noisy latent x_t and/or predicted
+  x0 (`baselines`).
 - `encode_and_capture` / `capture_encoded`: real images encoded by the VAE and noised to each selected step's noise
-  level (exact labels), optionally also the randomized-weight UNet.
+  level (exact labels), optionally also the randomized-weight UNet and the same VAE baselines.
 A job builds one `CaptureRequest` and passes it to every batch; the keyword forms build it themselves.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from jaxprobe import hooks, mesh
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.scene import baselines
+from jaxprobe.validate import check_choice
 
 # The paper's probe sites: every self-attention output before the residual add (16 in SD v1).
 DEFAULT_LAYERS = ("*attn1/to_out_0",)
@@ -31,18 +33,19 @@ DEFAULT_LAYERS = ("*attn1/to_out_0",)
 @dataclasses.dataclass(frozen=True)
 class CaptureHook(sampling.Hook):
     """Record `paths` of the conditional CFG half at each step (cast to `store_dtype`); with `randomized`, also
-    the same layers of the UNet with `extra`'s permuted params on the same conditional inputs; with `vae`, keep
-    each step's predicted x0 and decode it (after the scan) capturing `baselines.VAE_LAYER`."""
+    the same layers of the UNet with `extra`'s permuted params on the same conditional inputs; for each VAE
+    baseline in `vae` (`baselines.VAE_MODELS`), keep the latent it decodes at each step and decode it (after the
+    scan) capturing `baselines.VAE_LAYER`."""
 
     paths: tuple[str, ...]
     store_dtype: jnp.dtype | None = None
     randomized: bool = False
-    vae: bool = False
+    vae: tuple[str, ...] = ()
     store_pool: int = 1  # average-pool each layer's token grid k x k before the cast (1: off)
 
     @property
-    def keep_x0(self):
-        return self.vae
+    def keep_latents(self):
+        return baselines.vae_latents(self.vae)
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         pred, acts = hooks.apply(unet, params, lat_in, t, context, record=self.paths)
@@ -54,13 +57,22 @@ class CaptureHook(sampling.Hook):
                       for k, v in kept.items()}
 
     def finish(self, modules, params, extra, kept):
-        out = dict(kept["aux"])
-        if self.vae:  # one selected step at a time: [S, B, h, w, c] -> {layer: [S, B, H', W', C']}
-            acts = jax.lax.map(lambda z: {k: _pool(v, self.store_pool, z.shape[1:3]) for k, v in
-                                          baselines.vae_decoder_activations(modules.vae, params["vae"], z).items()},
-                               jnp.swapaxes(kept["x0"], 0, 1))
-            out["vae"] = {k: _store(jnp.swapaxes(v, 0, 1), self.store_dtype) for k, v in acts.items()}
-        return out
+        return {**kept["aux"], **vae_baselines(modules.vae, params["vae"], kept, self.vae, self.store_dtype,
+                                               self.store_pool)}
+
+
+def vae_baselines(vae, vae_params, latents: dict[str, jax.Array], models: Sequence[str], store_dtype=None,
+                  pool: int = 1) -> dict[str, dict[str, jax.Array]]:
+    """Each VAE baseline of `models` on its kept latents (`baselines.VAE_LATENTS`: {'xt'|'x0': [B, S, h, w, c]}),
+    one step at a time -> {model: {`baselines.VAE_LAYER`: [B, S, H', W', C']}}, pooled and cast as the UNet's
+    layers. Traceable."""
+    out = {}
+    for model in models:
+        acts = jax.lax.map(lambda z: {k: _pool(v, pool, z.shape[1:3]) for k, v in
+                                      baselines.vae_decoder_activations(vae, vae_params, z).items()},
+                           jnp.swapaxes(latents[baselines.VAE_LATENTS[model]], 0, 1))  # [S, B, ...]
+        out[model] = {k: _store(jnp.swapaxes(v, 0, 1), store_dtype) for k, v in acts.items()}
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +84,8 @@ class CaptureRequest:
     computed); `store_pool` k > 1 average-pools every captured layer (baselines too) k x k over its token grid first,
     which must divide by k (k**2 times smaller); `randomized_seed`: also capture the same layers of
     `baselines.randomize_params(unet params, randomized_seed)` on the trained model's conditional UNet inputs (None:
-    no); `vae_baseline`: decode each selected step's predicted x0 and capture `baselines.VAE_LAYER` (generated
-    images only)."""
+    no); `vae_baselines`: the VAE baselines to capture (`baselines.VAE_MODELS`: 'vae' decodes each selected step's
+    noisy latent x_t, 'vae_x0' its predicted x0), each at `baselines.VAE_LAYER`."""
 
     sampler: sampling.Settings = sampling.Settings()
     layers: Sequence[str] | str = DEFAULT_LAYERS
@@ -81,7 +93,7 @@ class CaptureRequest:
     store_dtype: Any = None
     store_pool: int = 1
     randomized_seed: int | None = None
-    vae_baseline: bool = False
+    vae_baselines: tuple[str, ...] = ()
 
     def override(self, **fields) -> CaptureRequest:
         """This request with some fields changed by keyword, `sampling.Settings`' fields included."""
@@ -94,13 +106,15 @@ class CaptureRequest:
 class CaptureResult:
     """One capture. images uint8 [B,H,W,3] (generated, or the encoded ones); acts {layer: [B,S,h,w,C]} (conditional
     CFG half, S selected steps in the requested order); randomized: the same layers of the randomized-weight UNet on
-    the same inputs, or None; vae {VAE layer: [B,S,H',W',C']} of the decoder on each selected step's predicted x0, or
-    None; latents [B,h,w,c] final (UNet space, as `sampling.SampleOutput.latents`), or None for encoded images."""
+    the same inputs, or None; vae, vae_x0 {VAE layer: [B,S,H',W',C']} of the decoder on each selected step's noisy
+    latent x_t, predicted x0, or None (`baselines`); latents [B,h,w,c] final (UNet space, as
+    `sampling.SampleOutput.latents`), or None for encoded images."""
 
     images: np.ndarray
     acts: dict[str, jax.Array]
     randomized: dict[str, jax.Array] | None
     vae: dict[str, jax.Array] | None
+    vae_x0: dict[str, jax.Array] | None
     latents: jax.Array | None
 
 
@@ -116,7 +130,7 @@ def capture_sweep(pipe, prompts, request: CaptureRequest = CaptureRequest(), *, 
     randomized = request.randomized_seed is not None
     hook = CaptureHook(paths=hooks.select_layers(pipe.unet, request.layers),
                        store_dtype=_store_dtype(request.store_dtype), randomized=randomized,
-                       vae=request.vae_baseline, store_pool=_check_pool(request.store_pool))
+                       vae=_check_vae(request.vae_baselines), store_pool=_check_pool(request.store_pool))
     out = sampling.sample(pipe, prompts, request.sampler, seed=seed, latents=latents, hook=hook,
                           extra=_randomized_params(pipe, request.randomized_seed, dtype, mesh.current())
                           if randomized else None,
@@ -127,7 +141,7 @@ def capture_sweep(pipe, prompts, request: CaptureRequest = CaptureRequest(), *, 
     for kind, acts in spatial.items():
         hooks.check_finite(acts, f"{kind} activations")
     return CaptureResult(images=out.images, acts=spatial["acts"], randomized=spatial.get("randomized"),
-                         vae=spatial.get("vae"), latents=out.latents)
+                         vae=spatial.get("vae"), vae_x0=spatial.get("vae_x0"), latents=out.latents)
 
 
 def capture_activations(pipe, prompts, *, layers=DEFAULT_LAYERS, steps=None, seed=0, guidance_scale=7.5, **fields):
@@ -177,6 +191,13 @@ def token_grids(pipe, paths, height: int, width: int) -> dict[str, tuple[int, in
     return {k: tuple(s.shape[1:3]) if len(s.shape) == 4 else None for k, s in shapes.items()}
 
 
+def _check_vae(models) -> tuple[str, ...]:
+    models = (models,) if isinstance(models, str) else tuple(models)
+    for model in models:
+        check_choice("vae_baselines", model, baselines.VAE_MODELS)
+    return models
+
+
 def _check_pool(k) -> int:
     if int(k) != k or k < 1:
         raise ValueError(f"store_pool must be an integer >= 1 (1: no pooling), got {k!r}")
@@ -206,9 +227,10 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
     is noised with `add_noise` to the scheduler's t_k (one unit noise per image, from seed + k or seed[k], shared
     by all steps), scaled with `scale_model_input` as in sampling, and the UNet is applied once on the conditional
     text embedding only (no CFG). One jit, `lax.map` over the steps; run again with the permuted UNet when the
-    request has a `randomized_seed`. `request` with `fields` overridden (`CaptureRequest.override`); its
-    `vae_baseline` does not apply (there is no sampling step's x0). Activations are [B, S, h, w, C] (h, w divided by
-    store_pool).
+    request has a `randomized_seed`. The request's `vae_baselines` decode, for each selected step k, the noised
+    latent x_t the UNet reads before `scale_model_input` ('vae') and the x0 the scheduler's step predicts from the
+    conditional UNet's noise prediction at x_t ('vae_x0'). `request` with `fields` overridden
+    (`CaptureRequest.override`). Activations are [B, S, h, w, C] (h, w divided by store_pool).
     """
     request = request.override(**fields)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -229,23 +251,30 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
     pad = mesh.pad_count(n)  # on a mesh: copies of the last image up to a split of the data axis
     images, ids, seeds = (mesh.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
                                                                sampling.image_seeds(seed, n)))
-    run = _compiled_encoded(sampling.modules(pipe), sched, paths, _store_dtype(request.store_dtype),
-                            _check_pool(request.store_pool))
+    store_dtype, pool, vae_models = (_store_dtype(request.store_dtype), _check_pool(request.store_pool),
+                                     _check_vae(request.vae_baselines))
+    run = _compiled_encoded(sampling.modules(pipe), sched, paths, store_dtype, pool,
+                            baselines.vae_latents(vae_models))
     inputs = (mesh.shard(ids), mesh.shard(images), mesh.shard(sampling.initial_noise(seeds, latent_shape)),
               mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
     params = sampling.params_for(pipe, jnp.float32)
 
     def acts_of(params, what):
-        acts = run(params, *inputs)
+        acts, latents = run(params, *inputs)
         acts = {k: hooks.to_spatial(v[:n], latent_shape[:2]) if v.ndim == 4 else v[:n] for k, v in acts.items()}
         hooks.check_finite(acts, what)
-        return acts
+        return acts, latents
 
-    trained = acts_of(params, "encoded-mode activations")
+    trained, latents = acts_of(params, "encoded-mode activations")
     randomized = None if request.randomized_seed is None else acts_of(
         {**params, "unet": _randomized_params(pipe, request.randomized_seed, jnp.float32, mesh.current())},
-        "randomized encoded-mode activations")
-    return CaptureResult(images=images[:n], acts=trained, randomized=randomized, vae=None, latents=None)
+        "randomized encoded-mode activations")[0]
+    vae = _compiled_vae(pipe.vae, vae_models, store_dtype, pool)(params["vae"], latents) if vae_models else {}
+    vae = {model: {k: v[:n] for k, v in acts.items()} for model, acts in vae.items()}
+    for model, acts in vae.items():
+        hooks.check_finite(acts, f"encoded-mode {model} activations")
+    return CaptureResult(images=images[:n], acts=trained, randomized=randomized, vae=vae.get("vae"),
+                         vae_x0=vae.get("vae_x0"), latents=None)
 
 
 def _store_dtype(name):
@@ -253,7 +282,9 @@ def _store_dtype(name):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_encoded(modules, sched, paths, store_dtype, store_pool=1):
+def _compiled_encoded(modules, sched, paths, store_dtype, store_pool=1, keep: tuple[str, ...] = ()):
+    """The encoded capture: (params, ...) -> ({layer: [B, S, ...]}, {latent in `keep` ('xt', 'x0'): [B, S, h, w,
+    c]}). XLA computes only what is returned: without 'x0' the UNet runs up to its last captured layer."""
     unet, text, vae = modules
 
     @jax.jit
@@ -264,11 +295,22 @@ def _compiled_encoded(modules, sched, paths, store_dtype, store_pool=1):
         clean = mean * vae.config.scaling_factor
 
         def one(k):
-            lat_in = sched.scale_model_input(plan, sched.add_noise(plan, clean, noise, k), k)
+            xt = sched.add_noise(plan, clean, noise, k)
+            lat_in = sched.scale_model_input(plan, xt, k)
             t = jnp.broadcast_to(plan.timesteps[k], (lat_in.shape[0],))
-            acts = hooks.apply(unet, params["unet"], lat_in, t, context, record=paths)[1]
-            return {name: _store(a, store_dtype, store_pool, lat_in.shape[1:3]) for name, a in acts.items()}
+            pred, acts = hooks.apply(unet, params["unet"], lat_in, t, context, record=paths)
+            # x0: the scheduler's step formula (its third output; no scheduler's x0 depends on its state).
+            latents = {"xt": xt, "x0": sched.step(plan, sched.init_state(plan, xt), pred, k, xt)[2]}
+            return ({name: _store(a, store_dtype, store_pool, lat_in.shape[1:3]) for name, a in acts.items()},
+                    {name: latents[name] for name in keep})
 
-        return {k: jnp.swapaxes(v, 0, 1) for k, v in jax.lax.map(one, steps).items()}  # [S, B, ...] -> [B, S, ...]
+        # [S, B, ...] -> [B, S, ...]
+        return jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), jax.lax.map(one, steps))
 
     return run
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_vae(vae, models, store_dtype, store_pool):
+    """`vae_baselines` as one jitted program of (vae params, kept latents), for the encoded capture."""
+    return jax.jit(functools.partial(vae_baselines, vae, models=models, store_dtype=store_dtype, pool=store_pool))

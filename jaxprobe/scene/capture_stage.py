@@ -12,7 +12,7 @@ from tqdm import tqdm
 from jaxprobe import mesh
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import store
-from jaxprobe.scene import capture, image_index
+from jaxprobe.scene import baselines, capture, image_index
 from jaxprobe.scene.sweep_data import Dataset, expected_index
 
 
@@ -23,7 +23,8 @@ def capture_request(c, layers: Sequence[str], steps: Sequence[int]) -> capture.C
                                   scheduler=c.scheduler, height=c.resolution, width=c.resolution),
         layers=tuple(layers), steps=tuple(steps), store_dtype=None if c.store_dtype == "float32" else
         jnp.dtype(c.store_dtype), store_pool=c.store_pool,
-        randomized_seed=c.randomized_seed if "randomized" in c.models else None, vae_baseline="vae" in c.models)
+        randomized_seed=c.randomized_seed if "randomized" in c.models else None,
+        vae_baselines=baselines.vae_models(c.models))
 
 
 def capture_all(c, pipe, request: capture.CaptureRequest, data: Dataset, act_store: store.ProcessStores) -> None:
@@ -44,7 +45,7 @@ def capture_all(c, pipe, request: capture.CaptureRequest, data: Dataset, act_sto
         else:
             out = capture.encode_and_capture(pipe, data.images[lo:hi], data.prompts[lo:hi], request, seed=seeds)
             arrays = {}
-        groups = {"trained": out.acts, "randomized": out.randomized, "vae": out.vae}
+        groups = {"trained": out.acts, "randomized": out.randomized, "vae": out.vae, "vae_x0": out.vae_x0}
         rows = {}
         for model, acts in groups.items():
             if model in c.models:

@@ -53,7 +53,7 @@ def fit_and_score(c, workdir: Path, act_store: store.ProcessStores, task_labels:
     if not mesh.is_main() and c.probe.kind == "ridge":
         return
     for model, task in tqdm(units, desc="probes", unit="fit", disable=not mesh.is_main()):
-        names = [baselines.VAE_LAYER] if model == "vae" else list(layers)
+        names = [baselines.VAE_LAYER] if model in baselines.VAE_MODELS else list(layers)
         fitted, scores = fit_unit(c, workdir, act_store, model, task, names, task_labels[task])
         if mesh.is_main():
             save_unit(c, workdir, act_store, model, task, fitted, scores, task_labels[task], names, steps)

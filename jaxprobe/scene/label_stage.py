@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from jaxprobe import jobs, mesh, validate
 from jaxprobe.probing import store
-from jaxprobe.scene import capture, labels
+from jaxprobe.scene import baselines, capture, labels
 from jaxprobe.scene.sweep_data import Dataset, expected_index
 
 
@@ -39,7 +39,7 @@ def check_label_sources(c, pipe, layers: Sequence[str]) -> None:
             load.build_dpt(load.read_config(path, what="DPT"))
     if kinds & {"file", "segmentation"}:
         grids = [g for g in capture.token_grids(pipe, layers, c.resolution, c.resolution).values() if g]
-        if "vae" in c.models:
+        if baselines.vae_models(c.models):
             grids.append((c.resolution // pipe.vae_scale_factor,) * 2)
         with validate.config_key("labels_dir"):
             labels.check_files(srcs, expected_index(c), grids, (c.resolution, c.resolution))

@@ -31,7 +31,7 @@ def write_report(c, workdir: Path, act_store: store.ActivationStore, layers: Seq
                 rows += report.score_rows(scores, model=model, task=task, split=split)
                 by_split.setdefault(split, {}).setdefault(model, {})[task] = scores
     report.write_results_csv(workdir / "results.csv", rows)
-    order = list(layers) + ([baselines.VAE_LAYER] if "vae" in c.models else [])
+    order = list(layers) + ([baselines.VAE_LAYER] if baselines.vae_models(c.models) else [])
     summary = report.summarize(by_split["test"], tasks=[BY_NAME[t] for t in c.tasks], layer_order=order,
                                reference=figures.REFERENCE_MODEL, layer_names=scene_layers.names,
                                select_on=by_split.get("val"))

@@ -7,7 +7,7 @@ from typing import Sequence
 from jaxprobe import hooks, jobs, mesh, validate
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.probing import probes
-from jaxprobe.scene import capture
+from jaxprobe.scene import baselines, capture
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe.scene.fit_stage import RIDGE_VAL_FRACTION
 from jaxprobe.scene.label_stage import check_label_sources
@@ -15,7 +15,7 @@ from jaxprobe.scene.sweep_data import sweep_prompts
 from jaxprobe.validate import check_choice
 
 STAGES = ("all", "capture", "label", "fit", "report")
-MODELS = ("trained", "randomized", "vae")
+MODELS = ("trained", "randomized") + baselines.VAE_MODELS
 DATA_MODES = ("generated", "encoded")
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name, scene_tasks.INVERSE_DEPTH.name)
 PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
@@ -39,9 +39,6 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     check_choice("config.probe.kind", c.probe.kind, PROBE_KINDS)
     check_choice("config.probe.label_mode", c.probe.label_mode, probes.LABEL_MODES)
     check_choice("config.store_dtype", c.store_dtype, STORE_DTYPES)
-    if c.data == "encoded" and "vae" in c.models:
-        raise ValueError("config.models has 'vae', which decodes each sampling step's predicted x0, so it needs "
-                         "data='generated'; drop 'vae' from config.models for encoded data")
     validate.at_least(c, AT_LEAST)
     validate.at_most(c, {"num_val": c.num_train - 1})  # at least one train image left to fit the probes on
     mesh.check_batch(c.batch_size, "config.batch_size")

@@ -1,5 +1,6 @@
 """Capture from one sampling pass, its baselines and the on-disk store, against diffusers PyTorch hooks and direct
-Flax applies. One capture_sweep (all steps, randomized + VAE baselines) serves most tests: compilation dominates."""
+Flax applies. One capture_sweep (all steps, randomized + both VAE baselines) serves most tests: compilation
+dominates."""
 import dataclasses
 import functools
 import json
@@ -39,9 +40,9 @@ def noise():
 
 @dataclasses.dataclass(frozen=True)
 class InputsHook(sampling.Hook):
-    """The plain UNet call, also keeping its inputs (lat_in, t, context) and x0 at every step."""
+    """The plain UNet call, also keeping its inputs (lat_in, t, context), x_t and x0 at every step."""
 
-    keep_x0 = True
+    keep_latents = ("xt", "x0")
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         return unet.apply({"params": params}, lat_in, t, context), (lat_in, t, context)
@@ -49,17 +50,21 @@ class InputsHook(sampling.Hook):
 
 @pytest.fixture(scope="module")
 def reference(tiny, noise):
-    """The plain sampler with a hook that records what the UNet was given: {'aux': inputs [B', S, ...], 'x0'}."""
+    """The plain sampler with a hook that records what the UNet was given: {'aux': inputs [B', S, ...], 'xt': [S, B,
+    ...], 'x0': [S, B, ...]}."""
     out = sampling.sample(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise, hook=InputsHook(),
                           keep_steps=None)
     aux = tuple(np.swapaxes(np.asarray(a), 0, 1) for a in out.kept["aux"])  # [S, B', ...]
-    return dataclasses.replace(out, kept={"aux": aux, "x0": np.swapaxes(np.asarray(out.kept["x0"]), 0, 1)})
+    return dataclasses.replace(out, kept={"aux": aux, **{k: np.swapaxes(np.asarray(out.kept[k]), 0, 1)
+                                                         for k in ("xt", "x0")}})
+
+
+SWEEP = dict(num_inference_steps=STEPS, randomized_seed=RANDOM_SEED, vae_baselines=("vae", "vae_x0"))
 
 
 @pytest.fixture(scope="module")
 def sweep(tiny, noise):
-    return capture.capture_sweep(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise,
-                                 randomized_seed=RANDOM_SEED, vae_baseline=True)
+    return capture.capture_sweep(tiny[1], PROMPTS, latents=noise, **SWEEP)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="method")
@@ -85,9 +90,9 @@ def _np_pool(a, k):
 def test_pooled_capture_is_the_average_pool_of_the_unpooled_one(tiny, noise, sweep):
     """config.store_pool (the rest of its tests are in test_store_pool.py): here, to compare against this module's
     unpooled `sweep` instead of compiling a second unpooled sweep of its own (compilation dominates)."""
-    pooled = capture.capture_sweep(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise, vae_baseline=True,
-                                   store_pool=2)
-    for kind in ("acts", "vae"):
+    pooled = capture.capture_sweep(tiny[1], PROMPTS, num_inference_steps=STEPS, latents=noise,
+                                   vae_baselines=("vae", "vae_x0"), store_pool=2)
+    for kind in ("acts", "vae", "vae_x0"):
         a, b = getattr(sweep, kind), getattr(pooled, kind)
         assert a.keys() == b.keys() and a
         for layer in a:
@@ -136,23 +141,41 @@ def test_selected_steps_are_those_of_the_full_capture_in_bf16(tiny, noise, sweep
         np.testing.assert_allclose(np.asarray(acts[path], np.float32), want, rtol=2 ** -8, atol=1e-30)
 
 
-def test_encoded_mode_equals_a_direct_unet_apply(tiny, sweep):
+def _vae_layer(pipe, latents):
+    """The VAE baseline layer when decoding UNet-space latents, by a plain apply."""
+    vae = pipe.vae
+    return np.asarray(_apply(vae, pipe.params["vae"], latents / vae.config.scaling_factor,
+                             method="decode")[1][baselines.VAE_LAYER])
+
+
+def test_encoded_mode_equals_a_direct_unet_apply_and_vae_decodes(tiny, sweep):
+    """The UNet's layers, and both VAE baselines: 'vae' decodes the noised latent x_t = add_noise(clean, eps, k) the
+    UNet reads (before scale_model_input), 'vae_x0' the x0 that LMS predicts from the UNet's output there."""
     pipe = tiny[1]
     images, steps = sweep.images, [3, 1]
-    acts = capture.capture_encoded(pipe, images, PROMPTS, steps=steps, seed=[5, 6], num_inference_steps=STEPS)
+    out = capture.encode_and_capture(pipe, images, PROMPTS, steps=steps, seed=[5, 6], num_inference_steps=STEPS,
+                                     vae_baselines=("vae", "vae_x0"))
     (mean, _), _ = _apply(pipe.vae, pipe.params["vae"], images / 255.0 * 2 - 1, method="encode")
     clean = mean * pipe.vae.config.scaling_factor
     eps = sampling.initial_noise([5, 6], clean.shape[1:])
     context, _ = _apply(pipe.text_encoder, pipe.params["text_encoder"], pipe.tokenize(PROMPTS))
     sched = schedulers.get_scheduler("lms", pipe.scheduler_config)
     plan = sched.set_timesteps(STEPS)
+    assert set(out.vae) == set(out.vae_x0) == {baselines.VAE_LAYER}
     for s, k in enumerate(steps):
-        x = sched.scale_model_input(plan, sched.add_noise(plan, clean, eps, k), k)
-        _, direct = _apply(pipe.unet, pipe.params["unet"], x, jnp.full((B,), plan.timesteps[k]), context)
-        for path, got in acts.items():
+        xt = sched.add_noise(plan, clean, eps, k)
+        pred, direct = _apply(pipe.unet, pipe.params["unet"], sched.scale_model_input(plan, xt, k),
+                              jnp.full((B,), plan.timesteps[k]), context)
+        for path, got in out.acts.items():
             assert got.shape[:2] == (B, len(steps))
             np.testing.assert_allclose(np.asarray(got[:, s]), np.asarray(direct[path]).reshape(got[:, s].shape),
                                        atol=1e-5, rtol=1e-5, err_msg=f"{path} step {k}")
+        x0 = xt - plan.sigmas[k] * pred  # LMS, epsilon prediction
+        for name, latent in (("vae", xt), ("vae_x0", x0)):
+            got = np.asarray(getattr(out, name)[baselines.VAE_LAYER][:, s])
+            np.testing.assert_allclose(got, _vae_layer(pipe, latent), atol=1e-5, rtol=1e-5, err_msg=f"{name} {k}")
+    assert not np.allclose(np.asarray(out.vae[baselines.VAE_LAYER]), np.asarray(out.vae_x0[baselines.VAE_LAYER]),
+                           atol=1e-2)
 
 
 def test_encoded_randomized_baseline_is_the_permuted_unet_on_the_same_inputs(tiny, sweep):
@@ -207,15 +230,42 @@ def test_randomized_baseline_runs_on_the_trained_inputs(tiny, reference, sweep):
         assert not np.allclose(np.asarray(sweep.acts[path]), np.asarray(sweep.randomized[path]), atol=1e-2)
 
 
-def test_vae_baseline_decodes_each_steps_predicted_x0(tiny, reference, sweep):
-    vae, params = tiny[1].vae, tiny[1].params["vae"]
-    got = sweep.vae[baselines.VAE_LAYER]
-    assert set(sweep.vae) == {baselines.VAE_LAYER}
+def test_vae_x0_baseline_decodes_each_steps_predicted_x0(tiny, reference, sweep):
+    vae = tiny[1].vae
+    got = sweep.vae_x0[baselines.VAE_LAYER]
+    assert set(sweep.vae_x0) == {baselines.VAE_LAYER}
     assert got.shape == (B, STEPS, 8, 8, vae.config.block_out_channels[-1])  # decoder mid block: latent grid
     for s in range(STEPS):
-        z = reference.kept["x0"][s] / vae.config.scaling_factor
-        direct = _apply(vae, params, z, method="decode")[1][baselines.VAE_LAYER]
-        np.testing.assert_allclose(np.asarray(got[:, s]), np.asarray(direct), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(got[:, s]), _vae_layer(tiny[1], reference.kept["x0"][s]), atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_vae_baseline_decodes_the_latent_entering_each_step(tiny, noise, reference, sweep):
+    """The paper's VAE baseline at step k decodes x_t, the scheduler's latent the UNet reads at step k: the
+    conditional UNet input of step k times sqrt(sigma_k^2 + 1) (LMS's scale_model_input undone); at step 0, the
+    initial noise."""
+    pipe = tiny[1]
+    plan = schedulers.get_scheduler("lms", pipe.scheduler_config).set_timesteps(STEPS)
+    lat_in = reference.kept["aux"][0][:, B:]  # [S, B, h, w, c]
+    got = sweep.vae[baselines.VAE_LAYER]
+    assert set(sweep.vae) == {baselines.VAE_LAYER} and got.shape == sweep.vae_x0[baselines.VAE_LAYER].shape
+    np.testing.assert_allclose(reference.kept["xt"][0], np.asarray(noise) * plan.init_noise_sigma, rtol=1e-6)
+    for s in range(STEPS):
+        xt = reference.kept["xt"][s]
+        np.testing.assert_allclose(lat_in[s] * np.sqrt(plan.sigmas[s] ** 2 + 1), xt, atol=1e-5 * np.abs(xt).max())
+        # Activations reach |a| ~ 100, where float32's spacing is 7.6e-6: within 1e-5 plus a few of its ulps.
+        np.testing.assert_allclose(np.asarray(got[:, s]), _vae_layer(pipe, xt), atol=1e-5, rtol=1e-6, err_msg=s)
+
+
+def test_vae_baseline_at_step_0_does_not_see_the_prompt(tiny, noise, sweep):
+    """Step 0's x_t is the initial noise, so the paper's VAE baseline is the same whatever the prompt (a probe on it
+    is at chance), while the predicted x0 already carries the UNet's reading of the prompt."""
+    other = capture.capture_sweep(tiny[1], ["a green cone", "an empty floor"], latents=noise, **SWEEP)
+    a, b = ({name: np.asarray(getattr(r, name)[baselines.VAE_LAYER]) for name in ("vae", "vae_x0")}
+            for r in (sweep, other))
+    np.testing.assert_array_equal(a["vae"][:, 0], b["vae"][:, 0])
+    assert not np.allclose(a["vae_x0"][:, 0], b["vae_x0"][:, 0], atol=1e-2)
+    assert not np.allclose(a["vae"][:, 1], b["vae"][:, 1], atol=1e-2)  # from step 1 on, x_t follows the prompt
 
 
 @pytest.mark.slow  # kill-and-resume

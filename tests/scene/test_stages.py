@@ -92,6 +92,6 @@ def test_the_paper_config_runs_in_stages_on_an_sd_v1_structured_pipeline(tmp_pat
     trained_layers = {r["layer"] for r in rows if r["model"] == "trained"}
     assert len(trained_layers) == 16  # SD v1's attn1 layers
     assert {r["step"] for r in rows} == {str(s) for s in range(15)}
-    assert {r["model"] for r in rows} == {"trained", "randomized", "vae", "prior", "ceiling"}
+    assert {r["model"] for r in rows} == {"trained", "randomized", "vae", "vae_x0", "prior", "ceiling"}
     assert set(summary["trained"]) == {"saliency", "depth"}
     assert (workdir / "figures" / "predictions.png").stat().st_size > 1000

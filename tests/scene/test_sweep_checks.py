@@ -46,7 +46,10 @@ MISSING = "no/such/path"  # relative to the tiny pipeline's directory, the tests
 BAD = {  # id: (changes, exception, the message must match)
     "data": ({"data": "imagined"}, ValueError,
              r"unknown config.data 'imagined'; valid choices: generated, encoded"),
-    "models": ({"models": ("trained", "randomised")}, ValueError, r"unknown config.models 'randomised'"),
+    "models": ({"models": ("trained", "randomised")}, ValueError,
+               r"unknown config.models 'randomised'; valid choices: trained, randomized, vae, vae_x0"),
+    "vae model": ({"models": ("trained", "vae_xt")}, ValueError,
+                  r"unknown config.models 'vae_xt'; valid choices: trained, randomized, vae, vae_x0"),
     "no models": ({"models": ()}, ValueError, r"config.models is empty"),
     "tasks": ({"tasks": ("depth", "normals")}, ValueError, r"unknown config.tasks 'normals'"),
     "probe.kind": ({"probe.kind": "lasso"}, ValueError, r"unknown config.probe.kind 'lasso'"),
@@ -54,7 +57,6 @@ BAD = {  # id: (changes, exception, the message must match)
                          r"unknown config.probe.label_mode 'upsampel'; valid choices: upsample, downsample"),
     "scheduler": ({"scheduler": "lsm"}, ValueError, r"config.scheduler: unknown scheduler 'lsm'"),
     "store_dtype": ({"store_dtype": "bfloat61"}, ValueError, r"unknown config.store_dtype 'bfloat61'"),
-    "encoded vae": ({"data": "encoded"}, ValueError, r"config.models.*'vae'.*data='generated'"),
     "pipeline_dir": ({"pipeline_dir": MISSING}, FileNotFoundError, r"config.pipeline_dir"),
     "labelers_dir": ({"labels_dir": "", "labelers_dir": MISSING}, FileNotFoundError, r"config.labelers_dir"),
     "labels_dir": ({"labels_dir": MISSING}, FileNotFoundError, r"config.labels_dir"),
@@ -111,6 +113,17 @@ def test_a_corrected_rerun_is_not_refused(loaded, tmp_path, monkeypatch):
     with pytest.raises(_Captured):
         sweep.run(_config(loaded), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["probe"]["label_mode"] == "upsample"
+
+
+def test_encoded_data_takes_both_vae_baselines(loaded, tmp_path, monkeypatch):
+    """Encoded data decodes each step's noised latent and predicted x0 (`capture.encode_and_capture`): no refusal."""
+    def stop(c, pipe, request, *args):
+        assert request.vae_baselines == ("vae", "vae_x0")
+        raise _Captured
+
+    monkeypatch.setattr(sweep, "capture_all", stop)
+    with pytest.raises(_Captured):
+        sweep.run(_config(loaded, data="encoded", models=("trained", "vae", "vae_x0")), tmp_path / "run")
 
 
 def test_claim_workdir_names_the_nested_keys_that_differ(tmp_path):

@@ -33,6 +33,9 @@ def get_config():
     c.num_negative = 200
     c.negatives = "others"  # the paper: any other image; "non_candidates": images CLIP does not give the concept
     c.test_fraction = 0.3
+    # also probe the last checkpoint under the 2x2 of label source (clip, truth) x negatives (others,
+    # non_candidates): needs exact labels (toy cards) and config.clip_dir
+    c.label_grid = True
     c.seed = 0
     c.checkpoints_dir = "assets/toy_mobilenet_v2"
     c.checkpoint_steps = ()  # empty: every checkpoint in the directory

@@ -9,8 +9,13 @@
    width (`probes.group_probes`) form one group, fit together by `fit.fit_group` (vmapped, jitted; the same shapes
    at every checkpoint, so it compiles once) and scored together by `probes.evaluate_group`; the shuffled-label
    control is the same group refit on permuted labels.
-4. Report: per family `results.csv` (model trained / shuffled, task = concept, layer = module, step = checkpoint
-   step), a what-where-when heatmap per concept, and the module x family table at the last checkpoint.
+   Every test accuracy carries its 95 % bootstrap interval over the test images (`accuracy_rows`).
+4. Baselines: the raw-pixel baseline (`pixel_rows`: the same probes on the images' mean RGB, once, since it cannot
+   depend on a checkpoint) and, with config.label_grid, the 2x2 of label source x negatives at the last checkpoint
+   (`label_grid`).
+5. Report: per family `results.csv` (model trained / shuffled / pixels, task = concept, layer = module, step =
+   checkpoint step) and `intervals.csv`, a what-where-when heatmap per concept, and the module x family table at the
+   last checkpoint.
 
 A finished checkpoint's rows are written to parts/ at once, so a killed run resumes at the next checkpoint.
 """

@@ -3,8 +3,11 @@ r"""Probe every module of a MobileNetV2 at every training checkpoint for CLIP-la
   python launch/concepts.py --config=configs/concepts/toy.py --workdir=runs/concepts_toy
 
 Writes labels/ (sets.json, quality.csv, top_positives.png), per probe family <family>/results.csv
-(model,task,layer,step,split,metric,value) and <family>/figures/<concept>.png (module x checkpoint maps),
-table.csv (module x family at the last checkpoint) and summary.json. A killed run resumes at its next checkpoint.
+(model,task,layer,step,split,metric,value; model trained, shuffled or pixels, the raw-pixel baseline),
+<family>/intervals.csv (the test rows with their 95 % bootstrap intervals) and <family>/figures/ (module x checkpoint
+maps, per-module intervals at the last checkpoint), table.csv (module x family at the last checkpoint, with
+intervals), label_grid/ (the 2x2 of label source x negatives, if config.label_grid) and summary.json. A killed run
+resumes at its next checkpoint.
 """
 from absl import flags
 

@@ -53,4 +53,5 @@ def get_config():
     c.groups = ml_collections.ConfigDict({"color": ["red", "yellow", "blue", "green", "none"],
                                           "pattern": ["zigzagged", "striped", "dotted", "none"]})
     c.capture_batch_size = 64
+    c.label_grid = False  # real images have no exact labels
     return c

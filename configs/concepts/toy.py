@@ -4,13 +4,21 @@ every module features_0..18 of every shipped MobileNetV2 checkpoint is probed by
 
   python launch/concepts.py --config=configs/concepts/toy.py --workdir=runs/concepts_toy
 
-Machine: the 2-core x86_64 CPU. Time: 10 min 20 s while sharing the 2 cores with a test run, 7 min 24 s alone for
-the same sweep on exact labels (2026-12-04).
+Machine: the 2-core x86_64 CPU. Time (2026-12-07, with the 95 % intervals, the pixel baseline and the 2x2 of
+config.label_grid): 51 min 38 s wall, 828 s user + 83 s system CPU, peak RSS 3.4 GB, on a CPU shared with other jobs
+throughout (load average 9-11; two test runs of this change for ~30 of the 51 minutes), so the wall time is ~3.5x
+its CPU time; the 12 checkpoints took 44 min 10 s, the rest (pool, CLIP labels, pixel baseline, the 2x2, report) 7
+min 28 s together. Before the intervals and the 2x2 the same sweep took 10 min 20 s sharing the cores with a test
+run, 7 min 24 s alone (2026-12-04).
 Result: CLIP precision@100 1.00 for the colours, 0.96 / 0.71 / 0.86 for dotted / striped / zigzagged; at the last
-checkpoint colour is read best at features_0 (0.92, non_linear_gap) and pattern at features_3..18 (0.77-0.83), the
-shuffled controls at 0.56-0.60 (docs/concepts.md). On exact labels with negatives lacking the concept
-(--config.labels=truth --config.negatives=non_candidates, 7 min 24 s): colour >= 0.98 at features_0 at every
-checkpoint, pattern 0.98-0.99 at features_18 at the last one (0.50 at step 0).
+checkpoint colour is read best at features_0 (0.92, non_linear_gap, averaged over the colours), and the raw-pixel
+baseline (mean RGB) reads it at 0.91: a property of the input. Pattern (linear_gap): best modules 0.76-0.93
+[intervals about +-0.08], 0.10-0.14 above the pixel baseline; shuffled controls 0.56-0.60 (docs/concepts.md). The
+2x2 at step 1792 (best module per concept, linear_gap, mean over colours / patterns; pixels in brackets):
+clip/others 0.85 (0.81) / 0.86 (0.74), clip/non_candidates 0.99 (0.97) / 0.89 (0.69), truth/others 0.86 (0.79) /
+0.88 (0.66), truth/non_candidates 0.99 (0.94) / 0.99 (0.66). On exact labels with negatives lacking the concept
+(--config.labels=truth --config.negatives=non_candidates, 7 min 24 s before the intervals): colour >= 0.98 at
+features_0 at every checkpoint, pattern 0.98-0.99 at features_18 at the last one (0.50 at step 0).
 """
 import ml_collections
 
@@ -33,6 +41,9 @@ def get_config():
     c.num_negative = 200
     c.negatives = "others"  # the paper: any other image; "non_candidates": images CLIP does not give the concept
     c.test_fraction = 0.3
+    # also probe the last checkpoint under the 2x2 of label source (clip, truth) x negatives (others,
+    # non_candidates): needs exact labels (toy cards) and config.clip_dir
+    c.label_grid = True
     c.seed = 0
     c.checkpoints_dir = "assets/toy_mobilenet_v2"
     c.checkpoint_steps = ()  # empty: every checkpoint in the directory

@@ -99,6 +99,12 @@ def label_quality(sets: Sequence[ConceptSet], truth: Mapping[str, np.ndarray]) -
     return rows
 
 
+def reindex(sets: Sequence[ConceptSet], position: np.ndarray) -> list[ConceptSet]:
+    """The sets with their pool indices mapped through `position` (pool index -> row of the captured images)."""
+    return [ConceptSet(cs.concept, cs.group, position[cs.positives], position[cs.negatives], position[cs.train],
+                       cs.train_y, position[cs.test], cs.test_y) for cs in sets]
+
+
 def pool_indices(sets: Sequence[ConceptSet]) -> np.ndarray:
     """The sorted pool indices any set uses (only these images are run through the probed model)."""
     return np.unique(np.concatenate([np.concatenate([cs.train, cs.test]) for cs in sets]))

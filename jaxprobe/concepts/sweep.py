@@ -9,8 +9,13 @@
    width (`probes.group_probes`) form one group, fit together by `fit.fit_group` (vmapped, jitted; the same shapes
    at every checkpoint, so it compiles once) and scored together by `probes.evaluate_group`; the shuffled-label
    control is the same group refit on permuted labels.
-4. Report: per family `results.csv` (model trained / shuffled, task = concept, layer = module, step = checkpoint
-   step), a what-where-when heatmap per concept, and the module x family table at the last checkpoint.
+   Every test accuracy carries its 95 % bootstrap interval over the test images (`accuracy_rows`).
+4. Baselines: the raw-pixel baseline (`pixel_rows`: the same probes on the images' mean RGB, once, since it cannot
+   depend on a checkpoint) and, with config.label_grid, the 2x2 of label source x negatives at the last checkpoint
+   (`label_grid`).
+5. Report: per family `results.csv` (model trained / shuffled / pixels, task = concept, layer = module, step =
+   checkpoint step) and `intervals.csv`, a what-where-when heatmap per concept, and the module x family table at the
+   last checkpoint.
 
 A finished checkpoint's rows are written to parts/ at once, so a killed run resumes at the next checkpoint.
 """
@@ -25,9 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxprobe import hooks, io, jobs, mesh, validate
-from jaxprobe.concepts import figures, pool, scores, sets
+from jaxprobe.concepts import figures, label_grid, pool, scores, sets
+from jaxprobe.concepts.figures import PIXELS
 from jaxprobe.models import load_mobilenet_v2, mobilenet_v2
-from jaxprobe.probing import fit, probes, report
+from jaxprobe.probing import fit, metrics, probes, report
 from jaxprobe.probing.tasks import Task
 from jaxprobe.validate import check_choice
 
@@ -35,6 +41,7 @@ CONCEPT = Task("concept", "label", ("accuracy",), "accuracy")  # one binary labe
 # family -> (probe kind, how a module's [h, w, C] map becomes the probe's input)
 FAMILIES = {"linear_gap": ("affine", "gap"), "non_linear_gap": ("mlp", "gap"), "non_linear_non_gap": ("mlp", "flat")}
 MODELS = ("trained", "shuffled")
+PART_COLUMNS = ("family", *report.COLUMNS, "ci_low", "ci_high")
 LABEL_SOURCES = ("clip", "truth")
 _STEP = re.compile(r"(\d+)$")
 # A resume may change only what does not change any number already written.
@@ -95,7 +102,9 @@ def check_config(c) -> None:
         raise ValueError("config.models must include 'trained'")
     validate.positive_finite(c, "probe.lr")
     validate.at_least(c, {f"probe.{key}": 1 for key in ("epochs", "non_gap_epochs", "batch_size", "hidden")})
-    if c.labels == "clip":
+    if not isinstance(c.label_grid, bool):
+        raise ValueError(f"config.label_grid must be True or False, got {c.label_grid!r}")
+    if c.labels == "clip" or c.label_grid:
         validate.existing_path(c, "clip_dir", "a transformers CLIPModel directory with its tokenizer files",
                                ("config.json",))
 
@@ -150,11 +159,30 @@ def epochs_of(c, family: str) -> int:
 
 def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int) -> list[dict]:
     """Every family x module x concept probe at one checkpoint (+ the shuffled control) -> long rows with a
-    `family` field. `acts` are indexed by pool position, as the sets' indices are."""
-    rows = []
+    `family` field (and, on the test split, the accuracy's 95 % interval). `acts` are indexed by pool position, as
+    the sets' indices are."""
     controls = {"trained": concept_sets}
     if "shuffled" in c.models:
         controls["shuffled"] = shuffled_sets(concept_sets, c.seed)
+    return [{**r, "step": step} for r in probe_rows(acts, controls, c)]
+
+
+def mean_rgb(images: np.ndarray) -> np.ndarray:
+    """uint8 images [P, R, R, 3] -> their globally average-pooled pixels [P, 1, 1, 3] (a 1x1 'map' of the input)."""
+    return np.asarray(images, np.float32).mean(axis=(1, 2), keepdims=True)
+
+
+def pixel_rows(images: np.ndarray, concept_sets, c) -> list[dict]:
+    """The raw-pixel baseline: each family's probe (the same recipe and sets) on the images' mean RGB, model and
+    layer `PIXELS`, no `step`: it reads the input only, so it is the same at every checkpoint."""
+    return probe_rows({PIXELS: mean_rgb(images)}, {PIXELS: concept_sets}, c)
+
+
+def probe_rows(acts: dict[str, np.ndarray], controls: dict, c) -> list[dict]:
+    """Every family x module x concept probe, fit and scored once per {model: sets} of `controls` (one label set
+    per concept, on the same images) -> rows without a step."""
+    rows = []
+    concept_sets = next(iter(controls.values()))
     for family in c.families:
         kind, how = FAMILIES[family]
         feats = {layer: features(a, how)[:, None] for layer, a in acts.items()}  # [P, 1, D]: one probe per module
@@ -172,10 +200,22 @@ def probe_checkpoint(acts: dict[str, np.ndarray], concept_sets, c, *, step: int)
                                        batch_size=c.probe.batch_size, lr=c.probe.lr, seed=c.probe.seed,
                                        hidden=c.probe.hidden)
                 for split, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
-                    acc = probes.evaluate_group(params, xs, ys, CONCEPT)["accuracy"].mean(axis=1)  # [G]
-                    rows += [{"family": family, "model": model, "task": concept, "layer": layer, "step": step,
-                              "split": split, "metric": "accuracy", "value": float(a)}
-                             for (concept, layer), a in zip(ids, acc)]
+                    correct = probes.evaluate_group(params, xs, ys, CONCEPT)["accuracy"]  # [G, N] per image
+                    rows += [{"family": family, "model": model, "task": concept, "layer": layer, **r}
+                             for (concept, layer), r in zip(ids, accuracy_rows(correct, split))]
+    return rows
+
+
+def accuracy_rows(correct: np.ndarray, split: str) -> list[dict]:
+    """Per probe, its per-image correctness [G, N] -> {split, metric, value}: the accuracy, and on the test split
+    its 95 % percentile-bootstrap interval over the test images (`metrics.mean_ci`) as ci_low / ci_high (the train
+    split is no estimate of anything, so it gets none)."""
+    acc = correct.mean(axis=1)
+    rows = [{"split": split, "metric": "accuracy", "value": float(a)} for a in acc]
+    if split == "test":
+        _, lo, hi = metrics.mean_ci(correct)
+        for r, a, b in zip(rows, lo, hi):
+            r.update(ci_low=float(a), ci_high=float(b))
     return rows
 
 
@@ -187,48 +227,82 @@ def run(c, workdir) -> dict:
     jobs.check_workdir(workdir)
     data = pool.load_pool(c)
     groups = scores.check_groups(c.groups.to_dict() if hasattr(c.groups, "to_dict") else c.groups, data.known)
-    if c.labels == "truth" and data.truth is None:
-        raise ValueError(f"config.labels='truth' needs exact labels, which data source {c.data.source!r} lacks")
-    labeller = _load_clip(c.clip_dir) if c.labels == "clip" else None
+    sources = list(dict.fromkeys([c.labels, *(LABEL_SOURCES if c.label_grid else ())]))
+    if "truth" in sources and data.truth is None:
+        needs = "config.labels='truth'" if c.labels == "truth" else "config.label_grid=True"
+        raise ValueError(f"{needs} needs exact labels, which data source {c.data.source!r} lacks")
+    labeller = _load_clip(c.clip_dir) if "clip" in sources else None
     module, checkpoints = load_checkpoints(c)
     layers = hooks.select_layers(module, list(c.layers))
-    if labeller is None:
-        score = scores.truth_scores(data.truth, groups)
-    else:
-        score = scores.clip_scores(*labeller, data.images, groups, template=c.template)
-    concept_sets = sets.make_sets(score, groups, num_positive=c.num_positive, num_negative=c.num_negative,
-                                  test_fraction=c.test_fraction, seed=c.seed, negatives=c.negatives)
+    score = {s: scores.truth_scores(data.truth, groups) if s == "truth" else
+             scores.clip_scores(*labeller, data.images, groups, template=c.template) for s in sources}
+    concept_sets = sets.make_sets(score[c.labels], groups, num_positive=c.num_positive,
+                                  num_negative=c.num_negative, test_fraction=c.test_fraction, seed=c.seed,
+                                  negatives=c.negatives)
+    cells = label_grid.cell_sets(score, groups, c) if c.label_grid else {}
     # claimed only now: every check above runs before a workdir exists
     workdir = jobs.claim(workdir, c.to_dict(), kind="concept sweep", may_change=MAY_CHANGE_ON_RESUME)
     quality = sets.label_quality(concept_sets, data.truth) if data.truth is not None else []
     if mesh.is_main():
         _write_labels(workdir / "labels", concept_sets, quality, data.images)
 
-    used = sets.pool_indices(concept_sets)  # capture only these images; re-index the sets into them
-    position = np.full(len(data.images), -1)
-    position[used] = np.arange(len(used))
-    local = [sets.ConceptSet(cs.concept, cs.group, position[cs.positives], position[cs.negatives],
-                             position[cs.train], cs.train_y, position[cs.test], cs.test_y) for cs in concept_sets]
-    images = data.images[used]
-
+    images, (local,) = _captured(data.images, [concept_sets])
     parts = workdir / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     todo = [(s, v) for s, v in checkpoints if not (parts / f"step_{s:07d}.csv").exists()]
+    if not (parts / "pixels.csv").exists():
+        _write_part(parts / "pixels.csv", pixel_rows(images, local, c))
     bar = tqdm(total=len(todo), desc="checkpoints", unit="ckpt", dynamic_ncols=True, disable=not mesh.is_main())
     for step, variables in todo:
         bar.set_postfix(step=step)
         acts = capture(module, variables, images, layers, c.capture_batch_size)
-        rows = probe_checkpoint(acts, local, c, step=step)
-        if mesh.is_main():
-            io.write_csv(parts / f"step_{step:07d}.csv", rows, ["family", *report.COLUMNS])
+        _write_part(parts / f"step_{step:07d}.csv", probe_checkpoint(acts, local, c, step=step))
         bar.update(1)
     bar.close()
+    grid = _label_grid(workdir / "label_grid", cells, data.images, module, checkpoints[-1][1], layers, c)
     summary = {}
     if mesh.is_main():
-        rows = [r for s, _ in checkpoints for r in io.read_csv(parts / f"step_{s:07d}.csv")]
-        summary = figures.write_report(workdir, rows, c.families, layers, quality)
+        pixels = io.read_csv(parts / "pixels.csv")
+        rows = [r for s, _ in checkpoints
+                for r in io.read_csv(parts / f"step_{s:07d}.csv") + [{**p, "step": s} for p in pixels]]
+        summary = figures.write_report(workdir, rows, c.families, layers, quality,
+                                       label_grid={"step": checkpoints[-1][0], "best": grid} if grid else None)
     mesh.barrier("report")
     return summary
+
+
+def _captured(images: np.ndarray, set_lists) -> tuple[np.ndarray, list]:
+    """Only the images some set uses (they are what the probed model runs on), and each list of sets re-indexed
+    into them."""
+    used = sets.pool_indices([cs for s in set_lists for cs in s])
+    position = np.full(len(images), -1)
+    position[used] = np.arange(len(used))
+    return images[used], [sets.reindex(s, position) for s in set_lists]
+
+
+def _write_part(path: Path, rows: list[dict]) -> None:
+    if mesh.is_main():
+        io.write_csv(path, rows, list(PART_COLUMNS))
+
+
+def _label_grid(directory: Path, cells: dict, pool_images, module, variables, layers, c) -> list[dict]:
+    """The 2x2 of label source x negatives (`label_grid`) at one checkpoint, with the raw-pixel baseline of each
+    cell -> its best rows (read back if a resumed run already wrote them; [] without cells)."""
+    if not cells:
+        return []
+    if (directory / "best.csv").exists():
+        return [{k: v if k in ("cell", "family", "concept", "module") else float(v) for k, v in r.items()}
+                for r in io.read_csv(directory / "best.csv")]
+    images, local = _captured(pool_images, list(cells.values()))
+    acts = capture(module, variables, images, layers, c.capture_batch_size)
+    rows = []
+    for cell, cell_sets in zip(cells, local):
+        rows += label_grid.grid_rows(cell, probe_rows(acts, {"trained": cell_sets}, c))
+        rows += label_grid.grid_rows(cell, pixel_rows(images, cell_sets, c))
+    if not mesh.is_main():
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    return label_grid.write(directory, rows, PIXELS)
 
 
 def _load_clip(directory):
@@ -252,10 +326,19 @@ def _write_labels(directory: Path, concept_sets, quality, images) -> None:
 
 
 def headline(summary: dict) -> list[str]:
-    """What the launcher prints: label quality, and each concept's best module per family at the last checkpoint."""
+    """What the launcher prints: label quality, each concept's best module per family at the last checkpoint with
+    its 95 % interval and the raw-pixel baseline, and the 2x2 of label source x negatives (if it ran)."""
     lines = [f"{q['concept']}: labels precision@{q['num_positive']} {q['precision']:.3f}, negatives carrying it "
              f"{q['negatives_with_concept']:.3f}" for q in summary["label_quality"]]
-    for concept, best in summary["best_module_at_last_checkpoint"].items():
+    pixels = summary.get("pixels_at_last_checkpoint", {})
+    for concept, best in summary["best_module_ci95"].items():
         lines.append(f"{concept} at step {summary['last_step']}: " + ", ".join(
-            f"{f} {m} {a:.3f}" for f, (m, a) in best.items()))
+            f"{f} {m} {a:.3f} [{lo:.3f}, {hi:.3f}]" + (f" (pixels {pixels[concept][f][0]:.3f})" if pixels else "")
+            for f, (m, a, lo, hi) in best.items()))
+    grid = summary.get("label_grid", {}).get("best", [])
+    for cell, family in dict.fromkeys((r["cell"], r["family"]) for r in grid):
+        mine = [r for r in grid if (r["cell"], r["family"]) == (cell, family)]
+        lines.append(f"2x2 {cell} at step {summary['label_grid']['step']}, {family}: best module "
+                     f"{np.mean([r['accuracy'] for r in mine]):.3f}, pixels {np.mean([r['pixels'] for r in mine]):.3f}"
+                     " (mean over concepts)")
     return lines

@@ -75,6 +75,7 @@ def clean_sweep(tmp_path_factory):
     noise (the two GAP families, which are where the goals are read)."""
     c = toy.get_config()
     c.labels, c.negatives, c.families = "truth", "non_candidates", ("linear_gap", "non_linear_gap")
+    c.label_grid = False  # the toy_sweep fixture runs it
     workdir = tmp_path_factory.mktemp("concepts_clean")
     return workdir, sweep.run(c, workdir)
 

@@ -18,6 +18,7 @@ def config(tmp_path_factory):
     c.data.num_images = 240
     c.resolution = RES
     c.labels = "truth"
+    c.label_grid = False  # the 2x2 needs CLIP: tests/concepts/test_baselines.py and the toy run cover it
     c.num_positive, c.num_negative = 20, 40
     c.checkpoints_dir = str(random_mobilenet_checkpoints(tmp_path_factory.mktemp("ckpts")))
     c.layers = ("features_0", "features_1", "features_17", "features_18")
@@ -36,15 +37,24 @@ def test_sweep_writes_every_probe_and_the_figures(config, finished):
     workdir, summary = finished
     for family in config.families:
         rows = report.read_results_csv(workdir / family / "results.csv")
-        # 2 models x 7 concepts x 4 modules x 2 checkpoints x 2 splits
-        assert len(rows) == 2 * 7 * 4 * 2 * 2
-        assert {r["step"] for r in rows} == {0, 7} and {r["model"] for r in rows} == {"trained", "shuffled"}
-        assert {r["layer"] for r in rows} == set(config.layers)
+        # (2 models x 7 concepts x 4 modules + the pixel baseline's 7 concepts) x 2 checkpoints x 2 splits
+        assert len(rows) == (2 * 7 * 4 + 7) * 2 * 2
+        assert {r["step"] for r in rows} == {0, 7}
+        assert {r["model"] for r in rows} == {"trained", "shuffled", "pixels"}
+        assert {r["layer"] for r in rows} == {*config.layers, "pixels"}
         assert all(0.0 <= r["value"] <= 1.0 and r["metric"] == "accuracy" for r in rows)
-        assert len(list((workdir / family / "figures").glob("*.png"))) == 7
+        assert len(list((workdir / family / "figures").glob("*.png"))) == 7 * 2  # the maps and the intervals
+        with open(workdir / family / "intervals.csv") as f:
+            intervals = list(csv.DictReader(f))
+        test = [r for r in rows if r["split"] == "test"]
+        assert [float(r["value"]) for r in intervals] == [r["value"] for r in test]
+        assert all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in intervals)
     assert (workdir / "labels" / "top_positives.png").exists()
     with open(workdir / "table.csv") as f:
-        assert len(list(csv.DictReader(f))) == 7 * 4
+        table = list(csv.DictReader(f))
+    assert len(table) == 7 * 5 and {r["module"] for r in table} == {*config.layers, "pixels"}
+    assert all(float(r[f"{f}_ci_low"]) <= float(r[f]) <= float(r[f"{f}_ci_high"]) for r in table
+               for f in config.families)
     assert {q["concept"] for q in summary["label_quality"]} == {"red", "yellow", "green", "blue", "dotted",
                                                                 "striped", "zigzagged"}
 
@@ -59,8 +69,19 @@ def test_checkpoints_give_different_activations_and_accuracies(config, finished)
     for layer in config.layers:
         assert not np.allclose(a[layer], b[layer]), layer
     rows = report.read_results_csv(workdir / "non_linear_non_gap" / "results.csv")
-    by_step = {s: [r["value"] for r in rows if r["step"] == s] for s in (0, 7)}
+    by_step = {s: [r["value"] for r in rows if r["step"] == s and r["model"] != "pixels"] for s in (0, 7)}
     assert by_step[0] != by_step[7]
+
+
+@pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
+def test_pixel_baseline_is_the_same_at_every_checkpoint(config, finished):
+    """It reads the raw input only, so no checkpoint can change it."""
+    workdir, _ = finished
+    for family in config.families:
+        rows = report.read_results_csv(workdir / family / "results.csv")
+        by_step = {s: [(r["task"], r["split"], r["value"]) for r in rows if r["step"] == s and r["model"] == "pixels"]
+                   for s in (0, 7)}
+        assert len(by_step[0]) == 7 * 2 and by_step[0] == by_step[7]
 
 
 @pytest.mark.slow  # ~90 s on 2 cores: every family compiles per input width
@@ -87,8 +108,8 @@ def test_resume_is_bit_identical(config, finished, tmp_path):
     (tmp_path / "w" / "parts" / "step_0000007.csv").unlink()
     sweep.run(config, tmp_path / "w")
     for family in config.families:
-        assert (tmp_path / "w" / family / "results.csv").read_bytes() == (workdir / family /
-                                                                          "results.csv").read_bytes()
+        for name in ("results.csv", "intervals.csv"):
+            assert (tmp_path / "w" / family / name).read_bytes() == (workdir / family / name).read_bytes()
 
 
 def test_bad_inputs_fail_before_any_work(tmp_path):

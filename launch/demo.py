@@ -35,10 +35,11 @@ _FULL = flags.DEFINE_bool("full", False, "run the full configs/scene/toy_probe.p
 
 
 def probe_config(full: bool = False):
-    """configs/scene/toy_probe.py, demo-sized (64 train / 64 test images, 10 epochs) unless `full`."""
+    """configs/scene/toy_probe.py, demo-sized (64 train images, the last 16 of them validation / 64 test, 10 epochs)
+    unless `full`."""
     c = config_file.load(CONFIGS / "scene" / "toy_probe.py")
     if not full:
-        c.num_train, c.num_test, c.probe.epochs = 64, 64, 10
+        c.num_train, c.num_val, c.num_test, c.probe.epochs = 64, 16, 64, 10
     return c
 
 
@@ -52,9 +53,11 @@ def intervene_config(probes, full: bool = False):
 
 
 def concepts_config(full: bool = False):
-    """configs/concepts/toy.py, demo-sized (the first, a middle and the last shipped checkpoint) unless `full`."""
+    """configs/concepts/toy.py, demo-sized (the first, a middle and the last shipped checkpoint, no 2x2 of label
+    source x negatives) unless `full`."""
     c = config_file.load(CONFIGS / "concepts" / "toy.py")
     if not full:
+        c.label_grid = False
         steps = [s for s, _ in concept_sweep.find_checkpoints(c.checkpoints_dir)]
         c.checkpoint_steps = (steps[0], steps[len(steps) // 2], steps[-1])
     return c

@@ -176,13 +176,10 @@ def test_bad_sweep_configs_fail_before_any_work(tiny_dir, tmp_path):
         sweep.run(_with(c, steps=(0, 7)), tmp_path / "c")
     with pytest.raises(ValueError, match="matches no UNet module"):
         sweep.run(_with(c, layers=("*attn3/to_out_0",)), tmp_path / "d")
-    sweep.run(_with(c, num_test=1, models=("trained",), tasks=("saliency",)), tmp_path / "e")
-    with pytest.raises(ValueError, match="another config"):
-        sweep.run(_with(c, num_test=2, models=("trained",), tasks=("saliency",)), tmp_path / "e")
     assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written for a rejected config
 
 
-def test_a_workdir_refuses_retrained_weights(tiny_dir, tmp_path):
+def test_a_workdir_refuses_another_config_and_retrained_weights(tiny_dir, tmp_path):
     import shutil
 
     from safetensors.numpy import load_file, save_file
@@ -192,6 +189,8 @@ def test_a_workdir_refuses_retrained_weights(tiny_dir, tmp_path):
     sweep.run(c, tmp_path / "run")
     written = {(r["model"], r["task"]) for r in _results(tmp_path / "run")}
     assert {("prior", "saliency"), ("ceiling", "saliency")} <= written  # every sweep reports its references
+    with pytest.raises(ValueError, match="another config"):
+        sweep.run(_with(c, num_test=2), tmp_path / "run")
     weights = next(pipe_dir.glob("unet/*.safetensors"))
     tensors = load_file(weights)
     name = sorted(tensors)[0]
@@ -219,6 +218,7 @@ def test_val_is_carved_from_the_end_of_the_train_images():
     assert list(fit_stage.split_rows(c)["train"]) == list(range(10))
 
 
+@pytest.mark.slow  # an end-to-end sweep with its seed refits (the selection itself: tests/probing/test_report.py)
 def test_a_sweep_with_val_chooses_on_it_and_refits_the_chosen_cell_with_more_probe_seeds(tiny_dir, tmp_path):
     """Probes fit on the first 3 of 4 train images, cells chosen on the 4th; the chosen cell refit with seed 1. The
     sweep's own probe, refit alone on the fit rows (`refit_cell` with the sweep's seed), scores the headline value:

@@ -3,11 +3,13 @@ salient-object and depth probes, randomized-weight and VAE-decoder baselines, 12
 
   python launch/probe.py --config=configs/scene/toy_probe.py --workdir=runs/toy_probe
 
-Machine: the 2-core x86_64 CPU. Time: 6 min 31 s (2026-12-01). Result (results.csv, summary.json, figures/,
-probes/): best cells at up2.a2 for both tasks, saliency Dice 0.302 [0.259, 0.343] (step 10) and depth RMSE 0.482
-[0.469, 0.496] (step 13); randomized weights 0.056 / 0.794; the VAE decoder 0.419 / 0.520. With
---config.probe.kind=ridge (5 min 32 s): 0.295 / 0.448. With --config.probe.label_mode=downsample (5 min 8 s): every
-test cell within 0.013 Dice and 0.010 RMSE. Full tables: docs/results.md.
+Machine: the 2-core x86_64 CPU. Time: 15 min 59 s with --config.tasks='("saliency","depth","inverse_depth")'
+(2026-12-07, sharing the cores with a training job). Result (results.csv, summary.json, figures/, probes/), cells
+chosen on the 32 validation images, scored on the 192 test images: saliency Dice 0.294 [0.253, 0.333] (up2.a2,
+step 14; AP 0.501), depth RMSE 0.485 [0.472, 0.498] (up2.a2, step 12), inverse depth 0.648 [0.551, 0.750];
+randomized weights 0.047 / 0.824; the VAE decoder on x_t (the paper's) 0.386 / 0.533, on the predicted x0
+0.402 / 0.531; the prior (mean label) 0.010 / 0.494: depth is not decoded beyond the layout (+0.009
+[-0.015, +0.033]). Full tables: docs/results.md.
 """
 import ml_collections
 

@@ -6,11 +6,12 @@ random-direction edit of equal norm and the opposite translation, all with the s
   python launch/intervene.py --config=configs/scene/toy_intervene.py --config.probes=runs/toy_probe_encoded \
       --workdir=runs/toy_intervene
 
-Machine: the 2-core x86_64 CPU. Time: 3 min 50 s (2026-12-02). Result (256 edits, 95% intervals): the object moves
-along the intended shift, transfer +0.234 [+0.141, +0.323], delta IoU with the target +0.101 [+0.070, +0.132], found
-in 99.6%, its colour kept in 80.5% (unedited: 86.7%); null edit -0.008, random direction -0.011, opposite -0.283.
-With --config.lr=0.02 (4 min 10 s): transfer +0.531 [+0.443, +0.614], every success check met, but the scene breaks
-(colour kept 45%). Probes fitted on generated images (configs/scene/toy_probe.py) work too. docs/intervention.md
+Machine: the 2-core x86_64 CPU. Time: 9 min 19 s (2026-12-07, cores shared with a training job; 3 min 50 s alone on
+2026-12-02). Result (256 edits, 95% intervals clustered by image): the object moves along the intended shift,
+transfer +0.270 [+0.170, +0.367] (paired over the random-direction control: +0.281 [+0.181, +0.379]), delta IoU with
+the target +0.091 [+0.052, +0.128], found in 100%, its colour kept in 84% (unedited: 87%); null edit -0.008, random
+direction -0.018, opposite -0.271. With --config.lr=0.02 (4 min 10 s, 2026-12-02, intervals over edits): transfer
++0.531 [+0.443, +0.614], every success check met, but the scene breaks (colour kept 45%). Probes fitted on generated images (configs/scene/toy_probe.py) work too. docs/intervention.md
 has both tables and the ablation.
 """
 import ml_collections

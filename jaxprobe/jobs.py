@@ -3,6 +3,7 @@ prompts, the sampling steps a config selects and the memory estimate. One place,
 vocabulary and no study borrows these from another."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from jaxprobe import io, mesh, validate
 from jaxprobe.diffusion import sampling
-from jaxprobe.models import Pipeline, load_pipeline
+from jaxprobe.models import Pipeline, load, load_pipeline
 from jaxprobe.models.pipeline import COMPONENTS
 
 
@@ -104,21 +105,10 @@ def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> 
     shared by its devices). `batch` images are split over the mesh's data axis and doubled for CFG. Returns the
     estimate in bytes."""
     per_device = 2 * math.ceil(batch / mesh.axis_size("data"))
-    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, dtype if jnp.issubdtype(p.dtype, jnp.floating)
-                                                         else p.dtype), pipe.params)
-    ids = jax.ShapeDtypeStruct((per_device, pipe.tokenize([""]).shape[1]), jnp.int32)
+    params = _at_dtype(pipe.params, jnp.dtype(dtype))
     size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor, pipe.unet.config.in_channels)
-    latent = jax.ShapeDtypeStruct((per_device, *size), dtype)
-
-    def unet_call(p, ids, latent):
-        context = pipe.text_encoder.apply({"params": p["text_encoder"]}, ids)
-        return pipe.unet.apply({"params": p["unet"]}, latent, jnp.zeros(latent.shape[0], jnp.int32), context)
-
-    def vae_call(p, latent):
-        return pipe.vae.apply({"params": p["vae"]}, latent, method="decode")
-
-    largest = max(_largest_array(jax.make_jaxpr(unet_call)(params, ids, latent).jaxpr),
-                  _largest_array(jax.make_jaxpr(vae_call)(params, jax.ShapeDtypeStruct((per_device // 2, *size), dtype)).jaxpr))
+    largest = _largest_call_array(pipe.unet, pipe.text_encoder, pipe.vae, (per_device, pipe.tokenize([""]).shape[1]),
+                                  (per_device, *size), jnp.dtype(dtype))
     need = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params)) + largest
     device = jax.local_devices()[0]
     limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
@@ -130,6 +120,33 @@ def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> 
                          f"largest array) per device; a {device.platform} device here has {limit / 2**30:.1f} GiB: "
                          "choose a smaller size or batch")
     return need
+
+
+@functools.lru_cache(maxsize=16)
+def _largest_call_array(unet, text_encoder, vae, ids_shape: tuple, latent_shape: tuple, dtype) -> int:
+    """Bytes of the largest array a CFG UNet call (text encoder included) or a VAE decode of half its batch makes
+    (traced once per modules and shapes: tracing a UNet takes about a second)."""
+    def shapes(module):
+        return _at_dtype(load.param_shapes(module), dtype)
+
+    def unet_call(p, ids, latent):
+        context = text_encoder.apply({"params": p["text_encoder"]}, ids)
+        return unet.apply({"params": p["unet"]}, latent, jnp.zeros(latent.shape[0], jnp.int32), context)
+
+    def vae_call(p, latent):
+        return vae.apply({"params": p}, latent, method="decode")
+
+    params = {"text_encoder": shapes(text_encoder), "unet": shapes(unet)}
+    ids = jax.ShapeDtypeStruct(ids_shape, jnp.int32)
+    half = jax.ShapeDtypeStruct((latent_shape[0] // 2, *latent_shape[1:]), dtype)
+    return max(_largest_array(jax.make_jaxpr(unet_call)(params, ids, jax.ShapeDtypeStruct(latent_shape, dtype)).jaxpr),
+               _largest_array(jax.make_jaxpr(vae_call)(shapes(vae), half).jaxpr))
+
+
+def _at_dtype(params, dtype):
+    """ShapeDtypeStructs of `params` with the floating-point ones at `dtype`, as sampling casts them."""
+    return jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, dtype if jnp.issubdtype(p.dtype, jnp.floating)
+                                                       else p.dtype), params)
 
 
 def _largest_array(jaxpr) -> int:

@@ -123,10 +123,12 @@ def replicate(tree):
     return tree if current() is None else shard(tree, P())
 
 
-def pad_count(n: int) -> int:
-    """How many copies of the last image pad a batch of n images to a split of the mesh's data axis (0 off a
-    mesh): every sharded program pads this way and drops the copies after."""
-    return -n % axis_size("data")
+def pad_count(n: int, batch_size: int = 0) -> int:
+    """How many copies of the last image pad a batch of n images to at least `batch_size` and to a split of the
+    mesh's data axis (0 for a full batch off a mesh): every sharded program pads this way and drops the copies
+    after."""
+    target = max(n, batch_size)
+    return target - n + -target % axis_size("data")
 
 
 def pad_last(x, pad: int):

@@ -106,6 +106,13 @@ def test_sharded_runs_equal_single_device_runs():
     assert max(diffs.values()) <= 1e-5, diffs
 
 
+def test_a_batch_pads_to_the_batch_size_and_to_a_split_of_the_data_axis(monkeypatch):
+    assert [mesh.pad_count(n) for n in (1, 3)] == [0, 0]  # off a mesh, no batch size: no padding
+    assert [mesh.pad_count(n, 4) for n in (1, 3, 4, 6)] == [3, 1, 0, 0]
+    monkeypatch.setattr(mesh, "axis_size", lambda name: 4)
+    assert [mesh.pad_count(n, 6) for n in (1, 5, 6, 7)] == [7, 3, 2, 1]
+
+
 def test_mesh_sizes_fill_one_axis_and_name_the_valid_ones():
     assert mesh.sizes(-1, 1, 8) == (8, 1)
     assert mesh.sizes(2, -1, 8) == (2, 4)

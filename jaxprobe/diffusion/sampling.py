@@ -190,7 +190,8 @@ class Settings:
     """How a job samples, the same for every batch: one value built once and passed down, instead of the same
     keywords forwarded through every layer. `guidance_scale` is one CFG weight or one per step
     (`guidance_schedule`); height, width None or 0: the pipeline's native size; `dtype` the compute dtype
-    (`check_dtype`)."""
+    (`check_dtype`); `batch_size` > 0 pads a call of fewer images to it (copies of the last image, dropped after),
+    so that a job's last, shorter batch reuses the program its full batches compiled."""
 
     num_inference_steps: int = 15
     guidance_scale: float | Sequence[float] = 7.5
@@ -199,6 +200,7 @@ class Settings:
     width: int | None = None
     dtype: Any = jnp.float32
     negative_prompt: str = ""
+    batch_size: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,8 +266,15 @@ def check_dtype(dtype) -> jnp.dtype:
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> jax.Array:
-    """Unit Gaussian latents [B,*shape], one key per image: image k depends only on seeds[k], not on the batch."""
-    return jax.vmap(lambda s: jax.random.normal(jax.random.key(s), shape))(jnp.asarray(seeds, jnp.uint32))
+    """Unit Gaussian latents [B,*shape], one key per image: image k depends only on seeds[k], not on the batch.
+    Drawn an image at a time (bitwise what a vmap over the seeds draws), so one compile per shape serves every
+    batch size."""
+    return jnp.stack([_noise(jnp.uint32(s), tuple(shape)) for s in seeds])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _noise(seed: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
+    return jax.random.normal(jax.random.key(seed), shape)
 
 
 def cast_params(params, dtype):
@@ -311,14 +320,14 @@ def sample(pipe, prompts: Sequence[str] | str, settings: Settings = Settings(), 
     (multiplied by the scheduler's init sigma, as diffusers does with user latents). `hook` runs at every step (see
     `Hook`), with `extra` traced into the program; what it returns at `keep_steps` (`select_steps`: None = all,
     () = none) comes back in `kept`. On a mesh (`jaxprobe.mesh`) the batch is split over the data axis (a batch that
-    does not split is padded with copies of its last image, which are dropped; `extra` must then hold no per-image
-    arrays).
+    does not split, or is shorter than `settings.batch_size`, is padded with copies of its last image, which are
+    dropped; `extra` must then hold no per-image arrays).
     """
     settings = dataclasses.replace(settings, **fields)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     dtype = check_dtype(settings.dtype)
     n, steps = len(prompts), settings.num_inference_steps
-    pad = mesh.pad_count(n)
+    pad = mesh.pad_count(n, settings.batch_size)
     prompts, seeds, latents = (mesh.pad_last(x, pad) for x in (prompts, image_seeds(seed, n), latents))
     req = prepare(pipe, settings, prompts, seeds, latents)
     kept_steps = select_steps(keep_steps, steps) if keep_steps is None or len(keep_steps) else ()

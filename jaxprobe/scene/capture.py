@@ -78,8 +78,8 @@ def vae_baselines(vae, vae_params, latents: dict[str, jax.Array], models: Sequen
 @dataclasses.dataclass(frozen=True)
 class CaptureRequest:
     """What a job captures, the same for every batch: built once per job and passed down, so that no layer forwards
-    a dozen keywords to the next. `sampler`: how to sample (`sampling.Settings`; encoded images use its step count
-    and scheduler only); `layers`: path patterns (`hooks.select_layers`); `steps`: step indices
+    a dozen keywords to the next. `sampler`: how to sample (`sampling.Settings`; encoded images use its step count,
+    scheduler and batch_size only); `layers`: path patterns (`hooks.select_layers`); `steps`: step indices
     (`sampling.select_steps`: None = all); `store_dtype` (e.g. bf16): what activations are kept in (None: as
     computed); `store_pool` k > 1 average-pools every captured layer (baselines too) k x k over its token grid first,
     which must divide by k (k**2 times smaller); `randomized_seed`: also capture the same layers of
@@ -248,7 +248,7 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
     f = pipe.vae_scale_factor
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
     n = len(prompts)
-    pad = mesh.pad_count(n)  # on a mesh: copies of the last image up to a split of the data axis
+    pad = mesh.pad_count(n, request.sampler.batch_size)  # copies of the last image: see `sampling.Settings`
     images, ids, seeds = (mesh.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
                                                                sampling.image_seeds(seed, n)))
     store_dtype, pool, vae_models = (_store_dtype(request.store_dtype), _check_pool(request.store_pool),

@@ -20,7 +20,8 @@ def capture_request(c, layers: Sequence[str], steps: Sequence[int]) -> capture.C
     """What every batch of the sweep captures (`layers` and `steps` as `check_config` resolved them)."""
     return capture.CaptureRequest(
         sampler=sampling.Settings(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
-                                  scheduler=c.scheduler, height=c.resolution, width=c.resolution),
+                                  scheduler=c.scheduler, height=c.resolution, width=c.resolution,
+                                  batch_size=c.batch_size),
         layers=tuple(layers), steps=tuple(steps), store_dtype=None if c.store_dtype == "float32" else
         jnp.dtype(c.store_dtype), store_pool=c.store_pool,
         randomized_seed=c.randomized_seed if "randomized" in c.models else None,

@@ -107,6 +107,10 @@ def test_seed_gives_same_image_whatever_the_batch(tiny):
     # Equal up to float reassociation across batch sizes (latents reach ~30 here).
     np.testing.assert_allclose(np.asarray(both.latents[1]), np.asarray(alone.latents[0]), atol=1e-4, rtol=1e-4)
     assert not np.allclose(np.asarray(both.latents[0]), np.asarray(both.latents[1]))
+    # A short batch padded to batch_size runs the full batch's program: its image is that program's.
+    padded = sampling.sample(pipe, PROMPTS[1:], num_inference_steps=3, seed=[12], batch_size=2)
+    assert padded.latents.shape[0] == padded.images.shape[0] == 1
+    np.testing.assert_allclose(np.asarray(padded.latents[0]), np.asarray(both.latents[1]), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.slow  # fast tier <= 5 min on 2 cores: closeness and train-mode checks run in the slow tier

@@ -253,8 +253,9 @@ def test_vae_baseline_decodes_the_latent_entering_each_step(tiny, noise, referen
     for s in range(STEPS):
         xt = reference.kept["xt"][s]
         np.testing.assert_allclose(lat_in[s] * np.sqrt(plan.sigmas[s] ** 2 + 1), xt, atol=1e-5 * np.abs(xt).max())
-        # Activations reach |a| ~ 100, where float32's spacing is 7.6e-6: within 1e-5 plus a few of its ulps.
-        np.testing.assert_allclose(np.asarray(got[:, s]), _vae_layer(pipe, xt), atol=1e-5, rtol=1e-6, err_msg=s)
+        # Two programs (the sampler's scan, a direct decode) round apart; activations reach |a| ~ 100, where float32's
+        # spacing is 7.6e-6: within 1e-5 plus 1e-5 relative.
+        np.testing.assert_allclose(np.asarray(got[:, s]), _vae_layer(pipe, xt), atol=1e-5, rtol=1e-5, err_msg=s)
 
 
 def test_vae_baseline_at_step_0_does_not_see_the_prompt(tiny, noise, sweep):

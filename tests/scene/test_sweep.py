@@ -185,10 +185,8 @@ def test_a_workdir_refuses_another_config_and_retrained_weights(tiny_dir, tmp_pa
     from safetensors.numpy import load_file, save_file
     pipe_dir = shutil.copytree(tiny_dir, tmp_path / "pipe")
     c = _with(_config(tiny_dir, "encoded"), pipeline_dir=str(pipe_dir), num_test=1, models=("trained",),
-              tasks=("saliency",))
+              tasks=("saliency",), stage="capture")  # the first stage claims the workdir for every later one
     sweep.run(c, tmp_path / "run")
-    written = {(r["model"], r["task"]) for r in _results(tmp_path / "run")}
-    assert {("prior", "saliency"), ("ceiling", "saliency")} <= written  # every sweep reports its references
     with pytest.raises(ValueError, match="another config"):
         sweep.run(_with(c, num_test=2), tmp_path / "run")
     weights = next(pipe_dir.glob("unet/*.safetensors"))

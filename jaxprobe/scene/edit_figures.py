@@ -82,3 +82,33 @@ def ablation_figure(path, rows, *, run: str = "edited",
     axes[0].set_yticks(range(len(settings)), settings, fontsize=8)
     axes[0].invert_yaxis()
     report.save_figure(fig, path)
+
+
+def tradeoff_figure(path, rows, *, reference: str, run: str = "edited",
+                    kept: Sequence[str] = ("colour", "background_change")) -> None:
+    """Transfer (y) against each scene-kept measure (x, one panel each) for every ablation setting's `run`, with
+    95% intervals on both axes (`edit_study.ablate`'s rows): the trade-off between moving the object and keeping the
+    scene. `reference` (the paper's setting) is marked with a star; the unedited samples' level is a dotted line."""
+    cell = {(r["setting"], r["run"], r["metric"]): r for r in rows}
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    fig = Figure(figsize=(5.2 * len(kept), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(kept), squeeze=False)[0]
+    for ax, m in zip(axes, kept):
+        for i, s in enumerate(settings):
+            x, y = cell.get((s, run, m)), cell.get((s, run, "transfer"))
+            if not (x and y):
+                continue
+            ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci_low"]], [x["ci_high"] - x["mean"]]],
+                        yerr=[[y["mean"] - y["ci_low"]], [y["ci_high"] - y["mean"]]], fmt="*" if s == reference
+                        else "o", markersize=12 if s == reference else 5, color=f"C{i % 10}", capsize=2,
+                        label=s + (" (paper)" if s == reference else ""))
+        plain = [cell[(s, "no_edit", m)]["mean"] for s in settings if (s, "no_edit", m) in cell]
+        if plain:
+            ax.axvline(float(np.mean(plain)), color="black", linestyle=":", linewidth=0.8, label="no edit")
+        ax.set_xlabel(f"{m} ({'higher' if m == 'colour' else 'lower'} keeps the scene)")
+        ax.set_ylabel("transfer (1 = moved as far as asked)")
+        ax.axhline(0, color="black", linewidth=0.5)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"moving the object vs keeping the scene, {run} run of each setting; 95% intervals clustered by "
+                 "image", fontsize=10)
+    report.save_figure(fig, path)

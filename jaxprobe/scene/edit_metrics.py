@@ -14,11 +14,14 @@ from jaxprobe.probing import metrics
 # name -> what it is; every per-edit array `edit_scores` returns, in this order (the CSV columns and the summary).
 METRICS = {
     "transfer": "salient centroid's displacement along v / |v|^2 (1 = moved as far as asked)",
+    "transfer_clipped": "transfer / the target's own centroid shift along v (a target the border clips cannot "
+                        "reach 1 in `transfer`; here 1 = as far as the target moved)",
     "drift": "the displacement's part orthogonal to v, / |v|",
     "iou": "IoU of the salient mask with the target mask",
     "delta_iou": "IoU with the target minus the plain sample's IoU with it (paired)",
     "found": "a salient object is found (>= min_pixels pixels)",
     "colour": "the salient object's colour is the caption's (toy-world captions only, else NaN)",
+    "vacated": "fraction of the plain object's pixels outside the target that are no longer salient",
     "background_change": "mean |image - plain sample| / 255 where neither has the object nor the target has it",
     "depth_rmse": "RMSE of the z-scored depth to the depth target (shifted, not rescaled)",
     "depth_rmse_gain": "the plain sample's depth RMSE to that target minus this image's (> 0: closer)",
@@ -47,6 +50,15 @@ def displacement(before: np.ndarray, after: np.ndarray, shifts: np.ndarray) -> t
     return along, drift
 
 
+def vacated(plain_mask, mask, target_mask) -> np.ndarray:
+    """Fraction [N] of the pixels the plain sample's object held outside the target (masks [N, H, W]) that are no
+    longer salient: 1 = the object left its old place; NaN where the target covers the whole old object."""
+    source = np.asarray(plain_mask, bool) & ~np.asarray(target_mask, bool)
+    still = (source & np.asarray(mask, bool)).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - still / source.sum(axis=(1, 2))
+
+
 def background_change(plain_image, image, keep_out) -> np.ndarray:
     """Mean absolute change [N] of uint8 images [N, H, W, 3] over the pixels where `keep_out` [N, H, W] is False,
     in units of the full intensity range (0 = untouched); NaN where no pixel is left."""
@@ -63,10 +75,14 @@ def edit_scores(*, plain_image, image, plain_mask, mask, target_mask, shifts, fo
     z-scored depth maps [N, H, W] and the depth target (or None: depth metrics NaN). Centroid metrics are NaN where
     either image has no salient object."""
     transfer, drift = displacement(plain_mask, mask, shifts)
+    reach = displacement(plain_mask, target_mask, shifts)[0]  # how far the (clipped) target itself moved along v
     nan = np.full(len(shifts), np.nan)
-    out = {"transfer": transfer, "drift": drift, "iou": metrics.iou(mask, target_mask),
+    with np.errstate(invalid="ignore", divide="ignore"):
+        clipped = np.where(reach > 0, transfer / reach, np.nan)
+    out = {"transfer": transfer, "transfer_clipped": clipped, "drift": drift, "iou": metrics.iou(mask, target_mask),
            "delta_iou": metrics.iou(mask, target_mask) - metrics.iou(plain_mask, target_mask),
            "found": np.asarray(found, np.float64), "colour": np.asarray(colour, np.float64),
+           "vacated": vacated(plain_mask, mask, target_mask),
            "background_change": background_change(plain_image, image, np.asarray(plain_mask, bool)
                                                   | np.asarray(mask, bool) | np.asarray(target_mask, bool)),
            "depth_rmse": nan, "depth_rmse_gain": nan}

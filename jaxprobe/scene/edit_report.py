@@ -108,8 +108,9 @@ def write_report(c, workdir: Path, setup: EditSetup, edits: list[dict], num_batc
     if scores:
         of_image = np.asarray([e["image"] for e in edits])  # the unit the intervals resample
         summary.update(intervals=INTERVALS, runs=summarize(scores, runs, of_image), paired_intervals=PAIRED,
-                       paired={f"edited - {run}": paired(scores, scores, "edited", of_image, other_run=run)
-                               for run in runs if run != "edited"})
+                       paired={f"{a} - {b}": paired(scores, scores, a, of_image, other_run=b) for a, b in
+                               [("edited", run) for run in runs if run != "edited"]
+                               + [(run, "no_edit") for run in c.controls]})
         summary["goals"] = goals(summary["runs"])
         report.write_results_csv(workdir / "results.csv", [
             {"model": run, "task": c.task, "layer": layers, "step": setup.steps[0], "split": "test", "metric": m,
@@ -134,14 +135,14 @@ def headline(summary: dict, *, with_goals: bool = True) -> list[str]:
     if summary.get("runs"):
         lines.append(f"intervals: {summary['intervals']}; {summary['edits']} edits")
     for run, s in summary.get("runs", {}).items():
-        parts = [_interval(m, s[m]) for m in ("transfer", "delta_iou") if m in s]
-        parts += [f"{m} {s[m]['mean']:.0%}" for m in ("found", "colour") if m in s]
+        parts = [_interval(m, s[m]) for m in ("transfer", "transfer_clipped", "delta_iou") if m in s]
+        parts += [f"{m} {s[m]['mean']:.0%}" for m in ("found", "colour", "vacated") if m in s]
         if "background_change" in s:
             parts.append(f"background change {s['background_change']['mean']:.3f}")
         lines.append(f"{run:9s} " + "; ".join(parts))
     for name, s in summary.get("paired", {}).items():
-        lines.append(f"paired {name}: " + "; ".join(_interval(m, s[m]) for m in ("transfer", "delta_iou", "colour")
-                                                    if m in s))
+        lines.append(f"paired {name}: " + "; ".join(_interval(m, s[m]) for m in ("transfer", "delta_iou", "colour",
+                                                                                "background_change") if m in s))
     for g in summary.get("goals", ()) if with_goals else ():
         value = round(g["value"], 3) if isinstance(g["value"], float) else g["value"]
         verdict = "not measured" if g["passed"] is None else "met" if g["passed"] else "NOT MET"

@@ -161,7 +161,8 @@ def ablate(c, workdir) -> list[dict]:
     """Run the study once per `c.ablation` entry ({name: {config key: value}} over `c`), each in workdir/<name>
     (resumable like any run), then write workdir/ablation.csv (setting, what changed, each run's metric mean and
     95% interval clustered by image, and its paired difference from the first setting, the reference) and
-    figures/ablation.png. Returns the rows."""
+    figures/ablation.png and tradeoff.png (transfer against the scene kept, the first setting starred). Returns the
+    rows."""
     workdir = Path(workdir)
     settings = c.ablation.to_dict()
     if not settings:
@@ -193,6 +194,7 @@ def ablate(c, workdir) -> list[dict]:
     if mesh.is_main():
         io.write_csv(workdir / "ablation.csv", rows, list(rows[0]))
         edit_figures.ablation_figure(workdir / "figures" / "ablation.png", rows)
+        edit_figures.tradeoff_figure(workdir / "figures" / "tradeoff.png", rows, reference=reference)
     return rows
 
 

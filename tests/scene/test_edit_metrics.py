@@ -55,3 +55,22 @@ def test_edit_scores_pair_iou_and_depth_with_the_plain_sample():
     no_depth = edit_metrics.edit_scores(plain_image=image, image=image, plain_mask=plain, mask=edited, target_mask=target,
                                         shifts=np.array([[6, 6]] * 2), found=[1, 1], colour=[1, 1])
     assert np.isnan(no_depth["depth_rmse"]).all()
+
+
+def test_a_target_clipped_by_the_border_counts_as_reached_and_the_old_place_as_vacated():
+    """A 4x4 object at x=8 asked to move 6 right: the target is clipped to 2 columns at the border (its centroid
+    moves 5, not 6), so an object that fills the clipped target transfers 5/6 of the shift but all of the
+    clipped one; one that stayed put vacates nothing."""
+    plain = np.stack([_square(8, 4)] * 2)
+    target = np.stack([intervene.translate_mask(plain[0], 6, 0)] * 2)
+    edited = np.stack([target[0], plain[0]])
+    image = np.zeros((2, 16, 16, 3), np.uint8)
+    s = edit_metrics.edit_scores(plain_image=image, image=image, plain_mask=plain, mask=edited, target_mask=target,
+                                 shifts=np.array([[6, 0]] * 2), found=[1, 1], colour=[1, 1])
+    np.testing.assert_allclose(s["transfer"], [5 / 6, 0.0])
+    np.testing.assert_allclose(s["transfer_clipped"], [1.0, 0.0])
+    np.testing.assert_allclose(s["vacated"], [1.0, 0.0])
+    empty = edit_metrics.edit_scores(plain_image=image, image=image, plain_mask=plain, mask=edited,
+                                     target_mask=np.zeros_like(target), shifts=np.array([[6, 0]] * 2), found=[1, 1],
+                                     colour=[1, 1])
+    assert np.isnan(empty["transfer_clipped"]).all()  # a target the border removed entirely has no reach

@@ -9,7 +9,7 @@ import pytest
 from configs.scene import toy_intervene
 from jaxprobe import io
 from jaxprobe.probing import metrics
-from jaxprobe.scene import edit_metrics, edit_report, edit_study
+from jaxprobe.scene import edit_figures, edit_metrics, edit_report, edit_study
 
 IMAGES, SHIFTS = 30, 2
 
@@ -73,6 +73,9 @@ def test_the_report_says_how_its_intervals_are_made(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "clustered by image" in summary["intervals"] and summary["paired_intervals"].startswith("paired")
     assert summary["paired"]["edited - random"]["transfer"]["ci95"] == pytest.approx([0.3, 0.3], abs=1e-9)
+    # the edit against every other run, and every control against the unedited sample with the same seeds
+    assert set(summary["paired"]) == {"edited - no_edit", "edited - random", "random - no_edit"}
+    assert summary["paired"]["random - no_edit"]["transfer"]["mean"] == pytest.approx(runs["random"].mean())
     assert summary["runs"]["edited"]["transfer"]["images"] == IMAGES
     lines = edit_report.headline(summary)
     assert "clustered by image" in lines[0]
@@ -96,3 +99,11 @@ def test_ablation_settings_are_paired_with_the_first_where_they_make_the_same_ed
     assert d["edited"]["transfer"]["images"] == 3 and d["no_edit"]["transfer"]["mean"] == 0
     assert edit_study._paired_with(configs, tmp_path, "seed", "best") == {}  # other seeds: other edits
     assert edit_study._paired_with(configs, tmp_path, "best", "best") == {}
+
+
+def test_the_tradeoff_figure_draws_every_setting_with_both_intervals(tmp_path):
+    rows = [{"setting": s, "run": run, "metric": m, "mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
+            for s, t in (("paper", 0.2), ("local", 0.5)) for run in ("no_edit", "edited")
+            for m, v in (("transfer", t if run == "edited" else 0.0), ("colour", 0.8), ("background_change", 0.05))]
+    edit_figures.tradeoff_figure(tmp_path / "tradeoff.png", rows, reference="paper")
+    assert io.read_png(tmp_path / "tradeoff.png").shape[1] > 800

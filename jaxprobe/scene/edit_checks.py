@@ -16,7 +16,8 @@ from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe.scene.captions import toy_captions
 from jaxprobe.validate import check_choice
 
-CONTROLS = ("null", "random", "opposite")  # the runs config.controls may add to the plain sample and the edit
+CONTROLS = ("null", "random", "opposite", "roll")  # the runs config.controls may add to the plain sample and the edit
+TRANSLATIONS = ("opposite", "roll")  # the controls that need the edit's translation
 BEST = "best:"  # config.layers = ('best:<k>',): the k layers whose probes are best at the edited steps
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
 AT_LEAST = {"num_images": 1, "shifts_per_image": 1, "batch_size": 1, "iterations": 0, "num_inference_steps": 1,
@@ -116,9 +117,9 @@ def _labels_and_target(c) -> tuple[object | None, tuple[np.ndarray, np.ndarray] 
                              f"are {c.resolution}x{c.resolution}")
     if c.target_file:
         target = intervene.load_target(c.target_file, (c.resolution, c.resolution))
-        if "opposite" in c.controls:
-            raise ValueError("config.controls has 'opposite', which needs a translation; a config.target_file has "
-                             f"none: choose from {', '.join(r for r in CONTROLS if r != 'opposite')}")
+        for run in set(TRANSLATIONS) & set(c.controls):
+            raise ValueError(f"config.controls has {run!r}, which needs a translation; a config.target_file has "
+                             f"none: choose from {', '.join(r for r in CONTROLS if r not in TRANSLATIONS)}")
     if labelers is None and given is None and (not c.target_file or "null" in c.controls):
         raise ValueError("the edit's target is the plain sample's label moved (and the null edit's, its own "
                          "label): set config.labelers_dir, or config.labels_dir with the plain samples' labels, "

@@ -10,7 +10,9 @@ probes, and measure that it moved, against controls run with the same seeds and 
    then the edit and each control, every one a sample with the same seeds and prompts:
    - 'null': the same optimisation towards the image's own label (shift 0), same lr and iterations;
    - 'random': the edit's per-image step norm at every edited layer and step, in a random direction;
-   - 'opposite': the edit towards the label translated by (-dx, -dy).
+   - 'opposite': the edit towards the label translated by (-dx, -dy);
+   - 'roll': no probe: the edited layers' activations rolled by (dx, dy) at the edited steps
+     (`edit_controls.RollHook`), the edit any probe-free method could make.
    Each run's images go to <run>/<k>.png; each run is labelled and scored against the edit's shift and target
    (`edit_metrics`); the batch's scores are written before the next batch starts, so a rerun resumes at the first
    missing batch.
@@ -28,7 +30,7 @@ from tqdm import tqdm
 from jaxprobe import io, jobs, mesh, validate
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import metrics
-from jaxprobe.scene import edit_figures, edit_metrics, intervene
+from jaxprobe.scene import edit_controls, edit_figures, edit_metrics, intervene
 from jaxprobe.scene.captions import toy_captions
 from jaxprobe.scene.edit_checks import EditSetup, check
 from jaxprobe.scene.edit_report import batch_path, headline, image_path, load_scores, paired, write_report
@@ -38,7 +40,8 @@ __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
 
 # Every sample of an edit is a run: the plain one ('no_edit'), the edit, and the controls of config.controls (all
 # with the edit's seed and prompt).
-SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1}  # the target: the label moved by sign x (dx, dy)
+# The target of each run: the label moved by sign x (dx, dy) (the roll control has no probe: the shift is its sign).
+SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1}
 
 
 def edit_list(c) -> list[dict]:
@@ -85,10 +88,15 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
         salient, depth = (a[[e["image"] for e in edits]] for a in setup.plain_labels)
     targets = {run: _targets(c, setup, edits, salient, depth, SIGNS[run]) for run in ("edited",) + tuple(c.controls)}
     for run, target in targets.items():
-        hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
-                                  random_direction=run == "random")
-        extra = {"probes": setup.probes, "active": setup.active, "target": target,
-                 "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
+        if run == "roll":
+            hook = edit_controls.RollHook(setup.layers)
+            extra = {"active": setup.active, "shift": np.asarray([[e["dx"], e["dy"]] for e in edits],
+                                                                  np.float32) / c.resolution}
+        else:
+            hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
+                                      random_direction=run == "random")
+            extra = {"probes": setup.probes, "active": setup.active, "target": target,
+                     "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
         images[run] = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra).images
     for run, ims in images.items():
         for e, im in zip(edits, ims):

@@ -40,7 +40,7 @@ def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_di
 
 @pytest.mark.parametrize("over, error", [
     (dict(task="edges"), "unknown config.task 'edges'; valid choices: saliency, depth"),
-    (dict(controls=("null", "shuffled")), "valid choices: null, random, opposite"),
+    (dict(controls=("null", "shuffled")), "valid choices: null, random, opposite, roll"),
     (dict(lr=0.0), "config.lr must be a finite number > 0"),
     (dict(num_inference_steps=4), "the probes were fitted at num_inference_steps=3"),
     (dict(steps=(0, 2)), r"no saved saliency probe for \(layer, step\) .* at steps \[0, 1\]"),
@@ -81,7 +81,7 @@ def test_a_target_file_of_the_wrong_shape_is_refused(tiny_dir, probes_dir, pipe,
 
 @pytest.mark.slow  # kill-and-resume
 def test_a_killed_run_resumes_to_the_same_files(tiny_dir, probes_dir, tmp_path, monkeypatch):
-    c = _config(tiny_dir, probes_dir)
+    c = _config(tiny_dir, probes_dir, controls=("null", "random", "opposite", "roll"))
     edit_study.run(c, tmp_path / "full")
     real = edit_study.run_batch
     monkeypatch.setattr(edit_study, "run_batch", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
@@ -92,12 +92,13 @@ def test_a_killed_run_resumes_to_the_same_files(tiny_dir, probes_dir, tmp_path, 
     monkeypatch.setattr(edit_study, "run_batch", real)
     edit_study.run(c, tmp_path / "killed")
     files = sorted(p.relative_to(tmp_path / "full") for p in (tmp_path / "full").rglob("*.png"))
-    assert len(files) == 6 * 5 and (tmp_path / "full" / "edits.csv").read_text() == \
+    assert len(files) == 6 * 6 and (tmp_path / "full" / "edits.csv").read_text() == \
         (tmp_path / "killed" / "edits.csv").read_text()
     for f in files:
         np.testing.assert_array_equal(io.read_png(tmp_path / "full" / f), io.read_png(tmp_path / "killed" / f))
-    assert not (io.read_png(tmp_path / "full" / "no_edit" / "0.png") ==
-                io.read_png(tmp_path / "full" / "edited" / "0.png")).all()
+    for run in ("edited", "roll"):
+        assert not (io.read_png(tmp_path / "full" / "no_edit" / "0.png") ==
+                    io.read_png(tmp_path / "full" / run / "0.png")).all()
 
 
 def test_best_layers_are_the_best_reading_probes_at_the_edited_steps(tiny_dir, probes_dir, pipe, tmp_path):

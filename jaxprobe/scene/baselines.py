@@ -13,6 +13,11 @@
     step k sees: their step k is our step k + 1.
   - `vae_x0`: the step's predicted clean latent x0, which already carries the UNet's output at that step (what
     the UNet's prediction alone makes decodable, not the paper's baseline).
+
+A third control is a probe's, not a model's: `shuffled` fits the probes on the trained UNet's activations with every
+fit image given another fit image's label (a control task, Hewitt & Liang 2019), scored against the true labels.
+It reads what a probe gets from the labels' common layout alone, and its probes are the edit study's shuffled-label
+control.
 """
 from __future__ import annotations
 
@@ -27,6 +32,22 @@ from jaxprobe import hooks
 VAE_LAYER = "decoder/mid_block/attentions_0"
 VAE_LATENTS = {"vae": "xt", "vae_x0": "x0"}  # VAE baseline -> the sampler's kept latent it decodes
 VAE_MODELS = tuple(VAE_LATENTS)
+SHUFFLED = "shuffled"
+
+
+def activations_of(model: str) -> str:
+    """The model whose stored activations `model`'s probes are fit on: its own, but the shuffled-label control's
+    are the trained UNet's."""
+    return "trained" if model == SHUFFLED else model
+
+
+def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """`labels` [N, ...] permuted among the images (seeded): along one random cycle through them each image takes
+    the previous one's label, so that none keeps its own (for N > 1)."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    source = np.empty(len(labels), int)
+    source[order] = np.roll(order, 1)
+    return labels[source]
 
 
 def vae_models(models: Sequence[str]) -> tuple[str, ...]:

@@ -67,30 +67,33 @@ def fit_unit(c, workdir: Path, act_store: store.ProcessStores, model: str, task:
              y: np.ndarray) -> tuple[dict, dict]:
     """One unit's probes {(layer, step index): params} and, on process 0, their per-image scores {split: {(layer,
     step index): {metric: [N]}}} for every split of `split_rows` (empty elsewhere). `y`: the task's labels of every
-    image, in row order.
+    image, in row order; the shuffled-label control fits on them permuted among the fit images
+    (`baselines.shuffled_labels`) and is scored, as every model, against the true ones.
 
     The layers are read from the store a part at a time (`layer_parts`: config.fit_memory_gb), the part's fit rows
     for the fit and the train scores, then its val and test rows; no probe depends on which layers share its
     part."""
     splits = split_rows(c)
     train = splits["train"]
+    source = baselines.activations_of(model)
+    fit_y = baselines.shuffled_labels(y[train], c.probe.seed) if model == baselines.SHUFFLED else y[train]
     rows = max(map(len, splits.values()))  # a part is read one split at a time
-    parts = layer_parts({name: act_store.row_bytes(f"{model}/{name}") * rows for name in layers}, c.fit_memory_gb)
+    parts = layer_parts({name: act_store.row_bytes(f"{source}/{name}") * rows for name in layers}, c.fit_memory_gb)
     spec, fitted, scores = BY_NAME[task], {}, {split: {} for split in splits}
     for part in tqdm(parts, desc=f"{model} {task}: layer parts", unit="part", leave=False,
                      disable=len(parts) == 1 or not mesh.is_main()):
-        acts = {layer: act_store.read(f"{model}/{layer}", rows=train) for layer in part}
+        acts = {layer: act_store.read(f"{source}/{layer}", rows=train) for layer in part}
         checkpoints = workdir / "probe_checkpoints" / f"{model}_{task}"
         if len(parts) > 1:  # named by its layers, so that another split of the layers starts afresh
             checkpoints /= f"layers_{zlib.crc32(chr(0).join(part).encode()):08x}"
-        got = _fit_part(c.probe, acts, y[train], spec, checkpoints)
+        got = _fit_part(c.probe, acts, fit_y, spec, checkpoints)
         fitted.update(got)
         if not mesh.is_main():
             continue
-        scores["train"].update(probes.evaluate_sweep(got, acts, y[train], spec))
+        scores["train"].update(probes.evaluate_sweep(got, acts, y[train], spec))  # every split: the true labels
         for split in [s for s in splits if s != "train"]:
             del acts
-            acts = {layer: act_store.read(f"{model}/{layer}", rows=splits[split]) for layer in part}
+            acts = {layer: act_store.read(f"{source}/{layer}", rows=splits[split]) for layer in part}
             scores[split].update(probes.evaluate_sweep(got, acts, y[splits[split]], spec))
         del acts
     return fitted, scores

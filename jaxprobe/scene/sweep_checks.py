@@ -15,7 +15,7 @@ from jaxprobe.scene.sweep_data import sweep_prompts
 from jaxprobe.validate import check_choice
 
 STAGES = ("all", "capture", "label", "fit", "report")
-MODELS = ("trained", "randomized") + baselines.VAE_MODELS
+MODELS = ("trained", "randomized") + baselines.VAE_MODELS + (baselines.SHUFFLED,)
 DATA_MODES = ("generated", "encoded")
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name, scene_tasks.INVERSE_DEPTH.name)
 PROBE_KINDS = probes.KINDS + ("ridge",)  # ridge: closed form (`ridge.fit_ridge_sweep`), no epochs
@@ -35,6 +35,9 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
     check_choice("config.stage", c.stage, STAGES)
     check_choice("config.data", c.data, DATA_MODES)
     validate.check_choices(c, "models", MODELS)
+    if baselines.SHUFFLED in c.models and "trained" not in c.models:
+        raise ValueError(f"config.models: {baselines.SHUFFLED!r} fits probes on the trained UNet's activations; "
+                         "add 'trained'")
     validate.check_choices(c, "tasks", TASKS)
     check_choice("config.probe.kind", c.probe.kind, PROBE_KINDS)
     check_choice("config.probe.label_mode", c.probe.label_mode, probes.LABEL_MODES)

@@ -8,7 +8,7 @@ from golden import assert_matches_golden, read_csv
 from configs.scene import toy_probe
 from jaxprobe import jobs
 from jaxprobe.probing import fit, probes, ridge, saved, store
-from jaxprobe.scene import fit_stage, sweep
+from jaxprobe.scene import baselines, fit_stage, sweep
 from jaxprobe.scene.tasks import BY_NAME
 
 
@@ -143,21 +143,25 @@ def test_fitting_a_layer_at_a_time_gives_the_whole_fits_results(tiny_dir, tmp_pa
 
 @pytest.mark.slow  # an end-to-end run (the fast tier keeps <= ~5 min on 2 cores)
 def test_ridge_sweep_reports_the_closed_form_probes_of_the_train_split(tiny_dir, tmp_path):
-    c = _with(_config(tiny_dir, "encoded"), models=("trained",))
+    """The ridge probes of the train split, and the shuffled-label control's: fit on the trained activations with
+    the fit images' labels permuted, scored against the true test labels."""
+    c = _with(_config(tiny_dir, "encoded"), models=("trained", "shuffled"))
     c.probe.kind = "ridge"
     sweep.run(c, tmp_path / "run")
     act_store = store.ActivationStore(tmp_path / "run" / "activations")
     labels = sweep.labels_for(c, tmp_path / "run")
     layers = sorted({r["layer"] for r in _results(tmp_path / "run") if r["model"] == "trained"})
     acts = {layer: act_store.read(f"trained/{layer}") for layer in layers}
-    for task in c.tasks:
-        fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, labels[task][:4], BY_NAME[task],
-                                          seed=0)
+    assert not (tmp_path / "run" / "activations" / "shuffled").exists()  # nothing more is captured for it
+    for model, task in [(m, t) for m in c.models for t in c.tasks]:
+        fit_labels = labels[task][:4] if model == "trained" else baselines.shuffled_labels(labels[task][:4],
+                                                                                           c.probe.seed)
+        fitted, _ = ridge.fit_ridge_sweep({k: v[:4] for k, v in acts.items()}, fit_labels, BY_NAME[task], seed=0)
         scores = probes.evaluate_sweep(fitted, {k: v[4:] for k, v in acts.items()}, labels[task][4:], BY_NAME[task])
         expected = {(layer, str(c.steps[i]), m): float(np.mean(v))
                     for (layer, i), ms in scores.items() for m, v in ms.items()}
         got = {(r["layer"], r["step"], r["metric"]): float(r["value"]) for r in _results(tmp_path / "run")
-               if r["model"] == "trained" and r["task"] == task and r["split"] == "test"}
+               if r["model"] == model and r["task"] == task and r["split"] == "test"}
         assert got.keys() == expected.keys()
         np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
 

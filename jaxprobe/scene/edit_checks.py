@@ -11,12 +11,14 @@ import numpy as np
 from jaxprobe import hooks, jobs, mesh, validate
 from jaxprobe.diffusion import sampling, schedulers
 from jaxprobe.probing import report, saved
-from jaxprobe.scene import intervene, labels
+from jaxprobe.scene import baselines, intervene, labels
 from jaxprobe.scene import tasks as scene_tasks
 from jaxprobe.scene.captions import toy_captions
 from jaxprobe.validate import check_choice
 
-CONTROLS = ("null", "random", "opposite", "roll")  # the runs config.controls may add to the plain sample and the edit
+# The runs config.controls may add to the plain sample and the edit ('shuffled' edits with the sweep's
+# shuffled-label probes: `baselines.SHUFFLED`).
+CONTROLS = ("null", "random", "opposite", "roll", baselines.SHUFFLED)
 TRANSLATIONS = ("opposite", "roll")  # the controls that need the edit's translation
 BEST = "best:"  # config.layers = ('best:<k>',): the k layers whose probes are best at the edited steps
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
@@ -34,6 +36,7 @@ class EditSetup:
     steps: tuple[int, ...]
     probes: dict
     active: np.ndarray
+    control_probes: dict | None  # the shuffled-label probes, stacked as `probes`, for the 'shuffled' control
     labelers: object | None  # label every sample: targets from the plain one, measures from all
     plain_labels: tuple[np.ndarray, np.ndarray] | None  # or the plain samples' (salient, depth) from config.labels_dir
     target: np.ndarray | None  # the user's target, the same for every edit
@@ -52,9 +55,18 @@ def check(c, pipe) -> EditSetup:
         layers = tuple(hooks.select_layers(pipe.unet, patterns))
     with validate.config_key("layers/steps"):
         stacked, active = intervene.edit_inputs(probe_set, layers, steps, c.num_inference_steps)
+    control = None
+    if baselines.SHUFFLED in c.controls:
+        shuffled = c.copy_and_resolve_references()
+        shuffled.probe_model = baselines.SHUFFLED
+        if not saved.path_for(Path(c.probes) / "probes", baselines.SHUFFLED, scene_tasks.BY_NAME[c.task]).is_file():
+            raise ValueError(f"config.controls has {baselines.SHUFFLED!r}, which edits with the sweep's "
+                             f"shuffled-label probes; {c.probes} has none: run the sweep with config.models "
+                             f"including {baselines.SHUFFLED!r}, or drop the control")
+        control = intervene.edit_inputs(_checked_probes(shuffled), layers, steps, c.num_inference_steps)[0]
     sampler = sampling.Settings(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
                                 scheduler=c.scheduler, height=c.resolution, width=c.resolution)
-    return EditSetup(sampler, layers, steps, stacked, active, *_labels_and_target(c))
+    return EditSetup(sampler, layers, steps, stacked, active, control, *_labels_and_target(c))
 
 
 def _check_config(c, pipe) -> None:

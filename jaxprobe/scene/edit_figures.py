@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 from jaxprobe.probing import report
 
 RUN_COLOURS = {"edited": "tab:blue", "no_edit": "black", "null": "tab:gray", "random": "tab:orange",
-               "opposite": "tab:red", "roll": "tab:green"}
+               "opposite": "tab:red", "roll": "tab:green",
+               "shuffled": "tab:brown"}
 
 
 def _outline(ax, mask, colour: str, **style) -> None:

@@ -12,7 +12,9 @@ probes, and measure that it moved, against controls run with the same seeds and 
    - 'random': the edit's per-image step norm at every edited layer and step, in a random direction;
    - 'opposite': the edit towards the label translated by (-dx, -dy);
    - 'roll': no probe: the edited layers' activations rolled by (dx, dy) at the edited steps
-     (`edit_controls.RollHook`), the edit any probe-free method could make.
+     (`edit_controls.RollHook`), the edit any probe-free method could make;
+   - 'shuffled': the edit with the sweep's shuffled-label probes (`baselines.SHUFFLED`), which read no image's own
+     label.
    Each run's images go to <run>/<k>.png; each run is labelled and scored against the edit's shift and target
    (`edit_metrics`); the batch's scores are written before the next batch starts, so a rerun resumes at the first
    missing batch.
@@ -41,7 +43,7 @@ __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
 # Every sample of an edit is a run: the plain one ('no_edit'), the edit, and the controls of config.controls (all
 # with the edit's seed and prompt).
 # The target of each run: the label moved by sign x (dx, dy) (the roll control has no probe: the shift is its sign).
-SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1}
+SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1, "shuffled": 1}
 
 
 def edit_list(c) -> list[dict]:
@@ -95,7 +97,8 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
                                       random_direction=run == "random")
-            extra = {"probes": setup.probes, "active": setup.active, "target": target,
+            extra = {"probes": setup.control_probes if run == "shuffled" else setup.probes, "active": setup.active,
+                     "target": target,
                      "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
         images[run] = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra).images
     for run, ims in images.items():

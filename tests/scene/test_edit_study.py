@@ -1,5 +1,6 @@
 """The intervention study's job: its config is checked against the pipeline and the saved probes before any
 sampling, with errors that name the valid choices; a killed run resumes to the same files."""
+import shutil
 from pathlib import Path
 
 import ml_collections
@@ -12,6 +13,7 @@ from jaxprobe.models import load_pipeline
 from jaxprobe.probing import saved
 from jaxprobe.scene import edit_study
 from jaxprobe.scene.tasks import SALIENCY
+from jaxprobe.testing import random_linear_probes
 
 STEPS = 3  # the sampling steps of the probes_dir fixture's probes (conftest.py)
 
@@ -38,9 +40,22 @@ def test_a_good_config_resolves_its_layers_steps_and_targets(tiny_dir, probes_di
     assert plan.active.tolist() == [True, True, False] and plan.plain_labels[0].shape == (3, 16, 16)
 
 
+def test_the_shuffled_control_edits_with_the_sweeps_shuffled_label_probes(tiny_dir, probes_dir, pipe, tmp_path):
+    directory = shutil.copytree(probes_dir[0], tmp_path / "sweep")
+    trained = saved.load(saved.path_for(directory / "probes", "trained", SALIENCY))
+    shuffled = random_linear_probes(pipe, probes_dir[1], (0, 1), np.random.default_rng(1))
+    saved.save(saved.path_for(directory / "probes", "shuffled", SALIENCY),
+               saved.SavedProbes(**{**vars(trained), "model": "shuffled", "probes": shuffled}))
+    plan = edit_study.check(_config(tiny_dir, probes_dir, probes=str(directory), controls=("shuffled",)), pipe)
+    layer = probes_dir[1][0]
+    np.testing.assert_array_equal(plan.control_probes[layer]["kernel"][0], shuffled[layer, 0]["kernel"])
+    assert not np.allclose(plan.control_probes[layer]["kernel"][0], plan.probes[layer]["kernel"][0])
+
+
 @pytest.mark.parametrize("over, error", [
     (dict(task="edges"), "unknown config.task 'edges'; valid choices: saliency, depth"),
-    (dict(controls=("null", "shuffled")), "valid choices: null, random, opposite, roll"),
+    (dict(controls=("null", "shufled")), "valid choices: null, random, opposite, roll, shuffled"),
+    (dict(controls=("shuffled",)), "which edits with the sweep's shuffled-label probes; .* has none"),
     (dict(lr=0.0), "config.lr must be a finite number > 0"),
     (dict(num_inference_steps=4), "the probes were fitted at num_inference_steps=3"),
     (dict(steps=(0, 2)), r"no saved saliency probe for \(layer, step\) .* at steps \[0, 1\]"),

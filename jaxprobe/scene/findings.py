@@ -168,29 +168,35 @@ def beyond_prior(task: str) -> Callable[[Sweep], Check]:
 
 def early(sw: Sweep) -> Check:
     """Steps 0-2 (those the sweep captured): the trained model's best layer per step (chosen as the summary
-    chooses) against the prior, on each judged task; the first step it clearly beats the prior; `how_early`.
-    Holds if every early step clearly beats the prior on every judged task."""
+    chooses) against the prior, on each judged task; the first step it beats the prior in mean, and clearly (its
+    paired interval above 0); `how_early`. Holds if every early step clearly beats the prior on every judged
+    task."""
     tasks = sw.judged()
-    steps = [s for s in EARLY_STEPS if tasks and s in sw.steps(tasks[0])]
-    if not sw.has(models=[REFERENCE]) or not steps:
+    if not sw.has(models=[REFERENCE]) or not tasks:
+        return ABSENT
+    steps = [s for s in EARLY_STEPS if s in sw.steps(tasks[0])]
+    if not steps:
         return ABSENT
     holds, parts, n = True, [], {}
     for task in tasks:
         gaps = {s: sw.versus(task, sw.best_at(task, s), "prior") for s in sw.steps(task)}
-        first = next((s for s, g in gaps.items() if _clear(g)), None)
-        probe = [sw.mean(REFERENCE, task, (g["layer"], s)) for s, g in gaps.items() if s in steps]
+        better = next((s for s, g in gaps.items() if g["mean"] > 0), None)
+        clearly = next((s for s, g in gaps.items() if _clear(g)), None)
+        probe = [sw.mean(REFERENCE, task, (gaps[s]["layer"], s)) for s in steps]
         prior = gaps[steps[0]]["baseline_mean"]
-        metric = BY_NAME[task].headline
         n[task] = {"early": {s: {"layer": sw.short(task, gaps[s]["layer"]), "probe": v, "vs_prior": _pair(gaps[s])}
                              for s, v in zip(steps, probe)},
-                   "prior": prior, "first_clearly_beyond_prior": first,
+                   "prior": prior, "first_better_than_prior": better, "first_clearly_beyond_prior": clearly,
                    "how_early": sw.summary[REFERENCE][task]["how_early"]["step"]}
         holds &= all(_clear(gaps[s]) for s in steps)
-        parts.append(f"{task}: steps {steps[0]}-{steps[-1]} {min(probe):.3f}-{max(probe):.3f} {metric} (prior "
-                     f"{prior:.3f}), clearly beyond the prior "
-                     + (f"from step {first}" if first is not None else "at no step")
-                     + f"; 90% of the final quality at step {n[task]['how_early']}")
+        parts.append(f"{task}: steps {steps[0]}-{steps[-1]} {min(probe):.3f}-{max(probe):.3f} "
+                     f"{BY_NAME[task].headline} (prior {prior:.3f}); better than the prior {_from(better)}, "
+                     f"clearly {_from(clearly)}; 90% of the final quality at step {n[task]['how_early']}")
     return Check(holds, "; ".join(parts), n)
+
+
+def _from(step: int | None) -> str:
+    return "at no step" if step is None else f"from step {step}"
 
 
 def beats_randomized(sw: Sweep) -> Check:
@@ -199,7 +205,8 @@ def beats_randomized(sw: Sweep) -> Check:
     if not sw.has(models=[REFERENCE, "randomized"]) or not tasks:
         return ABSENT
     gaps = {t: sw.versus(t, sw.best(t), "randomized") for t in tasks}
-    text = ", ".join(f"{_ci(g, signed=True)} {BY_NAME[t].headline}" for t, g in gaps.items()) + " (paired, chosen cell)"
+    text = ", ".join(f"{g['mean']:+.3f} {BY_NAME[t].headline} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+                     for t, g in gaps.items()) + " (paired, chosen cell)"
     return Check(all(map(_clear, gaps.values())), text, {t: {"vs_randomized": _pair(g)} for t, g in gaps.items()})
 
 

@@ -3,11 +3,12 @@ sentence and whether the finding holds; across sweeps, a verdict. One model can 
 of one recipe disagree), so the table is built from several sweeps' workdirs, not from one run's summary.
 
 Reads only a finished workdir: summary.json for its config and the cells it chose (on validation), scores/ for the
-per-image values every paired difference is bootstrapped from (`report._gap`: images resampled jointly, the
-baseline taken at its own chosen layer where it lacks the cell's). Every value is the test split's, every cell is
+per-image values every paired difference is bootstrapped from (`report._gap`: images resampled jointly, which is
+the bootstrap clustered by image, since a sweep scores each image once; a baseline without the cell's layer is
+taken at its own chosen layer there). Every value is the test split's, every cell is
 chosen on the split that chose the summary's (`selected_on`); a paired difference ('vs_...') is signed so that > 0
-means the first of the two is better (for RMSE: the other's minus its). Findings over "both tasks" judge `JUDGED`, the
-paper's two; inverse depth is its own row.
+means the first of the two is better (for RMSE: the other's minus its). Findings over "both tasks" judge `JUDGED`,
+the paper's two; inverse depth is its own row.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable, Sequence
 from jaxprobe import io
 from jaxprobe.probing import report
 from jaxprobe.scene.fit_stage import load_scores, scores_path
+from jaxprobe.scene.layers import short_layer_name
 from jaxprobe.scene.reference_stage import PRIOR_LAYER
 from jaxprobe.scene.tasks import BY_NAME
 
@@ -70,8 +72,9 @@ class Sweep:
         """The cells of the split the summary chose its cells on (val; test for a sweep without val images)."""
         return self.cells(model, task, self.summary[REFERENCE][task]["selected_on"])
 
-    def best(self, task: str, model: str = REFERENCE) -> tuple[str, int]:
-        b = self.summary[model][task]["best"]
+    def best(self, task: str) -> tuple[str, int]:
+        """The trained model's chosen cell of `task`."""
+        b = self.summary[REFERENCE][task]["best"]
         return b["layer"], int(b["step"])
 
     def layer_order(self, task: str) -> list[str]:
@@ -99,9 +102,6 @@ class Sweep:
         cells = self.cells(REFERENCE, task)
         return report._gap(cells, {(other, step): cells[other, step]}, None, (layer, step), BY_NAME[task].headline,
                            other, layer)
-
-    def short(self, task: str, layer: str) -> str:
-        return next(p["short"] for p in self.summary[REFERENCE][task]["per_layer"] if p["layer"] == layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,7 @@ def salient(sw: Sweep) -> Check:
     cell = layer, step = sw.best("saliency")
     best = sw.summary[REFERENCE]["saliency"]["best"]
     prior = (PRIOR_LAYER, step)
-    n = {"layer": sw.short("saliency", layer), "step": step, "dice": _pair(best),
+    n = {"layer": short_layer_name(layer), "step": step, "dice": _pair(best),
          "ap": sw.mean(REFERENCE, "saliency", cell, "ap"), "prior_dice": sw.mean("prior", "saliency", prior),
          "prior_ap": sw.mean("prior", "saliency", prior, "ap"), "ceiling": sw.mean("ceiling", "saliency", cell)}
     text = (f"Dice {_ci(best)} ({n['layer']}, step {step}), AP {n['ap']:.3f}; prior {n['prior_dice']:.3f} "
@@ -157,7 +157,7 @@ def beyond_prior(task: str) -> Callable[[Sweep], Check]:
         layer, step = cell = sw.best(task)
         best = sw.summary[REFERENCE][task]["best"]
         gap = sw.versus(task, cell, "prior")
-        n = {"layer": sw.short(task, layer), "step": step, "probe": _pair(best), "prior": gap["baseline_mean"],
+        n = {"layer": short_layer_name(layer), "step": step, "probe": _pair(best), "prior": gap["baseline_mean"],
              "vs_prior": _pair(gap)}
         text = (f"{_ci(best)} ({n['layer']}, step {step}) vs the prior {gap['baseline_mean']:.3f}: "
                 f"{_ci(gap, signed=True)}")
@@ -184,7 +184,7 @@ def early(sw: Sweep) -> Check:
         clearly = next((s for s, g in gaps.items() if _clear(g)), None)
         probe = [sw.mean(REFERENCE, task, (gaps[s]["layer"], s)) for s in steps]
         prior = gaps[steps[0]]["baseline_mean"]
-        n[task] = {"early": {s: {"layer": sw.short(task, gaps[s]["layer"]), "probe": v, "vs_prior": _pair(gaps[s])}
+        n[task] = {"early": {s: {"layer": short_layer_name(gaps[s]["layer"]), "probe": v, "vs_prior": _pair(gaps[s])}
                              for s, v in zip(steps, probe)},
                    "prior": prior, "first_better_than_prior": better, "first_clearly_beyond_prior": clearly,
                    "how_early": sw.summary[REFERENCE][task]["how_early"]["step"]}
@@ -239,7 +239,7 @@ def bottleneck_dip(sw: Sweep) -> Check:
     holds, parts, n = True, [], {}
     for task in tasks:
         order = sw.layer_order(task)
-        shorts = [sw.short(task, l) for l in order]
+        shorts = [short_layer_name(l) for l in order]
         if MID not in shorts or shorts.index(MID) in (0, len(order) - 1):
             return ABSENT
         i = shorts.index(MID)
@@ -259,7 +259,7 @@ def best_layers(sw: Sweep) -> Check:
     tasks = sw.judged()
     if not sw.has(models=[REFERENCE]) or not tasks:
         return ABSENT
-    n = {t: {"layer": sw.short(t, sw.best(t)[0]), "step": sw.best(t)[1]} for t in sw.config["tasks"]}
+    n = {t: {"layer": short_layer_name(sw.best(t)[0]), "step": sw.best(t)[1]} for t in sw.config["tasks"]}
     text = ", ".join(f"{t} {b['layer']} (step {b['step']})" for t, b in n.items())
     return Check(all(n[t]["layer"].startswith("up") for t in tasks), text, n)
 

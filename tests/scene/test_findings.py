@@ -120,6 +120,8 @@ def test_paired_differences_are_the_means_of_the_per_image_differences_written(s
     randomized = _row(table, "trained >> randomized weights")["columns"]
     want = np.mean(_test(holds, "trained", "saliency", top) - _test(holds, "randomized", "saliency", top))
     assert randomized["holds"]["numbers"]["saliency"]["vs_randomized"]["mean"] == pytest.approx(want, abs=1e-12)
+    gap = json.loads((holds / "summary.json").read_text())["summary"]["trained"]["saliency"]["gap"]["randomized"]
+    assert randomized["holds"]["numbers"]["saliency"]["vs_randomized"] == {"mean": gap["mean"], "ci95": gap["ci95"]}
     assert randomized["fails"]["numbers"]["depth"]["vs_randomized"]["ci95"] == pytest.approx([0, 0], abs=1e-12)
     dip = _row(table, "bottleneck dip")["columns"]["holds"]["numbers"]["saliency"]
     want = np.mean(_test(holds, "trained", "saliency", (LAYERS[0], 5))

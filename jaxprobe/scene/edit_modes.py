@@ -24,7 +24,8 @@ def token_region(region: jax.Array, hw: tuple[int, int]) -> jax.Array:
     return probes.blocks(jnp.asarray(region) > 0, hw).any(axis=(2, 4))
 
 
-def min_norm_edit(params, x: jax.Array, labels: jax.Array, task: Task, *, margin: float = 1.0) -> jax.Array:
+def min_norm_edit(params, x: jax.Array, labels: jax.Array, task: Task, *, margin: float = 1.0,
+                  region: jax.Array | None = None) -> jax.Array:
     """The smallest change of each token of x [B, h, w, C] after which linear or affine probe `params` reads
     `labels` [B, H, W], per token along the probe's direction w (closed form, no iterations).
 
@@ -34,7 +35,7 @@ def min_norm_edit(params, x: jax.Array, labels: jax.Array, task: Task, *, margin
     probe's argmax flip (a margin of 0 leaves a positive token on the tie, which argmax reads as negative).
     dense tasks: the output z moves to its block's mean t: delta = (t - z) / |w|^2 * w, w = kernel[:, 0].
     z is the probe's own output (`probes.apply_probe`), so the result is what the probe reads. A probe with w = 0
-    (an unedited step's zero probe) changes nothing.
+    (an unedited step's zero probe) changes nothing, and so do tokens outside `region` (bool [B, h, w]) if given.
     """
     kind = check_task(task).kind
     if "hidden" in params:
@@ -55,7 +56,7 @@ def min_norm_edit(params, x: jax.Array, labels: jax.Array, task: Task, *, margin
         step = target[..., 0] - z
     wsq = jnp.sum(jnp.square(w))
     step = jnp.where(wsq > 0, step / jnp.where(wsq > 0, wsq, 1.0), 0.0)
-    moved = step[..., None] != 0
+    moved = (step != 0 if region is None else (step != 0) & region)[..., None]
     return jnp.where(moved, x32 + step[..., None] * w, x32).astype(x.dtype)
 
 

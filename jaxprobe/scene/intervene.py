@@ -183,9 +183,8 @@ class EditHook(sampling.Hook):
             def optimise(cond, region):
                 probe = jax.tree.map(lambda p: p[i], extra["probes"][layer])
                 if self.mode == "min_norm":
-                    new = edit_modes.min_norm_edit(probe, cond, extra["target"], self.task, margin=self.margin)
-                    if self.local:
-                        new = jnp.where(region[..., None], new, cond)
+                    new = edit_modes.min_norm_edit(probe, cond, extra["target"], self.task, margin=self.margin,
+                                                   region=region if self.local else None)
                 else:
                     target = probes.prepare_targets(extra["target"], cond.shape[1:3], self.task)
                     new = optimise_activation(probe, cond, target, self.task, lr=self.lr,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
 
 from jaxprobe.probing import probes
 from jaxprobe.probing.tasks import Task, check_task
@@ -17,6 +19,16 @@ from jaxprobe.probing.tasks import Task, check_task
 # change of the conditional activation, 'act' the activation before the edit; '_in'/'_out' split the tokens by the
 # region (NaN without one).
 SUM_KEYS = ("delta_sq", "act_sq", "delta_sq_in", "act_sq_in", "delta_sq_out", "act_sq_out")
+
+
+def edit_region(source, target, radius: int) -> np.ndarray:
+    """The region a local edit may change: the object where it is (`source`) and where it should go (`target`),
+    both [B, H, W] masks, united and dilated by `radius` label pixels (a square), so the edit can also redraw the
+    object's border and what it uncovers."""
+    union = (np.asarray(source) > 0) | (np.asarray(target) > 0)
+    if radius <= 0:
+        return union
+    return ndimage.binary_dilation(union, structure=np.ones((1, 2 * radius + 1, 2 * radius + 1), bool))
 
 
 def token_region(region: jax.Array, hw: tuple[int, int]) -> jax.Array:

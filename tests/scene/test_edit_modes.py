@@ -145,6 +145,16 @@ def test_a_token_is_in_the_region_if_any_of_its_label_pixels_is():
     np.testing.assert_array_equal(np.asarray(edit_modes.token_region(region, (4, 4))), tokens)
 
 
+def test_the_edit_region_is_the_dilated_union_of_source_and_target_per_image():
+    source, target = np.zeros((2, 8, 8), bool), np.zeros((2, 8, 8), bool)
+    source[0, 1, 1], target[0, 6, 6] = True, True
+    region = edit_modes.edit_region(source, target, 1)
+    want = np.zeros_like(region)
+    want[0, 0:3, 0:3], want[0, 5:8, 5:8] = True, True
+    np.testing.assert_array_equal(region, want)  # image 1 has no object: nothing leaks in from image 0
+    np.testing.assert_array_equal(edit_modes.edit_region(source, target, 0), source | target)
+
+
 def test_early_stop_leaves_a_finished_image_alone_and_stops_the_others():
     x, params, labels, _ = _arrays(7)
     read = np.asarray(probes.predict(params, x, (2 * H, 2 * W)))

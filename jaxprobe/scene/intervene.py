@@ -144,7 +144,8 @@ class EditHook(sampling.Hook):
     Modes (combinable unless noted):
     - mode 'adam' (the paper's): `optimise_activation`, `iterations` of Adam at `lr` on every token;
       `relative`: the step scaled per image by the activation's RMS; `stop_loss`: an image stops once its probe
-      loss (the task's: CE for masks, Huber for depth) is <= stop_loss.
+      loss (the task's: CE for masks, Huber for depth) is <= stop_loss. The loss, not IoU: it is what the edit
+      lowers, for every task; a mask's CE has a floor above 0 where a token's label block is mixed.
     - mode 'min_norm': `edit_modes.min_norm_edit`, the closed-form smallest change that makes a linear or affine
       probe read the target (mask logit `margin`); lr, iterations, relative and stop_loss do not apply.
     - `local`: only tokens inside extra['region'] change; the others stay bit for bit (the random direction too).

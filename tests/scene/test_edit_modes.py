@@ -48,6 +48,7 @@ def _loss(params, x, labels, task=SALIENCY):
                                      {"relative": True, "stop_loss": 0.1, "local": True}])
 def test_adam_modes_at_zero_iterations_leave_the_activation_bit_for_bit(options):
     x, params, labels, region = _arrays(0)
+    options = dict(options)
     local = options.pop("local", False)
     out = _adam(params, x, labels, region if local else None, iterations=0, **options)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(x))

@@ -22,6 +22,8 @@ from jaxprobe import hooks
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import probes, saved
 from jaxprobe.probing.tasks import Task
+from jaxprobe.scene import edit_modes
+from jaxprobe.validate import check_choice
 
 # The paper draws each axis' shift from [-120, -90) u [90, 120) px at 512x512: the same fraction of any side.
 SHIFT_RANGE = (90 / 512, 120 / 512)
@@ -86,22 +88,47 @@ def load_target(path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def optimise_activation(params, x: jax.Array, target: jax.Array, task: Task, *, lr: float = 5e-3,
-                        iterations: int = 128) -> jax.Array:
+                        iterations: int = 128, relative: bool = False, stop_loss: float | None = None,
+                        region: jax.Array | None = None) -> jax.Array:
     """Adam on the activation x [B, h, w, C] so that probe `params` predicts `target` (from
-    `probes.prepare_targets`); each image's loss is its own, so the edit of one image ignores the others."""
-    optimizer = optax.adam(lr)
+    `probes.prepare_targets`); each image's loss is its own, so the edit of one image ignores the others.
 
-    def loss(a):
-        return probes.probe_loss(params, a, target, task).sum()
+    relative: each image's Adam step is multiplied by its RMS (over tokens and channels of x, before the edit), so
+      lr is a fraction of the activation's scale on any model (Adam's own step is ~lr whatever the scale).
+    stop_loss: an image whose probe loss is <= stop_loss before an iteration is not updated by it (a masked scan:
+      an image that starts there stays bit for bit).
+    region: bool [B, h, w]; only those tokens change (the others stay bit for bit).
+    """
+    adam = optax.adam(lr)
+    if relative:
+        rms = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(1, 2, 3),
+                                                      keepdims=True)))
+        adam = optax.chain(optax.scale_by_adam(), optax.scale(-lr), optax.stateless(lambda u, _: u * rms))
+
+    def per_image_loss(a):
+        return probes.probe_loss(params, a, target, task)
 
     def body(carry, _):
         a, state = carry
-        updates, state = optimizer.update(jax.grad(loss)(a), state, a)
-        return (optax.apply_updates(a, updates), state), None
+        if stop_loss is None:
+            grad, moving = jax.grad(lambda a: per_image_loss(a).sum())(a), None
+        else:
+            losses, vjp = jax.vjp(per_image_loss, a)
+            (grad,), moving = vjp(jnp.ones_like(losses)), (losses > stop_loss)[:, None, None, None]
+        updates, state = adam.update(grad, state, a)
+        new = optax.apply_updates(a, updates)
+        if region is not None:
+            new = jnp.where(region[..., None], new, a)
+        if moving is not None:
+            new = jnp.where(moving, new, a)
+        return (new, state), None
 
     x32 = x.astype(jnp.float32)
-    (edited, _), _ = jax.lax.scan(body, (x32, optimizer.init(x32)), None, length=iterations)
+    (edited, _), _ = jax.lax.scan(body, (x32, adam.init(x32)), None, length=iterations)
     return edited.astype(x.dtype)
+
+
+MODES = ("adam", "min_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +138,22 @@ class EditHook(sampling.Hook):
     extra: {'probes': {layer: params stacked over every sampling step [steps, ...]}, 'active': bool [steps],
     'target': [B, H, W] labels the probes should read (a mask or a depth map)}, plus 'key' (a PRNG key) when
     `random_direction`: the control that moves each image's activation as far as the edit would (the same L2 norm
-    per image), in a random direction.
+    per image), in a random direction; plus 'region' (bool [B, H, W] at label resolution; a token is inside if
+    any of its label pixels is) when `local`, and optionally otherwise, to split the reported change by it.
+
+    Modes (combinable unless noted):
+    - mode 'adam' (the paper's): `optimise_activation`, `iterations` of Adam at `lr` on every token;
+      `relative`: the step scaled per image by the activation's RMS; `stop_loss`: an image stops once its probe
+      loss (the task's: CE for masks, Huber for depth) is <= stop_loss. The loss, not IoU: it is what the edit
+      lowers, for every task; a mask's CE has a floor above 0 where a token's label block is mixed.
+    - mode 'min_norm': `edit_modes.min_norm_edit`, the closed-form smallest change that makes a linear or affine
+      probe read the target (mask logit `margin`); lr, iterations, relative and stop_loss do not apply.
+    - `local`: only tokens inside extra['region'] change; the others stay bit for bit (the random direction too).
+
+    `step`'s aux, per image [B], summed over the edited layers (0 at steps not edited; sum over kept steps and
+    pass to `edit_modes.change_ratios` for ||delta a|| / ||a||): 'delta_sq' and 'act_sq', the squared L2 norms of
+    the change of the conditional activation and of the activation before it; 'delta_sq_in', 'act_sq_in',
+    'delta_sq_out', 'act_sq_out', the same inside and outside extra['region'] (NaN without a region).
     """
 
     layers: tuple[str, ...]
@@ -119,25 +161,59 @@ class EditHook(sampling.Hook):
     lr: float = 5e-3
     iterations: int = 128
     random_direction: bool = False
+    mode: str = "adam"
+    relative: bool = False
+    stop_loss: float | None = None
+    local: bool = False
+    margin: float = 1.0
+
+    def __post_init__(self):
+        check_choice("edit mode", self.mode, MODES)
+        if self.mode == "min_norm" and (self.relative or self.stop_loss is not None):
+            raise ValueError("mode 'min_norm' is one closed-form step: relative and stop_loss apply to mode 'adam'")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         hw = lat_in.shape[1:3]
+        if self.local and "region" not in extra:
+            raise ValueError("a local edit needs extra['region'] (bool [B, H, W] at label resolution)")
+        sums = []
 
         def edit(index, layer):
-            def optimise(out):
-                cond = hooks.to_spatial(out[-b:], hw)
+            def optimise(cond, region):
                 probe = jax.tree.map(lambda p: p[i], extra["probes"][layer])
-                target = probes.prepare_targets(extra["target"], cond.shape[1:3], self.task)
-                new = optimise_activation(probe, cond, target, self.task, lr=self.lr, iterations=self.iterations)
+                if self.mode == "min_norm":
+                    new = edit_modes.min_norm_edit(probe, cond, extra["target"], self.task, margin=self.margin,
+                                                   region=region if self.local else None)
+                else:
+                    target = probes.prepare_targets(extra["target"], cond.shape[1:3], self.task)
+                    new = optimise_activation(probe, cond, target, self.task, lr=self.lr,
+                                              iterations=self.iterations, relative=self.relative,
+                                              stop_loss=self.stop_loss, region=region if self.local else None)
                 if self.random_direction:
                     key = jax.random.fold_in(jax.random.fold_in(extra["key"], i), index)
-                    new = cond + _equal_norm(jax.random.normal(key, cond.shape, jnp.float32), new - cond)
+                    direction = jax.random.normal(key, cond.shape, jnp.float32)
+                    if self.local:
+                        direction = jnp.where(region[..., None], direction, 0.0)
+                    new = (cond + _equal_norm(direction, new - cond)).astype(cond.dtype)
+                return new, edit_modes.change_sums(cond, new, region)
+
+            def skip(cond, region):
+                zero = jnp.zeros(cond.shape[:3], jnp.float32)
+                return cond, edit_modes.token_sums(zero, zero, region)
+
+            def run(out):
+                cond = hooks.to_spatial(out[-b:], hw)
+                region = edit_modes.token_region(extra["region"], cond.shape[1:3]) if "region" in extra else None
+                new, layer_sums = jax.lax.cond(extra["active"][i], optimise, skip, cond, region)
+                sums.append(layer_sums)
                 return out.at[-b:].set(new.reshape(out[-b:].shape).astype(out.dtype))
-            return lambda out: jax.lax.cond(extra["active"][i], optimise, lambda o: o, out)
+            return run
 
         edits = {layer: edit(k, layer) for k, layer in enumerate(self.layers)}
         pred, _ = hooks.apply(unet, params, lat_in, t, context, edit=edits)
-        return pred, {}
+        return pred, jax.tree.map(lambda *v: sum(v), *sums)
 
 
 def _equal_norm(direction: jax.Array, like: jax.Array) -> jax.Array:

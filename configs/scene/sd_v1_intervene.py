@@ -23,7 +23,10 @@ from jaxprobe import config_file
 def get_config(arg: str = "saliency"):
     c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
     c.task = arg
-    c.lr = 5e-3  # the paper's
+    c.lr = 5e-3  # the paper's: Adam on every token for 128 iterations. Options (configs/scene/toy_intervene.py):
+    # --config.local=True, --config.relative=True, --config.stop_loss=<loss>, --config.mode=min_norm
+    c.mode, c.relative, c.local = "adam", False, False
+    c.region_radius = 32  # label pixels at 512^2: the toy's 4 at 64^2
     c.pipeline_dir = c.labelers_dir = ""
     c.layers = ("up_blocks*attn1/to_out_0",) if arg == "saliency" else ("*attn1/to_out_0",)
     c.steps = (0, 1, 2, 3, 4) if arg == "saliency" else (0, 1, 2)

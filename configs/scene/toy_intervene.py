@@ -32,6 +32,14 @@ def get_config():
     c.steps = (0, 1, 2, 3, 4)  # the paper's saliency window (depth: 0-2)
     c.lr = 5e-3  # Adam on the activation, as the paper; stronger edits move more and break the scene
     c.iterations = 128
+    # The edit's mode (jaxprobe/scene/intervene.py EditHook): "adam" (the paper's) or "min_norm" (per token, the
+    # smallest change along the probe's direction that reads the target with `margin`; no iterations).
+    c.mode = "adam"
+    c.relative = False  # Adam's step times each image's activation RMS at the layer: lr is a relative strength
+    c.stop_loss = ml_collections.config_dict.placeholder(float)  # an image stops once its probe loss is <= this
+    c.local = False  # change only tokens in the region: the plain object and its target, dilated by region_radius
+    c.margin = 1.0  # min_norm: the logit margin the edited tokens get
+    c.region_radius = 4  # label pixels
     c.depth_range = (-9.0, 9.0)  # the shifted depth target's min-max rescale (a strength knob)
     c.shift_fraction = (90 / 512, 120 / 512)  # each axis' shift: +-[90, 120) px at 512^2, the same fraction here
     c.target_file = ""  # a user's target (.npy mask or depth, .png mask) for every edit instead of a translation

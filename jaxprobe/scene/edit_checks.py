@@ -23,7 +23,7 @@ TRANSLATIONS = ("opposite", "roll")  # the controls that need the edit's transla
 BEST = "best:"  # config.layers = ('best:<k>',): the k layers whose probes are best at the edited steps
 TASKS = (scene_tasks.SALIENCY.name, scene_tasks.DEPTH.name)
 AT_LEAST = {"num_images": 1, "shifts_per_image": 1, "batch_size": 1, "iterations": 0, "num_inference_steps": 1,
-            "seed": 0, "scene_seed_offset": 0, "min_pixels": 1}
+            "seed": 0, "scene_seed_offset": 0, "min_pixels": 1, "region_radius": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +78,16 @@ def _check_config(c, pipe) -> None:
     mesh.check_batch(c.batch_size, "config.batch_size")  # every batch, the last one too, splits over the data axis
     mesh.check_batch(c.num_images * c.shifts_per_image, "config.num_images x config.shifts_per_image")
     validate.positive_finite(c, "lr")
+    validate.positive_finite(c, "margin")
+    check_choice("config.mode", c.mode, intervene.MODES)
+    if c.mode == "min_norm" and (c.relative or c.stop_loss is not None):
+        raise ValueError("config.mode='min_norm' is one closed-form step: config.relative and config.stop_loss apply "
+                         "to mode 'adam'")
+    if c.stop_loss is not None and not 0 <= c.stop_loss < float("inf"):
+        raise ValueError(f"config.stop_loss must be a finite loss >= 0 (or None: fixed iterations), got {c.stop_loss}")
+    if c.local and not (c.labelers_dir or c.labels_dir):
+        raise ValueError("config.local edits the plain object's and its target's region, which needs the plain "
+                         "samples' labels: set config.labelers_dir or config.labels_dir")
     lo, hi = c.depth_range
     if not lo < hi:
         raise ValueError(f"config.depth_range must be (low, high) with low < high, got {tuple(c.depth_range)}")

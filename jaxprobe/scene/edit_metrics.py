@@ -11,8 +11,8 @@ import numpy as np
 
 from jaxprobe.probing import metrics
 
-# name -> what it is; every per-edit array `edit_scores` returns, in this order (the CSV columns and the summary).
-METRICS = {
+# name -> what it is; every per-edit array `edit_scores` returns, in this order.
+IMAGE_METRICS = {
     "transfer": "salient centroid's displacement along v / |v|^2 (1 = moved as far as asked)",
     "transfer_clipped": "transfer / the target's own centroid shift along v (a target the border clips cannot "
                         "reach 1 in `transfer`; here 1 = as far as the target moved)",
@@ -26,6 +26,13 @@ METRICS = {
     "depth_rmse": "RMSE of the z-scored depth to the depth target (shifted, not rescaled)",
     "depth_rmse_gain": "the plain sample's depth RMSE to that target minus this image's (> 0: closer)",
 }
+# What the edit did to the activations (the hook's aux, `edit_modes.change_ratios`; NaN for the roll control).
+CHANGE_METRICS = {
+    "change_overall": "||delta a|| / ||a|| of the edited conditional activations, summed over layers and steps",
+    "change_in": "the same inside the dilated source and target region (`edit_study._region`)",
+    "change_out": "the same outside it (0: a local edit)",
+}
+METRICS = {**IMAGE_METRICS, **CHANGE_METRICS}  # the CSV columns and the summary, in this order
 
 
 def centroids(masks: np.ndarray) -> np.ndarray:
@@ -70,10 +77,10 @@ def background_change(plain_image, image, keep_out) -> np.ndarray:
 
 def edit_scores(*, plain_image, image, plain_mask, mask, target_mask, shifts, found, colour, plain_depth=None,
                 depth=None, target_depth=None) -> dict[str, np.ndarray]:
-    """Every metric of `METRICS` per edit [N] for one run: uint8 images [N, H, W, 3] (the plain sample, this run);
-    masks [N, H, W] (the plain sample's, this run's, the target); shifts [N, 2]; found/colour [N] for this run;
-    z-scored depth maps [N, H, W] and the depth target (or None: depth metrics NaN). Centroid metrics are NaN where
-    either image has no salient object."""
+    """Every metric of `IMAGE_METRICS` per edit [N] for one run: uint8 images [N, H, W, 3] (the plain sample,
+    this run); masks [N, H, W] (the plain sample's, this run's, the target); shifts [N, 2]; found/colour [N] for
+    this run; z-scored depth maps [N, H, W] and the depth target (or None: depth metrics NaN). Centroid metrics are
+    NaN where either image has no salient object."""
     transfer, drift = displacement(plain_mask, mask, shifts)
     reach = displacement(plain_mask, target_mask, shifts)[0]  # how far the (clipped) target itself moved along v
     nan = np.full(len(shifts), np.nan)
@@ -89,4 +96,4 @@ def edit_scores(*, plain_image, image, plain_mask, mask, target_mask, shifts, fo
     if target_depth is not None:
         rmse = metrics.rmse(depth, target_depth)
         out.update(depth_rmse=rmse, depth_rmse_gain=metrics.rmse(plain_depth, target_depth) - rmse)
-    return {k: np.asarray(out[k], np.float64) for k in METRICS}
+    return {k: np.asarray(out[k], np.float64) for k in IMAGE_METRICS}

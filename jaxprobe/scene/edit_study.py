@@ -32,7 +32,7 @@ from tqdm import tqdm
 from jaxprobe import io, jobs, mesh, validate
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import metrics
-from jaxprobe.scene import edit_controls, edit_figures, edit_metrics, intervene
+from jaxprobe.scene import edit_controls, edit_figures, edit_metrics, edit_modes, intervene
 from jaxprobe.scene.captions import toy_captions
 from jaxprobe.scene.edit_checks import EditSetup, check
 from jaxprobe.scene.edit_report import batch_path, headline, image_path, load_scores, paired, write_report
@@ -89,6 +89,7 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
     if setup.plain_labels is not None:
         salient, depth = (a[[e["image"] for e in edits]] for a in setup.plain_labels)
     targets = {run: _targets(c, setup, edits, salient, depth, SIGNS[run]) for run in ("edited",) + tuple(c.controls)}
+    changes = {}  # run -> {'overall', 'in', 'out': ||delta a|| / ||a|| per edit}
     for run, target in targets.items():
         if run == "roll":
             hook = edit_controls.RollHook(setup.layers)
@@ -96,11 +97,17 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
                                                                   np.float32) / c.resolution}
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
-                                      random_direction=run == "random")
+                                      random_direction=run == "random", mode=c.mode, relative=c.relative,
+                                      stop_loss=c.stop_loss, local=c.local, margin=c.margin)
             extra = {"probes": setup.control_probes if run == "shuffled" else setup.probes, "active": setup.active,
-                     "target": target,
-                     "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
-        images[run] = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra).images
+                     "target": target, "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
+            if salient is not None:
+                extra["region"] = _region(c, setup, edits, salient, SIGNS[run])
+        out = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra,
+                              keep_steps=() if run == "roll" else None)
+        images[run] = out.images
+        if run != "roll":
+            changes[run] = {k: np.asarray(v) for k, v in edit_modes.change_ratios(out.kept["aux"]).items()}
     for run, ims in images.items():
         for e, im in zip(edits, ims):
             if mesh.is_main():
@@ -118,15 +125,28 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
         target_mask, target_depth = salient, np.broadcast_to(setup.target.astype(np.float32), depth.shape)
         shifts = np.full_like(shifts, np.nan)
     out = {"target": targets["edited"]}
+    nan = np.full(len(edits), np.nan)
     for run, ims in images.items():
         mask, run_depth = labelled.get(run) or _label(setup, ims)
         found, colour = _found_and_colour(ims, mask, prompts, c.min_pixels)
         scores = edit_metrics.edit_scores(plain_image=images["no_edit"], image=ims, plain_mask=salient, mask=mask,
                                           target_mask=target_mask, shifts=shifts, found=found, colour=colour,
                                           plain_depth=depth, depth=run_depth, target_depth=target_depth)
+        scores.update({f"change_{k}": changes.get(run, {}).get(k, nan) for k in ("overall", "in", "out")})
         out.update({f"{run}|{m}": v for m, v in scores.items()})
         out[f"mask|{run}"] = mask
     return out
+
+
+def _region(c, setup: EditSetup, edits: list[dict], salient, sign: int) -> np.ndarray:
+    """A run's region [B, H, W]: the plain sample's object and its target (the object moved by sign x (dx, dy), or
+    the user's mask), united and dilated by config.region_radius label pixels (`edit_modes.edit_region`). A local
+    edit changes only the tokens there; every edit reports its change inside and outside it."""
+    if setup.target is not None and sign and c.task == "saliency":
+        moved = np.broadcast_to(setup.target > 0, salient.shape)
+    else:
+        moved = _moved(intervene.translate_mask, salient, edits, sign)
+    return edit_modes.edit_region(salient, moved, c.region_radius)
 
 
 def _found_and_colour(images, masks, prompts, min_pixels):

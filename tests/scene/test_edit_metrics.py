@@ -45,7 +45,7 @@ def test_edit_scores_pair_iou_and_depth_with_the_plain_sample():
     s = edit_metrics.edit_scores(plain_image=image, image=changed, plain_mask=plain, mask=edited, target_mask=target, shifts=np.array([[6, 6]] * 2),
                                  found=[True, True], colour=[1.0, np.nan], plain_depth=depth, depth=depth + 1,
                                  target_depth=depth + 1)
-    assert set(s) == set(edit_metrics.METRICS)
+    assert set(s) == set(edit_metrics.IMAGE_METRICS)
     np.testing.assert_allclose(s["delta_iou"], [1.0, 0.0])
     np.testing.assert_allclose(s["transfer"], [1.0, 0.0])
     np.testing.assert_allclose(s["depth_rmse"], [0.0, 0.0])

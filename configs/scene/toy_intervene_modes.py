@@ -1,0 +1,40 @@
+r"""Which edit moves the object and keeps the scene: the toy intervention once per edit mode and strength, tuned on
+scenes and seeds of its own (disjoint from configs/scene/toy_intervene.py's evaluation images and from the sweep's),
+64 edits each (32 images x 2 shifts, the edit only), against the saliency probes fitted on encoded scenes.
+
+  python launch/probe.py --config=configs/scene/toy_probe_encoded.py --config.models='("trained","shuffled")' \
+      --config.tasks='("saliency",)' --workdir=runs/toy_probe_encoded
+  python launch/intervene.py --config=configs/scene/toy_intervene_modes.py \
+      --config.probes=runs/toy_probe_encoded --workdir=runs/toy_intervene_modes
+
+Writes ablation.csv, figures/ablation.png and figures/tradeoff.png (transfer against colour kept and background
+change; the paper's setting starred). Machine, time and result: docs/intervention.md#edit-modes.
+"""
+from pathlib import Path
+
+import ml_collections
+
+from jaxprobe import config_file
+
+
+def get_config():
+    c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
+    c.num_images, c.shifts_per_image, c.controls = 32, 2, ()
+    c.scene_seed_offset = 6_000_000  # toy_intervene.py evaluates on scenes 5,000,000 + i; the sweeps use 0 ..
+    c.seed = 10_000  # its seeds are 0 .. 127, the encoded sweep's 0 .. 319
+    # {name: overrides}, the first the paper's setting (the reference every other is paired with)
+    c.ablation = ml_collections.ConfigDict({
+        "m01_paper": {},
+        "m02_local": {"local": True},
+        "m03_local_lr_1e_2": {"local": True, "lr": 1e-2},
+        "m04_local_lr_2e_2": {"local": True, "lr": 2e-2},
+        "m05_local_lr_5e_2": {"local": True, "lr": 5e-2},
+        "m06_local_lr_2e_2_stop": {"local": True, "lr": 2e-2, "stop_loss": 0.3},
+        "m07_relative_2e_3": {"relative": True, "lr": 2e-3},
+        "m08_relative_local_5e_3": {"relative": True, "local": True, "lr": 5e-3},
+        "m09_min_norm": {"mode": "min_norm"},
+        "m10_min_norm_local": {"mode": "min_norm", "local": True},
+        "m11_min_norm_local_m4": {"mode": "min_norm", "local": True, "margin": 4.0},
+        "m12_min_norm_local_m10": {"mode": "min_norm", "local": True, "margin": 10.0},
+    })
+    return c

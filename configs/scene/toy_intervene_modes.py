@@ -36,5 +36,13 @@ def get_config():
         "m10_min_norm_local": {"mode": "min_norm", "local": True},
         "m11_min_norm_local_m4": {"mode": "min_norm", "local": True, "margin": 4.0},
         "m12_min_norm_local_m10": {"mode": "min_norm", "local": True, "margin": 10.0},
+        # the levers the first twelve point to: a longer step window, the 16x16 layers alone
+        "m13_min_norm_local_steps_0_9": {"mode": "min_norm", "local": True, "steps": tuple(range(10))},
+        "m14_min_norm_local_all_steps": {"mode": "min_norm", "local": True, "steps": tuple(range(15))},
+        "m15_min_norm_local_m2_steps_0_9": {"mode": "min_norm", "local": True, "margin": 2.0,
+                                            "steps": tuple(range(10))},
+        "m16_local_lr_2e_2_steps_0_9": {"local": True, "lr": 2e-2, "steps": tuple(range(10))},
+        "m17_min_norm_local_up3_steps_0_9": {"mode": "min_norm", "local": True, "steps": tuple(range(10)),
+                                             "layers": ("up_blocks_3*attn1/to_out_0",)},
     })
     return c

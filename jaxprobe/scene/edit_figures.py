@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from jaxprobe.probing import report
@@ -101,7 +102,7 @@ def tradeoff_figure(path, rows, *, reference: str, run: str = "edited",
                 continue
             ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci_low"]], [x["ci_high"] - x["mean"]]],
                         yerr=[[y["mean"] - y["ci_low"]], [y["ci_high"] - y["mean"]]], fmt="*" if s == reference
-                        else "o", markersize=12 if s == reference else 5, color=f"C{i % 10}", capsize=2,
+                        else "o", markersize=12 if s == reference else 5, color=colormaps["tab20"](i % 20), capsize=2,
                         label=s + (" (paper)" if s == reference else ""))
         plain = [cell[(s, "no_edit", m)]["mean"] for s in settings if (s, "no_edit", m) in cell]
         if plain:

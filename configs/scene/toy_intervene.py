@@ -11,8 +11,10 @@ Machine: the 2-core x86_64 CPU. Time: 9 min 19 s (2026-12-07, cores shared with 
 transfer +0.270 [+0.170, +0.367] (paired over the random-direction control: +0.281 [+0.181, +0.379]), delta IoU with
 the target +0.091 [+0.052, +0.128], found in 100%, its colour kept in 84% (unedited: 87%); null edit -0.008, random
 direction -0.018, opposite -0.271. With --config.lr=0.02 (4 min 10 s, 2026-12-02, intervals over edits): transfer
-+0.531 [+0.443, +0.614], every success check met, but the scene breaks (colour kept 45%). Probes fitted on generated images (configs/scene/toy_probe.py) work too. docs/intervention.md
-has both tables and the ablation.
++0.531 [+0.443, +0.614], every success check met, but the scene breaks (colour kept 45%). Probes fitted on generated images (configs/scene/toy_probe.py) work too; probes fitted on shuffled labels
+(the sweep's model 'shuffled', --config.controls='("shuffled",)') move it as far, +0.305 [+0.205, +0.400] (2026-12-07).
+The scene-keeping edit (--config.mode=min_norm --config.local=True, all 15 steps): transfer +0.195 [+0.116, +0.275],
+colour 84%, background change 0.087 vs the paper's 0.128. docs/intervention.md has the tables and the ablations.
 """
 import ml_collections
 

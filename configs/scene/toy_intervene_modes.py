@@ -8,7 +8,11 @@ scenes and seeds of its own (disjoint from configs/scene/toy_intervene.py's eval
       --config.probes=runs/toy_probe_encoded --workdir=runs/toy_intervene_modes
 
 Writes ablation.csv, figures/ablation.png and figures/tradeoff.png (transfer against colour kept and background
-change; the paper's setting starred). Machine, time and result: docs/intervention.md#edit-modes.
+change; the paper's setting starred). Machine: the 2-core x86_64 CPU. Time: about 20 min for the 17 settings
+(2026-12-07, cores shared with a training job). Result: one trade-off curve; no setting reaches transfer 0.5 with
+the scene kept (m12, min_norm margin 10: +0.553 at colour 34%, unedited 81%); min_norm + local keeps the scene
+(colour 80-81%, background change 0.08-0.09 vs the paper's 0.129) at transfer +0.16 to +0.21 (paper's +0.226).
+Table: docs/intervention.md#edit-modes.
 """
 from pathlib import Path
 

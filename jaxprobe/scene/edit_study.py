@@ -107,7 +107,8 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
                               keep_steps=() if run == "roll" else None)
         images[run] = out.images
         if run != "roll":
-            changes[run] = {k: np.asarray(v) for k, v in edit_modes.change_ratios(out.kept["aux"]).items()}
+            aux = jax.tree.map(mesh.gather, out.kept["aux"])  # on every process, whichever devices hold it
+            changes[run] = {k: np.asarray(v) for k, v in edit_modes.change_ratios(aux).items()}
     for run, ims in images.items():
         for e, im in zip(edits, ims):
             if mesh.is_main():

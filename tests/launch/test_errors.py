@@ -113,7 +113,7 @@ TABLE = [
     (PROBE, ["--config.stage=fit"], "has not finished the capture stage: run --config.stage=capture"),
     (PROBE, ["--config.pipeline_dir=no/such"], "config.pipeline_dir='no/such': {root}/no/such does not exist"),
     (INTERVENE, ["--config.task=edges"], "unknown config.task 'edges'; valid choices: saliency, depth"),
-    (INTERVENE, ["--config.controls=('shuffled',)"], "unknown config.controls 'shuffled'"),
+    (INTERVENE, ["--config.controls=('shufled',)"], "unknown config.controls 'shufled'"),
     (INTERVENE, ["--config.lr=0"], "config.lr must be a finite number > 0, got 0.0"),
     (INTERVENE, ["--config=configs/scene/toy_intervene_ablation.py", "--config.ablation.02_lr_1e-2.lr=0.1"],
      "--config.ablation.02_lr_1e-2.lr cannot be addressed (each key must be a Python name)"),

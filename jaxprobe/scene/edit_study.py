@@ -90,11 +90,11 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
         salient, depth = (a[[e["image"] for e in edits]] for a in setup.plain_labels)
     targets = {run: _targets(c, setup, edits, salient, depth, SIGNS[run]) for run in ("edited",) + tuple(c.controls)}
     changes = {}  # run -> {'overall', 'in', 'out': ||delta a|| / ||a|| per edit}
+    shifts = np.asarray([[e["dx"], e["dy"]] for e in edits], np.float64)  # (dx, dy) in pixels
     for run, target in targets.items():
         if run == "roll":
             hook = edit_controls.RollHook(setup.layers)
-            extra = {"active": setup.active, "shift": np.asarray([[e["dx"], e["dy"]] for e in edits],
-                                                                  np.float32) / c.resolution}
+            extra = {"active": setup.active, "shift": (shifts / c.resolution).astype(np.float32)}
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
                                       random_direction=run == "random", mode=c.mode, relative=c.relative,
@@ -115,7 +115,6 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
                 io.write_png(workdir / image_path(run, e["k"]), im)
     if not setup.labelers:
         return {}
-    shifts = np.asarray([[e["dx"], e["dy"]] for e in edits], np.float64)
     if setup.target is None:  # the edit's target moved the plain sample's labels by (dx, dy)
         target_mask = _moved(intervene.translate_mask, salient, edits, 1)
         target_depth = _moved(intervene.shift_depth, depth, edits, 1, value_range=None)

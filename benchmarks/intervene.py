@@ -68,6 +68,7 @@ def run(s: Settings) -> str:
 
     t_plain = best_time(lambda: jax.block_until_ready(plain().latents), repeats=s.repeats)
     t_ours = best_time(lambda: jax.block_until_ready(ours().latents), repeats=s.repeats)
+    mode_rows = _mode_rows(s, pipe, prompts, noise, hook, extra, target, t_plain)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small eager ops one after another: 1 thread is faster than 2 here (as in `probe`)
     try:
@@ -101,4 +102,49 @@ work); best of {s.repeats} after a warm-up (jit compile excluded).
 
 Intervention, jaxprobe / eager PyTorch: **{t_theirs / t_ours:.2f}x** (goal >= 10x). Agreement of the two edits:
 final latents differ by at most {diff:.2g} (the edit moved them by up to {effect:.2g}), uint8 images by at most
-{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`."""
+{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`.
+
+The edit's modes (`configs/scene/toy_intervene.py` options; docs/intervention.md#edit-modes), jaxprobe only, in the
+same run on the same batch; the region is the target square dilated by {REGION_RADIUS} pixels:
+
+| mode | s / batch | vs plain sampling |
+| --- | ---: | ---: |
+| plain sampling (no edit) | {t_plain:.4f} | 1.00x |
+| the paper's: Adam on every token (above) | {t_ours:.4f} | {t_ours / t_plain:.2f}x |
+{mode_rows}"""
+
+
+REGION_RADIUS = 4  # label pixels, as configs/scene/toy_intervene.py
+MODES = {  # name -> EditHook options over the paper's edit (timed above)
+    "relative (Adam step x the activation's RMS)": {"relative": True},
+    "stop_loss 0.3 (per image, masked scan)": {"stop_loss": 0.3},
+    "local (the region's tokens only)": {"local": True},
+    "min_norm + local (closed form, margin 1)": {"mode": "min_norm", "local": True},
+    "hold_background (blended with the plain sample's latents)": {"hold_background": True},
+}
+
+
+def _mode_rows(s: Settings, pipe, prompts, noise, hook, extra, target, t_plain: float) -> str:
+    """One markdown row per edit mode: its time per batch and its cost over plain sampling."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprobe.diffusion import sampling
+    from jaxprobe.scene import edit_modes, edit_study
+
+    kept = sampling.sample(pipe, prompts, num_inference_steps=s.steps, guidance_scale=GUIDANCE, latents=noise,
+                           hook=edit_study.KEEP_LATENTS, keep_steps=None)
+    extra = {**extra, "region": jnp.asarray(edit_modes.edit_region(target, target, REGION_RADIUS)),
+             "reference": jnp.concatenate([kept.kept["xt"][:, 1:], kept.latents[:, None]], axis=1)}
+    rows = []
+    for name, options in MODES.items():
+        mode_hook = dataclasses.replace(hook, **options)
+
+        def edit():
+            return sampling.sample(pipe, prompts, num_inference_steps=s.steps, guidance_scale=GUIDANCE,
+                                   latents=noise, hook=mode_hook, extra=extra)
+        t = best_time(lambda: jax.block_until_ready(edit().latents), repeats=s.repeats)
+        rows.append(f"| {name} | {t:.4f} | {t / t_plain:.2f}x |")
+    return "\n".join(rows)

@@ -24,8 +24,9 @@ def get_config(arg: str = "saliency"):
     c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
     c.task = arg
     c.lr = 5e-3  # the paper's: Adam on every token for 128 iterations. Options (configs/scene/toy_intervene.py):
-    # --config.local=True, --config.relative=True, --config.stop_loss=<loss>, --config.mode=min_norm
-    c.mode, c.relative, c.local = "adam", False, False
+    # --config.local=True, --config.relative=True, --config.stop_loss=<loss>, --config.mode=min_norm,
+    # --config.hold_background=True, --config.uncond_too=True
+    c.mode, c.relative, c.local, c.hold_background, c.uncond_too = "adam", False, False, False, False
     c.region_radius = 32  # label pixels at 512^2: the toy's 4 at 64^2
     c.pipeline_dir = c.labelers_dir = ""
     c.layers = ("up_blocks*attn1/to_out_0",) if arg == "saliency" else ("*attn1/to_out_0",)

@@ -41,6 +41,8 @@ def get_config():
     c.stop_loss = ml_collections.config_dict.placeholder(float)  # an image stops once its probe loss is <= this
     c.local = False  # change only tokens in the region: the plain object and its target, dilated by region_radius
     c.margin = 1.0  # min_norm: the logit margin the edited tokens get
+    c.hold_background = False  # after every step, latents outside the region are the plain sample's (blended)
+    c.uncond_too = False  # add the edit to the unconditional half too: CFG does not multiply it by guidance_scale
     c.region_radius = 4  # label pixels
     c.depth_range = (-9.0, 9.0)  # the shifted depth target's min-max rescale (a strength knob)
     c.shift_fraction = (90 / 512, 120 / 512)  # each axis' shift: +-[90, 120) px at 512^2, the same fraction here

@@ -48,5 +48,24 @@ def get_config():
         "m16_local_lr_2e_2_steps_0_9": {"local": True, "lr": 2e-2, "steps": tuple(range(10))},
         "m17_min_norm_local_up3_steps_0_9": {"mode": "min_norm", "local": True, "steps": tuple(range(10)),
                                              "layers": ("up_blocks_3*attn1/to_out_0",)},
+        # the lever the first seventeen point to: the background held to the plain sample's latents (blended)
+        "m18_hold": {"hold_background": True},
+        "m19_hold_local_lr_2e_2": {"hold_background": True, "local": True, "lr": 2e-2},
+        "m20_hold_local_lr_5e_2": {"hold_background": True, "local": True, "lr": 5e-2},
+        "m21_hold_min_norm_local_all_steps": {"hold_background": True, "mode": "min_norm", "local": True,
+                                              "steps": tuple(range(15))},
+        "m22_hold_min_norm_local_m4": {"hold_background": True, "mode": "min_norm", "local": True, "margin": 4.0},
+        "m23_hold_min_norm_local_m10": {"hold_background": True, "mode": "min_norm", "local": True, "margin": 10.0},
+        "m24_hold_local_lr_2e_2_steps_0_9": {"hold_background": True, "local": True, "lr": 2e-2,
+                                             "steps": tuple(range(10))},
+        "m25_hold_lr_1e_2": {"hold_background": True, "lr": 1e-2},
+        "m26_hold_lr_2e_2": {"hold_background": True, "lr": 2e-2},
+        "m27_hold_steps_0_9": {"hold_background": True, "steps": tuple(range(10))},
+        "m28_hold_lr_2e_2_steps_0_2": {"hold_background": True, "lr": 2e-2, "steps": (0, 1, 2)},
+        # the edit on both halves: guidance no longer multiplies it by 7.5
+        "m29_hold_uncond_lr_1e_2": {"hold_background": True, "uncond_too": True, "lr": 1e-2},
+        "m30_hold_uncond_lr_2e_2": {"hold_background": True, "uncond_too": True, "lr": 2e-2},
+        "m31_hold_uncond_lr_5e_2": {"hold_background": True, "uncond_too": True, "lr": 5e-2},
+        "m32_uncond_lr_2e_2": {"uncond_too": True, "lr": 2e-2},
     })
     return c

@@ -56,6 +56,13 @@ class Hook:
         del extra, i, b
         return unet.apply({"params": params}, lat_in, t, context), {}
 
+    def after_step(self, extra, lat, i):
+        """The scheduler's latent after step i, [B, h, w, c] (images only) -> the latent the next step starts from
+        (and, after the last step, the one decoded). Default: as it is; an edit may hold part of it to a
+        reference (blended sampling)."""
+        del extra, i
+        return lat
+
     def finish(self, modules: Modules, params, extra, kept):
         """After the scan, inside the same jit: the kept {'aux': [B, S, ...], 'xt'?, 'x0'?} -> the caller's
         result."""
@@ -105,6 +112,7 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
         pred, aux = hook.step(unet, unet_params, extra, lat_in, t, context, i, lat.shape[0])
         chex.assert_equal_shape([pred, lat_in])  # a hook returns the UNet's prediction for its whole input
         nxt, state, x0 = guided_step(sched, plan, state, pred, i, lat, weights[i])
+        nxt = hook.after_step(extra, nxt, i)
         latents = {"xt": lat, "x0": x0}
         return nxt, state, {"aux": aux, **{name: latents[name] for name in hook.keep_latents}}
 

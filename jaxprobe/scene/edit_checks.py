@@ -85,9 +85,10 @@ def _check_config(c, pipe) -> None:
                          "to mode 'adam'")
     if c.stop_loss is not None and not 0 <= c.stop_loss < float("inf"):
         raise ValueError(f"config.stop_loss must be a finite loss >= 0 (or None: fixed iterations), got {c.stop_loss}")
-    if c.local and not (c.labelers_dir or c.labels_dir):
-        raise ValueError("config.local edits the plain object's and its target's region, which needs the plain "
-                         "samples' labels: set config.labelers_dir or config.labels_dir")
+    for key in ("local", "hold_background"):
+        if c[key] and not (c.labelers_dir or c.labels_dir):
+            raise ValueError(f"config.{key} needs the region of the plain object and its target, and so the plain "
+                             "samples' labels: set config.labelers_dir or config.labels_dir")
     lo, hi = c.depth_range
     if not lo < hi:
         raise ValueError(f"config.depth_range must be (low, high) with low < high, got {tuple(c.depth_range)}")

@@ -46,6 +46,15 @@ __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
 SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1, "shuffled": 1}
 
 
+class _KeepLatents(sampling.Hook):
+    """The plain sample, keeping the latent entering every step: the reference a held background blends with."""
+
+    keep_latents = ("xt",)
+
+
+KEEP_LATENTS = _KeepLatents()
+
+
 def edit_list(c) -> list[dict]:
     """Every edit: k, its image (index), that image's prompt and seed, dx, dy (0, 0 for a user's target)."""
     n = c.num_images * c.shifts_per_image
@@ -83,7 +92,9 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
     """Sample, write, label and score one batch of edits -> {'<run>|<metric>': [B], 'mask|<run>': [B,H,W],
     'target': [B,H,W]} (empty without labelers)."""
     prompts, seeds = [e["prompt"] for e in edits], [e["seed"] for e in edits]
-    images = {"no_edit": sampling.sample(pipe, prompts, setup.sampler, seed=seeds).images}
+    plain = sampling.sample(pipe, prompts, setup.sampler, seed=seeds,
+                            **({"hook": KEEP_LATENTS, "keep_steps": None} if c.hold_background else {}))
+    images = {"no_edit": plain.images}
     labelled = {"no_edit": _label(setup, images["no_edit"])} if setup.labelers else {}
     salient, depth = labelled.get("no_edit", (None, None))
     if setup.plain_labels is not None:
@@ -98,11 +109,14 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
                                       random_direction=run == "random", mode=c.mode, relative=c.relative,
-                                      stop_loss=c.stop_loss, local=c.local, margin=c.margin)
+                                      stop_loss=c.stop_loss, local=c.local, margin=c.margin,
+                                      hold_background=c.hold_background, uncond_too=c.uncond_too)
             extra = {"probes": setup.control_probes if run == "shuffled" else setup.probes, "active": setup.active,
                      "target": target, "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
             if salient is not None:
                 extra["region"] = _region(c, setup, edits, salient, SIGNS[run])
+            if c.hold_background:  # the plain sample's latent after each step: the one entering the next, and the last
+                extra["reference"] = jnp.concatenate([plain.kept["xt"][:, 1:], plain.latents[:, None]], axis=1)
         out = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra,
                               keep_steps=() if run == "roll" else None)
         images[run] = out.images

@@ -149,6 +149,12 @@ class EditHook(sampling.Hook):
     - mode 'min_norm': `edit_modes.min_norm_edit`, the closed-form smallest change that makes a linear or affine
       probe read the target (mask logit `margin`); lr, iterations, relative and stop_loss do not apply.
     - `local`: only tokens inside extra['region'] change; the others stay bit for bit (the random direction too).
+    - `uncond_too`: the conditional half's change is added to the unconditional half's activation as well, so
+      classifier-free guidance, which multiplies the difference of the halves by its scale, does not multiply the
+      edit (the paper's edits the conditional half only).
+    - `hold_background`: after every step, the latent outside extra['region'] is the unedited sample's
+      (extra['reference'] [B, steps, h, w, c], its latents after each step): blended sampling, so whatever the
+      edit does, the scene outside the region is the plain sample's up to the VAE's reach across the border.
 
     `step`'s aux, per image [B], summed over the edited layers (0 at steps not edited; sum over kept steps and
     pass to `edit_modes.change_ratios` for ||delta a|| / ||a||): 'delta_sq' and 'act_sq', the squared L2 norms of
@@ -166,6 +172,8 @@ class EditHook(sampling.Hook):
     stop_loss: float | None = None
     local: bool = False
     margin: float = 1.0
+    hold_background: bool = False
+    uncond_too: bool = False
 
     def __post_init__(self):
         check_choice("edit mode", self.mode, MODES)
@@ -176,8 +184,11 @@ class EditHook(sampling.Hook):
 
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         hw = lat_in.shape[1:3]
-        if self.local and "region" not in extra:
-            raise ValueError("a local edit needs extra['region'] (bool [B, H, W] at label resolution)")
+        if (self.local or self.hold_background) and "region" not in extra:
+            raise ValueError("a local edit or a held background needs extra['region'] (bool [B, H, W] at label resolution)")
+        if self.hold_background and "reference" not in extra:
+            raise ValueError("holding the background needs extra['reference'] (the unedited latents after each "
+                             "step, [B, steps, h, w, c])")
         sums = []
 
         def edit(index, layer):
@@ -208,12 +219,21 @@ class EditHook(sampling.Hook):
                 region = edit_modes.token_region(extra["region"], cond.shape[1:3]) if "region" in extra else None
                 new, layer_sums = jax.lax.cond(extra["active"][i], optimise, skip, cond, region)
                 sums.append(layer_sums)
-                return out.at[-b:].set(new.reshape(out[-b:].shape).astype(out.dtype))
+                new = new.reshape(out[-b:].shape)
+                if self.uncond_too and out.shape[0] == 2 * b:  # under CFG
+                    out = out.at[:b].add((new - out[-b:]).astype(out.dtype))
+                return out.at[-b:].set(new.astype(out.dtype))
             return run
 
         edits = {layer: edit(k, layer) for k, layer in enumerate(self.layers)}
         pred, _ = hooks.apply(unet, params, lat_in, t, context, edit=edits)
         return pred, jax.tree.map(lambda *v: sum(v), *sums)
+
+    def after_step(self, extra, lat, i):
+        if not self.hold_background:
+            return lat
+        inside = edit_modes.token_region(extra["region"], lat.shape[1:3])[..., None]
+        return jnp.where(inside, lat, extra["reference"][:, i].astype(lat.dtype))
 
 
 def _equal_norm(direction: jax.Array, like: jax.Array) -> jax.Array:

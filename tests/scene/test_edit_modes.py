@@ -249,6 +249,30 @@ def test_the_hook_edits_the_conditional_half_in_the_region_and_reports_the_chang
     assert all(float(np.abs(v).sum()) == 0 for v in none.values())
 
 
+def test_uncond_too_adds_the_conditional_halfs_change_to_the_unconditional_half(one_layer):
+    params, extra, lat, plain, _ = one_layer
+    hook = intervene.EditHook(("proj",), SALIENCY, mode="min_norm", uncond_too=True)
+    pred = np.asarray(_hook_step(hook, params, extra, lat, 0)[0])
+    delta = pred[B:] - np.asarray(plain)[B:]
+    assert np.abs(delta).max() > 0
+    np.testing.assert_allclose(pred[:B] - np.asarray(plain)[:B], delta, atol=1e-5)
+
+
+def test_a_held_background_is_the_reference_outside_the_region_and_the_edit_inside(one_layer):
+    _, extra, _, _, tokens = one_layer
+    rng = np.random.default_rng(12)
+    lat = jnp.asarray(rng.normal(size=(B, H, W, C)), jnp.float32)
+    reference = jnp.asarray(rng.normal(size=(B, 2, H, W, C)), jnp.float32)
+    hold = intervene.EditHook(("proj",), SALIENCY, hold_background=True)
+    for i in (0, 1):
+        held = np.asarray(hold.after_step({**extra, "reference": reference}, lat, i))
+        np.testing.assert_array_equal(held[tokens], np.asarray(lat)[tokens])
+        np.testing.assert_array_equal(held[~tokens], np.asarray(reference[:, i])[~tokens])
+    assert intervene.EditHook(("proj",), SALIENCY).after_step(extra, lat, 0) is lat
+    with pytest.raises(ValueError, match="holding the background needs extra\\['reference'\\]"):
+        hold.step(OneLayer(), None, extra, lat, None, None, 0, B)
+
+
 @pytest.mark.slow  # two compilations of the tiny pipeline's sampler (plain and edit): ~35 s here
 def test_an_edit_every_image_has_already_met_stops_at_once_and_samples_the_plain_image(tiny_dir):
     from jaxprobe import hooks
@@ -273,3 +297,33 @@ def test_an_edit_every_image_has_already_met_stops_at_once_and_samples_the_plain
     aux = {k: np.asarray(v) for k, v in edited.kept["aux"].items()}  # [B, steps]
     assert (aux["delta_sq"] == 0).all() and (aux["act_sq"][:, 0] > 0).all() and (aux["act_sq"][:, 1:] == 0).all()
     np.testing.assert_allclose(aux["act_sq_in"] + aux["act_sq_out"], aux["act_sq"], rtol=1e-5)
+
+
+@pytest.mark.slow  # three compilations of the tiny pipeline's sampler: ~45 s here
+def test_a_held_background_samples_the_plain_latents_outside_the_region(tiny_dir):
+    from jaxprobe import hooks
+    from jaxprobe.diffusion import sampling
+    from jaxprobe.models import load_pipeline
+    from jaxprobe.probing import saved
+    from jaxprobe.scene import capture, edit_study
+    from jaxprobe.testing import random_linear_probes
+
+    pipe = load_pipeline(tiny_dir)
+    layers = hooks.select_layers(pipe.unet, capture.DEFAULT_LAYERS)
+    probe_set = saved.SavedProbes("trained", SALIENCY, "linear",
+                                  random_linear_probes(pipe, layers, [0, 1], np.random.default_rng(0)))
+    stacked, active = intervene.edit_inputs(probe_set, layers, [0, 1], 3)
+    region = np.zeros((2, 16, 16), bool)
+    region[:, 0:8, 4:12] = True
+    sample = functools.partial(sampling.sample, pipe, ["a red ball", "a blue cube"], num_inference_steps=3, seed=3)
+    plain, kept = sample(), sample(hook=edit_study.KEEP_LATENTS, keep_steps=None)
+    np.testing.assert_array_equal(kept.images, plain.images)  # keeping the latents changes nothing
+    reference = jnp.concatenate([kept.kept["xt"][:, 1:], kept.latents[:, None]], axis=1)
+    extra = {"probes": stacked, "active": active, "target": jnp.asarray(~region), "region": jnp.asarray(region),
+             "reference": reference}
+    edited = sample(hook=intervene.EditHook(layers, SALIENCY, iterations=16, lr=0.5, hold_background=True),
+                    extra=extra)
+    tokens = np.asarray(edit_modes.token_region(region, edited.latents.shape[1:3]))
+    lat, base = np.asarray(edited.latents), np.asarray(plain.latents)
+    np.testing.assert_array_equal(lat[~tokens], base[~tokens])
+    assert np.abs(lat[tokens] - base[tokens]).max() > 0.1

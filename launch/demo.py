@@ -44,11 +44,12 @@ def probe_config(full: bool = False):
 
 
 def intervene_config(probes, full: bool = False):
-    """configs/scene/toy_intervene.py with the sweep in `probes`, demo-sized (8 edits, no controls) unless `full`."""
+    """configs/scene/toy_intervene.py with the sweep in `probes`, demo-sized (64 edits, enough for an interval; no
+    controls) unless `full`."""
     c = config_file.load(CONFIGS / "scene" / "toy_intervene.py")
     c.probes = str(probes)
     if not full:
-        c.num_images, c.shifts_per_image, c.batch_size, c.controls = 8, 1, 8, ()
+        c.num_images, c.shifts_per_image, c.batch_size, c.controls = 32, 2, 32, ()
     return c
 
 

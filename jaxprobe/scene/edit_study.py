@@ -95,6 +95,9 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
     plain = sampling.sample(pipe, prompts, setup.sampler, seed=seeds,
                             **({"hook": KEEP_LATENTS, "keep_steps": None} if c.hold_background else {}))
     images = {"no_edit": plain.images}
+    if c.hold_background:  # the plain sample's latent after each step: the one entering the next, and the last
+        xt, last = mesh.gather(plain.kept["xt"]), mesh.gather(plain.latents)
+        reference = np.concatenate([xt[:, 1:], last[:, None]], axis=1)
     labelled = {"no_edit": _label(setup, images["no_edit"])} if setup.labelers else {}
     salient, depth = labelled.get("no_edit", (None, None))
     if setup.plain_labels is not None:
@@ -115,8 +118,8 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
                      "target": target, "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
             if salient is not None:
                 extra["region"] = _region(c, setup, edits, salient, SIGNS[run])
-            if c.hold_background:  # the plain sample's latent after each step: the one entering the next, and the last
-                extra["reference"] = jnp.concatenate([plain.kept["xt"][:, 1:], plain.latents[:, None]], axis=1)
+            if c.hold_background:
+                extra["reference"] = reference
         out = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra,
                               keep_steps=() if run == "roll" else None)
         images[run] = out.images

@@ -67,7 +67,7 @@ def test_the_shuffled_control_edits_with_the_sweeps_shuffled_label_probes(tiny_d
     (dict(steps=(0, 2)), r"no saved saliency probe for \(layer, step\) .* at steps \[0, 1\]"),
     (dict(layers=("down_blocks*attn1/to_out_0",)), r"no saved saliency probe for .*down_blocks.*; probes exist for up_blocks"),
     (dict(task="depth"), r"no trained_depth.safetensors in .*; it has \['trained_saliency'\]"),
-    (dict(labels_dir=""), "set config.labelers_dir, or config.labels_dir"),
+    (dict(labels_dir="", hold_background=False), "set config.labelers_dir, or config.labels_dir"),
     (dict(shift_fraction=(0.3, 0.1)), "config.shift_fraction: shift fraction"),
     (dict(num_images=9), "prompts.txt has 8 prompts; config.num_images = 9"),
 ])

@@ -60,5 +60,6 @@ def get_config():
     c.guidance_scale = 7.5
     c.scheduler = "lms"
     c.controls = ("null", "random", "opposite")
+    c.random_scale = 1.0  # the random control's norm over the edit's (> 1: to match its damage instead)
     c.min_pixels = 8  # a salient object is found with at least this many pixels
     return c

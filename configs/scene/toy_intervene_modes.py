@@ -24,6 +24,7 @@ from jaxprobe import config_file
 def get_config():
     c = config_file.load(Path(__file__).with_name("toy_intervene.py"))
     c.num_images, c.shifts_per_image, c.controls = 32, 2, ()
+    c.lr, c.hold_background = 5e-3, False  # the paper's setting is the reference every other is paired with
     c.scene_seed_offset = 6_000_000  # toy_intervene.py evaluates on scenes 5,000,000 + i; the sweeps use 0 ..
     c.seed = 10_000  # its seeds are 0 .. 127, the encoded sweep's 0 .. 319
     # {name: overrides}, the first the paper's setting (the reference every other is paired with)
@@ -67,5 +68,9 @@ def get_config():
         "m30_hold_uncond_lr_2e_2": {"hold_background": True, "uncond_too": True, "lr": 2e-2},
         "m31_hold_uncond_lr_5e_2": {"hold_background": True, "uncond_too": True, "lr": 5e-2},
         "m32_uncond_lr_2e_2": {"uncond_too": True, "lr": 2e-2},
+        # the random-direction control of m25 at its norm and at larger ones: which matches the edit's damage
+        "m33_m25_random_x1": {"hold_background": True, "lr": 1e-2, "controls": ("random",)},
+        "m34_m25_random_x2": {"hold_background": True, "lr": 1e-2, "controls": ("random",), "random_scale": 2.0},
+        "m35_m25_random_x4": {"hold_background": True, "lr": 1e-2, "controls": ("random",), "random_scale": 4.0},
     })
     return c

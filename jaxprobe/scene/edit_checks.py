@@ -79,6 +79,7 @@ def _check_config(c, pipe) -> None:
     mesh.check_batch(c.num_images * c.shifts_per_image, "config.num_images x config.shifts_per_image")
     validate.positive_finite(c, "lr")
     validate.positive_finite(c, "margin")
+    validate.positive_finite(c, "random_scale")
     check_choice("config.mode", c.mode, intervene.MODES)
     if c.mode == "min_norm" and (c.relative or c.stop_loss is not None):
         raise ValueError("config.mode='min_norm' is one closed-form step: config.relative and config.stop_loss apply "

@@ -87,13 +87,16 @@ def ablation_figure(path, rows, *, run: str = "edited",
 
 
 def tradeoff_figure(path, rows, *, reference: str, run: str = "edited",
-                    kept: Sequence[str] = ("colour", "background_change")) -> None:
+                    kept: Sequence[str] = ("colour", "background_change"), legend_max: int = 12) -> None:
     """Transfer (y) against each scene-kept measure (x, one panel each) for every ablation setting's `run`, with
     95% intervals on both axes (`edit_study.ablate`'s rows): the trade-off between moving the object and keeping the
-    scene. `reference` (the paper's setting) is marked with a star; the unedited samples' level is a dotted line."""
+    scene. `reference` (the paper's setting) is marked with a star; the unedited samples' level is a dotted line.
+    Up to `legend_max` settings get a legend; more are labelled at their points by their names' first word (e.g.
+    'm25' of 'm25_hold_lr_1e_2'), so that the plot stays readable."""
     cell = {(r["setting"], r["run"], r["metric"]): r for r in rows}
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    fig = Figure(figsize=(5.2 * len(kept), 4.4), layout="constrained")
+    legend = len(settings) <= legend_max
+    fig = Figure(figsize=(5.2 * len(kept) + (2.0 if legend else 0.0), 4.4 if legend else 5.6), layout="constrained")
     axes = fig.subplots(1, len(kept), squeeze=False)[0]
     for ax, m in zip(axes, kept):
         for i, s in enumerate(settings):
@@ -103,14 +106,19 @@ def tradeoff_figure(path, rows, *, reference: str, run: str = "edited",
             ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci_low"]], [x["ci_high"] - x["mean"]]],
                         yerr=[[y["mean"] - y["ci_low"]], [y["ci_high"] - y["mean"]]], fmt="*" if s == reference
                         else "o", markersize=12 if s == reference else 5, color=colormaps["tab20"](i % 20), capsize=2,
+                        elinewidth=0.8 if legend else 0.5, alpha=1.0 if legend else 0.6,
                         label=s + (" (paper)" if s == reference else ""))
+            if not legend:
+                ax.annotate(s.split("_")[0], (x["mean"], y["mean"]), xytext=(3, 3), textcoords="offset points",
+                            fontsize=7)
         plain = [cell[(s, "no_edit", m)]["mean"] for s in settings if (s, "no_edit", m) in cell]
         if plain:
             ax.axvline(float(np.mean(plain)), color="black", linestyle=":", linewidth=0.8, label="no edit")
         ax.set_xlabel(f"{m} ({'higher' if m == 'colour' else 'lower'} keeps the scene)")
         ax.set_ylabel("transfer (1 = moved as far as asked)")
         ax.axhline(0, color="black", linewidth=0.5)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(f"moving the object vs keeping the scene, {run} run of each setting; 95% intervals clustered by "
-                 "image", fontsize=10)
+    if legend:
+        axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"moving the object vs keeping the scene, {run} run of each setting (star: {reference}; dotted: no "
+                 "edit); 95% intervals clustered by image", fontsize=10)
     report.save_figure(fig, path)

@@ -111,7 +111,7 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
             extra = {"active": setup.active, "shift": (shifts / c.resolution).astype(np.float32)}
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
-                                      random_direction=run == "random", mode=c.mode, relative=c.relative,
+                                      random_direction=run == "random", random_scale=c.random_scale, mode=c.mode, relative=c.relative,
                                       stop_loss=c.stop_loss, local=c.local, margin=c.margin,
                                       hold_background=c.hold_background, uncond_too=c.uncond_too)
             extra = {"probes": setup.control_probes if run == "shuffled" else setup.probes, "active": setup.active,

@@ -138,7 +138,8 @@ class EditHook(sampling.Hook):
     extra: {'probes': {layer: params stacked over every sampling step [steps, ...]}, 'active': bool [steps],
     'target': [B, H, W] labels the probes should read (a mask or a depth map)}, plus 'key' (a PRNG key) when
     `random_direction`: the control that moves each image's activation as far as the edit would (the same L2 norm
-    per image), in a random direction; plus 'region' (bool [B, H, W] at label resolution; a token is inside if
+    per image, times `random_scale`: > 1 to match the edit's damage rather than its norm), in a random direction;
+    plus 'region' (bool [B, H, W] at label resolution; a token is inside if
     any of its label pixels is) when `local`, and optionally otherwise, to split the reported change by it.
 
     Modes (combinable unless noted):
@@ -167,6 +168,7 @@ class EditHook(sampling.Hook):
     lr: float = 5e-3
     iterations: int = 128
     random_direction: bool = False
+    random_scale: float = 1.0
     mode: str = "adam"
     relative: bool = False
     stop_loss: float | None = None
@@ -207,7 +209,7 @@ class EditHook(sampling.Hook):
                     direction = jax.random.normal(key, cond.shape, jnp.float32)
                     if self.local:
                         direction = jnp.where(region[..., None], direction, 0.0)
-                    new = (cond + _equal_norm(direction, new - cond)).astype(cond.dtype)
+                    new = (cond + self.random_scale * _equal_norm(direction, new - cond)).astype(cond.dtype)
                 return new, edit_modes.change_sums(cond, new, region)
 
             def skip(cond, region):

@@ -249,6 +249,15 @@ def test_the_hook_edits_the_conditional_half_in_the_region_and_reports_the_chang
     assert all(float(np.abs(v).sum()) == 0 for v in none.values())
 
 
+def test_a_scaled_random_control_moves_the_activation_that_many_times_the_edits_norm(one_layer):
+    params, extra, lat, _, _ = one_layer
+    sums = {scale: _hook_step(intervene.EditHook(("proj",), SALIENCY, mode="min_norm", random_direction=True,
+                                                 random_scale=scale), params, extra, lat, 0)[1]["delta_sq"]
+            for scale in (1.0, 2.5)}
+    assert float(sums[1.0].min()) > 0
+    np.testing.assert_allclose(np.asarray(sums[2.5]), 2.5 ** 2 * np.asarray(sums[1.0]), rtol=1e-4)
+
+
 def test_uncond_too_adds_the_conditional_halfs_change_to_the_unconditional_half(one_layer):
     params, extra, lat, plain, _ = one_layer
     hook = intervene.EditHook(("proj",), SALIENCY, mode="min_norm", uncond_too=True)

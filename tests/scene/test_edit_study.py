@@ -57,6 +57,7 @@ def test_the_shuffled_control_edits_with_the_sweeps_shuffled_label_probes(tiny_d
     (dict(controls=("null", "shufled")), "valid choices: null, random, opposite, roll, shuffled"),
     (dict(controls=("shuffled",)), "which edits with the sweep's shuffled-label probes; .* has none"),
     (dict(lr=0.0), "config.lr must be a finite number > 0"),
+    (dict(random_scale=0.0), "config.random_scale must be a finite number > 0"),
     (dict(mode="gradient"), "unknown config.mode 'gradient'; valid choices: adam, min_norm"),
     (dict(mode="min_norm", relative=True), "config.relative and config.stop_loss apply to mode 'adam'"),
     (dict(stop_loss=-1.0), "config.stop_loss must be a finite loss >= 0"),

@@ -1,5 +1,8 @@
 """SDXL's model pieces against diffusers / transformers PyTorch on random tiny configs: the UNet's text_time
 conditioning with mixed transformer depths, and CLIPTextModelWithProjection (projected pooled output, hidden states)."""
+import json
+from pathlib import Path
+
 import chex
 import jax
 import numpy as np
@@ -8,7 +11,7 @@ import torch
 import transformers
 
 from jaxprobe import hooks
-from jaxprobe.models import clip, load_text_encoder, load_unet, save_component
+from jaxprobe.models import clip, convert, load, load_text_encoder, load_unet, save_component
 from jaxprobe.models.unet import TextTimeConditioning
 
 TOL = 1e-4
@@ -79,3 +82,21 @@ def test_clip_text_model_with_projection_matches_transformers(tmp_path):
     save_component(tmp_path / "copy", module, params, weights_name="model.safetensors")
     again = transformers.CLIPTextModelWithProjection.from_pretrained(str(tmp_path / "copy"))
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in ref.state_dict().items())
+
+
+@pytest.mark.slow  # traces two full-size UNets (~25 s on the loaded 2-core CPU)
+@pytest.mark.parametrize("name, count, attn1", [("sd_v2_1", 865_910_724, 16), ("sdxl_base", 2_567_463_684, 70)])
+def test_full_size_configs_build_diffusers_exact_parameter_sets(name, count, attn1):
+    """SD 2.1's and SDXL base's UNet configs (their config.json's architecture fields, written here from the
+    published values): the same parameter names and shapes as diffusers builds, and the attn1 layers the paper
+    configs probe."""
+    import diffusers
+    config = json.loads((Path(__file__).parent / "fixtures" / f"{name}_unet_config.json").read_text())
+    module = load.build_unet(config)
+    template = load.param_shapes(module)
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(template)) == count
+    with torch.device("meta"):
+        ref = diffusers.UNet2DConditionModel.from_config(config)
+    state = {k: np.broadcast_to(np.zeros((), np.float32), tuple(v.shape)) for k, v in ref.state_dict().items()}
+    convert.state_dict_to_params(state, template)  # raises on any missing/unexpected/mis-shaped name
+    assert len(hooks.select_layers(module, "*attn1/to_out_0")) == attn1

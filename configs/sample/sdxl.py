@@ -9,8 +9,9 @@ prompt gives zero unconditional embeddings (SDXL's force_zeros_for_empty_prompt)
 (force_upcast). No SDXL weights exist where jaxprobe is built, so its time and images on real weights are NOT
 measured here. Measured instead, on the 2-core CPU shared with other jobs (2026-12-07): this config on
 `jaxprobe.testing.sdxl_structured_pipeline` at its native size (--config.height=64 --config.width=64, 2 prompts)
-took 31 s wall at load average ~4 (loading and compiling included). The code path is the one tests/diffusion/test_pipeline_families.py checks against diffusers'
-StableDiffusionXLPipeline (Euler, DDIM): images within 2/255.
+took 31 s wall at load average ~4 (loading and compiling included). The code path is the one
+tests/diffusion/test_pipeline_families.py checks against diffusers' StableDiffusionXLPipeline (Euler, DDIM):
+images within 2/255.
 """
 from pathlib import Path
 

@@ -133,7 +133,8 @@ def load_pipeline(directory, *, dtype=None, variant=None) -> Pipeline:
     kind = pipeline_class(directory)
     missing = [c for c in PIPELINE_CLASSES[kind] if not (directory / c).is_dir()]
     if missing:
-        raise FileNotFoundError(f"{directory} is not a diffusers {kind} directory: missing {', '.join(c + '/' for c in missing)}")
+        raise FileNotFoundError(f"{directory} is not a diffusers {kind} directory: missing "
+                                f"{', '.join(c + '/' for c in missing)}")
     models = {name: build(directory / name, dtype=dtype, variant=variant) for name, build in
               (("unet", load.load_unet), ("vae", load.load_vae), ("text_encoder", load.load_text_encoder),
                ("text_encoder_2", load.load_text_encoder)) if name in PIPELINE_CLASSES[kind]}

@@ -19,8 +19,8 @@ from jaxprobe.models import layers
 from jaxprobe.models.config import Config
 
 DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
-TIME_IDS = 6  # SDXL's micro-conditioning per image: original size (h, w), crop top-left (y, x), target size (h, w)
 UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
+TIME_IDS = 6  # SDXL's micro-conditioning per image: original size (h, w), crop top-left (y, x), target size (h, w)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,9 +237,9 @@ class UNetBlock(nn.Module):
         return x, (skips if self.up else tuple(outputs))
 
 
-def _depths(layers: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+def _depths(depth: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     """A block's transformer depth per layer, from one int or one per layer (diffusers' asymmetric UNets)."""
-    return tuple(layers) if isinstance(layers, tuple) else (layers,) * n
+    return tuple(depth) if isinstance(depth, tuple) else (depth,) * n
 
 
 class UNetMidBlock2DCrossAttn(nn.Module):
@@ -259,8 +259,8 @@ class UNetMidBlock2DCrossAttn(nn.Module):
                                         dtype=self.dtype, name=f"resnets_{i}")(x, temb)
 
         x = resnet(0, x)
-        x = Transformer2DModel(self.heads, _depths(self.transformer_layers, 1)[0], c.norm_num_groups, c.use_linear_projection,
-                               dtype=self.dtype, name="attentions_0")(x, context)
+        x = Transformer2DModel(self.heads, _depths(self.transformer_layers, 1)[0], c.norm_num_groups,
+                               c.use_linear_projection, dtype=self.dtype, name="attentions_0")(x, context)
         return resnet(1, x)
 
 

@@ -4,6 +4,7 @@ import copy
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -78,6 +79,8 @@ def test_sdxl_directory_loads_shards_and_fp16_variant(xl, tmp_path):
     assert (directory / "unet" / "diffusion_pytorch_model.safetensors.index.json").is_file()
     assert (directory / "text_encoder_2" / "model.safetensors.index.json").is_file()
     assert pipe.is_xl and pipe.force_zeros_for_empty_prompt and pipe.vae.config.scaling_factor == 0.13025
+    in_bf16 = sampling.in_dtype(sampling.modules(pipe), jnp.bfloat16)  # force_upcast: the VAE decodes in fp32
+    assert (in_bf16.unet.dtype, in_bf16.text_encoder_2.dtype, in_bf16.vae.dtype) == (jnp.bfloat16,) * 2 + (jnp.float32,)
     half = copy.deepcopy(torch_pipe).to(torch.float16)
     half.save_pretrained(str(tmp_path), variant="fp16")
     loaded = load_pipeline(tmp_path, variant="fp16")

@@ -20,7 +20,8 @@ TOL = 1e-4
 UNET = dict(
     block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=24, norm_num_groups=16,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=(1, 4), transformer_layers_per_block=[1, [2]], reverse_transformer_layers_per_block=[[1, 2], [1, 1]],
+    attention_head_dim=(1, 4), transformer_layers_per_block=[1, [2]],
+    reverse_transformer_layers_per_block=[[1, 2], [1, 1]],
     use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
     projection_class_embeddings_input_dim=6 * 8 + 12)
 TEXT = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,

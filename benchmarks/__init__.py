@@ -1,7 +1,7 @@
 """Benchmarks, each side by side with its reference in one run; each writes its own section of a markdown file
 (BENCHMARKS.md by default) and returns it. launch/bench.py runs them by name (`harness.run`).
 
-  sample     jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
+  sample     jaxprobe vs diffusers PyTorch, same tiny SD and SDXL-structured pipelines, CPU
   intervene  the probe-guided edit in one jit vs the paper's eager PyTorch hook loop, toy LDM, same edits
   probe      every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   capture    sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM

@@ -41,6 +41,7 @@ class Settings:
     pipeline: str = str(TOY_PIPELINE)  # diffusers directory of intervene, capture and scaling
     captions: bool = True  # their prompts: toy-world captions (the toy LDM knows only their words), or short ones
     tiny: str = ""  # the sample benchmark's tiny random pipeline, saved (jaxprobe.testing.tiny_pipeline); "" = build
+    sdxl: bool = True  # the sample benchmark also times the SDXL-structured stand-in against StableDiffusionXLPipeline
     edit_iterations: int = 128  # Adam iterations of each edit (the paper's)
     train_config: dict = dataclasses.field(default_factory=dict)  # overrides of configs/toy/ldm.py ("a.b": value)
     scaling_devices: tuple = (1, 2, 4, 8)  # XLA host device counts

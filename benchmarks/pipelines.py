@@ -11,27 +11,28 @@ class Pair:
     prompts and initial noise."""
 
     pipe: object  # jaxprobe Pipeline
-    torch_pipe: object  # diffusers.StableDiffusionPipeline of the same directory
+    torch_pipe: object  # diffusers.StableDiffusionPipeline (StableDiffusionXLPipeline) of the same directory
     prompts: list
     noise: object  # unit noise [B, h, w, c] (jax)
     noise_t: object  # the same noise [B, c, h, w] (torch)
 
 
-def load_pair(batch: int, directory="", *, captions: bool = False) -> Pair:
-    """The diffusers pipeline in `directory` (e.g. the shipped toy LDM), or a new tiny random one if empty, with
-    `prompts(batch, captions)`."""
+def load_pair(batch: int, directory="", *, captions: bool = False, xl: bool = False) -> Pair:
+    """The diffusers pipeline in `directory` (e.g. the shipped toy LDM), or a new random one if empty (the tiny SD
+    one, or with `xl` the SDXL-structured stand-in), with `prompts(batch, captions)`."""
     import diffusers
     import numpy as np
     import torch
 
     from jaxprobe.diffusion import sampling
     from jaxprobe.models import load_pipeline
-    from jaxprobe.testing import tiny_pipeline
+    from jaxprobe.testing import sdxl_structured_pipeline, tiny_pipeline
 
     prompts = prompts_for(batch, captions)
     with tempfile.TemporaryDirectory() as d:
-        pipe = load_pipeline(directory) if directory else tiny_pipeline(d)
-        torch_pipe = diffusers.StableDiffusionPipeline.from_pretrained(directory or d, safety_checker=None)
+        pipe = load_pipeline(directory) if directory else (sdxl_structured_pipeline if xl else tiny_pipeline)(d)
+        torch_pipe = (diffusers.StableDiffusionXLPipeline.from_pretrained(directory or d) if pipe.is_xl else
+                      diffusers.StableDiffusionPipeline.from_pretrained(directory or d, safety_checker=None))
     torch_pipe.set_progress_bar_config(disable=True)
     latent = pipe.unet.config.sample_size
     noise = sampling.initial_noise(list(range(len(prompts))), (latent, latent, pipe.unet.config.in_channels))

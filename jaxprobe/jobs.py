@@ -107,8 +107,9 @@ def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> 
     per_device = 2 * math.ceil(batch / mesh.axis_size("data"))
     params = _at_dtype(pipe.params, jnp.dtype(dtype))
     size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor, pipe.unet.config.in_channels)
-    largest = _largest_call_array(pipe.unet, pipe.text_encoder, pipe.vae, (per_device, pipe.tokenize([""]).shape[1]),
-                                  (per_device, *size), jnp.dtype(dtype))
+    text = jax.tree.map(lambda x: jax.ShapeDtypeStruct((per_device, *x.shape[1:]), x.dtype),
+                        sampling.encode_prompts(pipe, [""], cfg=False, size=(height, width)))
+    largest = _largest_call_array(sampling.modules(pipe), text, (per_device, *size), jnp.dtype(dtype))
     need = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params)) + largest
     device = jax.local_devices()[0]
     limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
@@ -123,24 +124,26 @@ def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> 
 
 
 @functools.lru_cache(maxsize=16)
-def _largest_call_array(unet, text_encoder, vae, ids_shape: tuple, latent_shape: tuple, dtype) -> int:
-    """Bytes of the largest array a CFG UNet call (text encoder included) or a VAE decode of half its batch makes
-    (traced once per modules and shapes: tracing a UNet takes about a second)."""
+def _largest_call_array(mods: sampling.Modules, text, latent_shape: tuple, dtype) -> int:
+    """Bytes of the largest array a CFG UNet call (text encoders included) or a VAE decode of half its batch makes
+    (traced once per modules and shapes: tracing a UNet takes about a second). `text`: ShapeDtypeStructs of the
+    text inputs (`sampling.encode_prompts`)."""
     def shapes(module):
         return _at_dtype(load.param_shapes(module), dtype)
 
-    def unet_call(p, ids, latent):
-        context = text_encoder.apply({"params": p["text_encoder"]}, ids)
-        return unet.apply({"params": p["unet"]}, latent, jnp.zeros(latent.shape[0], jnp.int32), context)
+    def unet_call(p, text, latent):
+        context = sampling.encode_text(mods, p, text)
+        return mods.unet.apply({"params": p["unet"]}, latent, jnp.zeros(latent.shape[0], jnp.int32), context)
 
     def vae_call(p, latent):
-        return vae.apply({"params": p}, latent, method="decode")
+        return mods.vae.apply({"params": p}, latent, method="decode")
 
-    params = {"text_encoder": shapes(text_encoder), "unet": shapes(unet)}
-    ids = jax.ShapeDtypeStruct(ids_shape, jnp.int32)
+    params = {name: shapes(getattr(mods, name)) for name in ("text_encoder", "text_encoder_2", "unet")
+              if getattr(mods, name) is not None}
     half = jax.ShapeDtypeStruct((latent_shape[0] // 2, *latent_shape[1:]), dtype)
-    return max(_largest_array(jax.make_jaxpr(unet_call)(params, ids, jax.ShapeDtypeStruct(latent_shape, dtype)).jaxpr),
-               _largest_array(jax.make_jaxpr(vae_call)(shapes(vae), half).jaxpr))
+    return max(_largest_array(jax.make_jaxpr(unet_call)(params, text,
+                                                         jax.ShapeDtypeStruct(latent_shape, dtype)).jaxpr),
+               _largest_array(jax.make_jaxpr(vae_call)(shapes(mods.vae), half).jaxpr))
 
 
 def _at_dtype(params, dtype):

@@ -1,5 +1,5 @@
-"""A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch, and random
-probes for any pipeline's layers.
+"""A tiny random Stable Diffusion v1 pipeline for smoke runs, tests and benchmarks, built without torch, stand-ins with
+SD v1's, SD 2.x's and SDXL's block structure at small widths, and random probes for any pipeline's layers.
 
 `tiny_pipeline()` builds jaxprobe's own Flax UNet, VAE and CLIP text encoder at toy sizes (16x16 images, a
 character-level tokenizer) with seeded random weights (`init_params`) and returns a `Pipeline` in seconds, with no
@@ -59,8 +59,9 @@ SCHEDULER_CONFIG = {
 """diffusers scheduler_config.json: LMS with SD v1's scaled_linear betas."""
 
 
-def write_char_tokenizer(directory, max_length: int = MAX_LENGTH) -> int:
-    """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size."""
+def write_char_tokenizer(directory, max_length: int = MAX_LENGTH, pad_token: str = SPECIALS[1]) -> int:
+    """A CLIP BPE tokenizer over single characters (no merges); returns the vocabulary size. SDXL's tokenizer_2
+    pads with "!" instead of the end-of-text token."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vocab = {t: i for i, t in enumerate(CHARS + [c + "</w>" for c in CHARS] + SPECIALS)}
@@ -68,7 +69,7 @@ def write_char_tokenizer(directory, max_length: int = MAX_LENGTH) -> int:
     (directory / "merges.txt").write_text("#version: 0.2\n")
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "model_max_length": max_length, "bos_token": SPECIALS[0], "eos_token": SPECIALS[1],
-        "unk_token": SPECIALS[1], "pad_token": SPECIALS[1], "tokenizer_class": "CLIPTokenizer"}))
+        "unk_token": SPECIALS[1], "pad_token": pad_token, "tokenizer_class": "CLIPTokenizer"}))
     return len(vocab)
 
 
@@ -126,15 +127,74 @@ def sd_v1_structured_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
                             SD_V1_SCHEDULER_CONFIG, SD_V1_MAX_LENGTH)
 
 
-def _random_pipeline(directory, seed, unet_config, vae_config, text_config, scheduler_config, max_length):
-    keys = jax.random.split(jax.random.key(seed), 3)
-    modules = {"unet": load.build_unet(unet_config), "vae": load.build_vae(vae_config),
-               "text_encoder": load.build_text_encoder(text_config)}
+SD_V2_UNET_CONFIG = {
+    **SD_V1_UNET_CONFIG, "attention_head_dim": [1, 2, 2, 2], "use_linear_projection": True,
+    "upcast_attention": True, "cross_attention_dim": 32}
+"""SD 2.1's UNet config.json (SD v1's blocks; head count per block for 64-wide heads, linear proj_in/proj_out,
+upcast attention) at 1/10 of its widths."""
+SD_V2_TEXT_ENCODER_CONFIG = {**SD_V1_TEXT_ENCODER_CONFIG, "hidden_act": "gelu"}
+SD_V2_SCHEDULER_CONFIG = {
+    "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+    "prediction_type": "v_prediction", "timestep_spacing": "leading"}
+"""SD 2.1's scheduler_config.json: v-prediction."""
+
+
+def sd_v2_structured_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
+    """A random pipeline with SD 2.1's structure (v-prediction, linear projections, upcast attention, GELU text
+    encoder) at small widths: what configs/scene/sd_v2_paper.py runs on when no weights exist."""
+    return _random_pipeline(directory, seed, SD_V2_UNET_CONFIG, SD_V1_VAE_CONFIG, SD_V2_TEXT_ENCODER_CONFIG,
+                            SD_V2_SCHEDULER_CONFIG, SD_V1_MAX_LENGTH)
+
+
+SDXL_PROJECTION_DIM = 16
+SDXL_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
+    "block_out_channels": [32, 64, 64], "layers_per_block": 2, "norm_num_groups": 32, "cross_attention_dim": 64,
+    "attention_head_dim": [1, 2, 4], "transformer_layers_per_block": [1, 2, 2], "use_linear_projection": True,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 6 * 8 + SDXL_PROJECTION_DIM}
+"""SDXL's UNet config.json (a plain first block, then cross-attention blocks of 2 transformer layers, where SDXL has
+2 and 10; text_time conditioning; cross_attention_dim = both encoders' widths) at small widths."""
+SDXL_VAE_CONFIG = {**SD_V1_VAE_CONFIG, "scaling_factor": 0.13025, "force_upcast": True}
+SDXL_TEXT_ENCODER_2_CONFIG = {
+    **SD_V1_TEXT_ENCODER_CONFIG, "architectures": ["CLIPTextModelWithProjection"], "hidden_act": "gelu",
+    "projection_dim": SDXL_PROJECTION_DIM, "eos_token_id": 2}
+"""SDXL's text_encoder_2 config.json (OpenCLIP's GELU, pooled at argmax(ids): its legacy eos_token_id 2)."""
+SDXL_SCHEDULER_CONFIG = {
+    "_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "interpolation_type": "linear", "prediction_type": "epsilon",
+    "steps_offset": 1, "timestep_spacing": "leading", "use_karras_sigmas": False}
+"""SDXL base 1.0's scheduler_config.json."""
+
+
+def sdxl_structured_pipeline(directory=None, *, seed: int = 0) -> Pipeline:
+    """A random pipeline with SDXL's structure (same module paths: DownBlock2D then two CrossAttnDownBlock2D,
+    text_time conditioning, two text encoders and tokenizers, VAE factor 8 with SDXL's scaling factor) at small
+    widths: what configs/scene/sdxl_paper.py runs on when no weights exist. Saved in the
+    `StableDiffusionXLPipeline` layout and loaded back as `tiny_pipeline` does."""
+    return _random_pipeline(directory, seed, SDXL_UNET_CONFIG, SDXL_VAE_CONFIG, SD_V1_TEXT_ENCODER_CONFIG,
+                            SDXL_SCHEDULER_CONFIG, SD_V1_MAX_LENGTH, text_config_2=SDXL_TEXT_ENCODER_2_CONFIG)
+
+
+def _random_pipeline(directory, seed, unet_config, vae_config, text_config, scheduler_config, max_length, *,
+                     text_config_2=None):
+    configs = {"unet": (load.build_unet, unet_config), "vae": (load.build_vae, vae_config),
+               "text_encoder": (load.build_text_encoder, text_config)}
+    if text_config_2 is not None:
+        configs["text_encoder_2"] = (load.build_text_encoder, text_config_2)
+    keys = jax.random.split(jax.random.key(seed), len(configs))
+    modules = {name: build(config) for name, (build, config) in configs.items()}
     params = {name: init_params(m, k) for (name, m), k in zip(modules.items(), keys)}
     with tempfile.TemporaryDirectory() as tmp:
-        write_char_tokenizer(Path(tmp) / "tokenizer", max_length)
-        pipe = Pipeline(**modules, tokenizer=load_tokenizer(Path(tmp) / "tokenizer"),
-                        scheduler_config=dict(scheduler_config), params=params)
+        tokenizers = {"tokenizer": SPECIALS[1]} | ({"tokenizer_2": "!"} if text_config_2 else {})
+        for name, pad in tokenizers.items():
+            write_char_tokenizer(Path(tmp) / name, max_length, pad)
+        xl = {"force_zeros_for_empty_prompt": True} if text_config_2 else {}
+        pipe = Pipeline(**modules, **{name: load_tokenizer(Path(tmp) / name) for name in tokenizers},
+                        scheduler_config=dict(scheduler_config), params=params, **xl)
         target = Path(tmp) / "pipeline" if directory is None else directory
         save_pipeline(target, pipe)
         return load_pipeline(target)

@@ -3,7 +3,7 @@ every headline figure, its goal, the machine and the versions at the top). The b
 
   python launch/bench.py all         # every benchmark below, one after another (about 18 min on 2 CPU cores)
 
-  python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny pipeline, CPU
+  python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny SD and SDXL-structured pipelines, CPU
   python launch/bench.py intervene   # the probe-guided edit in one jit vs the paper's eager PyTorch hook loop
   python launch/bench.py probe       # every layer x step probe, vmapped JAX vs the paper's one-at-a-time PyTorch loop
   python launch/bench.py capture     # sampling vs sampling + capture (+ baselines, + streaming ridge), toy LDM

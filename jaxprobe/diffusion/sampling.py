@@ -18,6 +18,8 @@ import numpy as np
 
 from jaxprobe import mesh
 from jaxprobe.diffusion import schedulers
+from jaxprobe.models.pipeline import XLTextInputs
+from jaxprobe.models.unet import TextTimeConditioning
 from jaxprobe.validate import check_choice
 
 DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes; params stay fp32 on disk, the scheduler runs in fp32
@@ -31,6 +33,7 @@ class Modules(NamedTuple):
     unet: Any
     text_encoder: Any
     vae: Any
+    text_encoder_2: Any = None  # SDXL's second text encoder
 
 
 class Hook:
@@ -50,8 +53,9 @@ class Hook:
         """The UNet call at step i -> (noise prediction for lat_in's batch, pytree to keep for this step).
 
         lat_in [B', h, w, c] is the scaled model input, t [B'] its timesteps, context [B', T, D] the text
-        embeddings, i the traced step index and b the number of images: B' = 2b under CFG (unconditional half
-        first), so `[-b:]` is always the conditional half.
+        embeddings (SDXL: a `TextTimeConditioning` of [B', ...] arrays), i the traced step index and b the number of
+        images: B' = 2b under CFG (unconditional half first), so `[-b:]` (`conditional(context, b)`) is always the
+        conditional half.
         """
         del extra, i, b
         return unet.apply({"params": params}, lat_in, t, context), {}
@@ -73,6 +77,11 @@ class Hook:
 PLAIN = Hook()
 
 
+def conditional(context, b: int):
+    """The conditional CFG half (the last b rows) of a context: an array [B', T, D] or a pytree of them (SDXL)."""
+    return jax.tree.map(lambda x: x[-b:], context)
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleOutput:
     """images uint8 [B,H,W,3]; latents [B,h,w,c] (final, unscaled by the VAE factor); kept: what the hook kept
@@ -91,7 +100,8 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
       sched, plan: a scheduler and its `set_timesteps` plan (`jaxprobe.diffusion.schedulers`).
       unet, unet_params: the UNet module and its params, called through `hook.step`.
       latents: [B,h,w,c] initial latents, already multiplied by `plan.init_noise_sigma`.
-      context: [2B,T,D] text embeddings, unconditional half first (as diffusers), or [B,T,D] without CFG.
+      context: [2B,T,D] text embeddings, unconditional half first (as diffusers), or [B,T,D] without CFG; for SDXL
+        a `TextTimeConditioning` whose arrays have those leading dimensions.
       guidance_scale: CFG weight, or one per step (`guidance_schedule`); <= 1 at every step disables CFG (one UNet
         batch of B), as diffusers does.
       slots: [steps] int, the buffer slot each step's hook output goes to (-1: not kept); n_keep: the slot count.
@@ -103,11 +113,13 @@ def denoise(sched, plan, unet, unet_params, latents, context, *, guidance_scale:
     weights = guidance_schedule(guidance_scale, n)
     cfg = uses_cfg(weights)
     weights = jnp.asarray(weights, jnp.float32)
-    chex.assert_rank([latents, context], [4, 3])  # at trace time: a wrong layout fails here, not inside the UNet
-    chex.assert_axis_dimension(context, 0, (2 if cfg else 1) * latents.shape[0])
+    text = context.encoder_hidden_states if isinstance(context, TextTimeConditioning) else context
+    chex.assert_rank([latents, text], [4, 3])  # at trace time: a wrong layout fails here, not inside the UNet
+    for leaf in jax.tree.leaves(context):
+        chex.assert_axis_dimension(leaf, 0, (2 if cfg else 1) * latents.shape[0])
 
     def step(lat, state, i):
-        lat_in = model_input(sched, plan, lat, i, cfg, context.dtype)
+        lat_in = model_input(sched, plan, lat, i, cfg, text.dtype)
         t = jnp.broadcast_to(plan.timesteps[i], (lat_in.shape[0],))
         pred, aux = hook.step(unet, unet_params, extra, lat_in, t, context, i, lat.shape[0])
         chex.assert_equal_shape([pred, lat_in])  # a hook returns the UNet's prediction for its whole input
@@ -213,9 +225,10 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """A validated sampling request: token ids ([negatives,] prompts), unit noise [B,h,w,c], scheduler and plan."""
+    """A validated sampling request: the text inputs of [negatives,] prompts (`encode_prompts`), unit noise
+    [B,h,w,c], scheduler and plan."""
 
-    ids: np.ndarray
+    ids: Any
     noise: jax.Array
     sched: Any
     plan: Any
@@ -235,17 +248,35 @@ def prepare(pipe, settings: Settings, prompts: Sequence[str], seeds: Sequence[in
     elif tuple(latents.shape) != (len(prompts),) + shape:
         raise ValueError(f"latents shape {tuple(latents.shape)} != {(len(prompts),) + shape}")
     sched = schedulers.get_scheduler(settings.scheduler, pipe.scheduler_config)
-    ids = encode_prompts(pipe, prompts, negative_prompt=settings.negative_prompt, cfg=uses_cfg(guidance))
+    ids = encode_prompts(pipe, prompts, negative_prompt=settings.negative_prompt, cfg=uses_cfg(guidance),
+                         size=(height, width))
     return Request(ids=ids, noise=jnp.asarray(latents, jnp.float32), sched=sched,
                    plan=sched.set_timesteps(settings.num_inference_steps), guidance=guidance)
 
 
-def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True):
-    """Token ids for [negative x B, prompts] (CFG) or [prompts], ready for the text encoder."""
-    ids = pipe.tokenize(list(prompts))
-    if cfg:
-        ids = np.concatenate([pipe.tokenize([negative_prompt] * len(prompts)), ids])
-    return ids
+def encode_prompts(pipe, prompts: Sequence[str], *, negative_prompt: str = "", cfg: bool = True,
+                   size: tuple[int, int] | None = None):
+    """The text encoders' inputs for [negative x B, prompts] (CFG) or [prompts], ready for `encode_text`: token
+    ids [B', T], or for SDXL `XLTextInputs` with the micro-conditioning of `size` (height, width; None: native)."""
+    size = size or (pipe.default_size,) * 2
+    return pipe.text_inputs(list(prompts), negative_prompt if cfg else None, size)
+
+
+def encode_text(mods: Modules, params, text):
+    """Text inputs (`encode_prompts`) -> the UNet's context: the text encoder's last hidden state [B', T, D] (SD
+    v1/v2), or SDXL's `TextTimeConditioning`: both encoders' penultimate hidden states (no final layer norm)
+    concatenated on features, the second's projected pooled output, the time ids; zeros for `text.zero` rows.
+    Traceable."""
+    if not isinstance(text, XLTextInputs):
+        return mods.text_encoder.apply({"params": params["text_encoder"]}, text)
+    hidden = mods.text_encoder.apply({"params": params["text_encoder"]}, text.ids, method="hidden_states")[-2]
+    embeds, hidden_2 = mods.text_encoder_2.apply({"params": params["text_encoder_2"]}, text.ids_2,
+                                                 method="embeds_and_hidden_states")
+    context = jnp.concatenate([hidden, hidden_2[-2]], axis=-1)
+    zero = jnp.asarray(text.zero)
+    return TextTimeConditioning(encoder_hidden_states=jnp.where(zero[:, None, None], 0, context),
+                                text_embeds=jnp.where(zero[:, None], 0, embeds),
+                                time_ids=jnp.asarray(text.time_ids, jnp.float32))
 
 
 def image_seeds(seed: int | Sequence[int], n: int) -> list[int]:
@@ -352,7 +383,15 @@ def sample(pipe, prompts: Sequence[str] | str, settings: Settings = Settings(), 
 
 def modules(pipe) -> Modules:
     """The pipeline's modules: the jit cache key (see `Modules`)."""
-    return Modules(pipe.unet, pipe.text_encoder, pipe.vae)
+    return Modules(pipe.unet, pipe.text_encoder, pipe.vae, pipe.text_encoder_2)
+
+
+def in_dtype(mods: Modules, dtype) -> Modules:
+    """The modules computing in `dtype`, but an SDXL VAE whose config sets `force_upcast` in float32 (it overflows
+    in half precision), as diffusers' SDXL pipeline does; SD v1/v2 pipelines ignore the flag, as diffusers' do."""
+    upcast = mods.text_encoder_2 is not None and mods.vae.config.force_upcast
+    return Modules(*(m if m is None else m.clone(dtype=jnp.float32 if m is mods.vae and upcast else dtype)
+                     for m in mods))
 
 
 @functools.lru_cache(maxsize=16)
@@ -374,11 +413,11 @@ def params_for(pipe, dtype):
 def _compiled(mods: Modules, sched, guidance, dtype, hook: Hook, n_keep: int):
     """One jitted program: text encoder, the denoising scan with the hook, the hook's finish and the image decode.
     Cached, so that every batch of a sweep reuses the compilation."""
-    mods = Modules(*(m.clone(dtype=dtype) for m in mods))
+    mods = in_dtype(mods, dtype)
 
     @jax.jit
     def run(params, extra, ids, noise, plan, slots):
-        context = mods.text_encoder.apply({"params": params["text_encoder"]}, ids)
+        context = encode_text(mods, params, ids)
         lat = noise * plan.init_noise_sigma
         lat, kept = denoise(sched, plan, mods.unet, params["unet"], lat, context, guidance_scale=guidance,
                             hook=hook, extra=extra, slots=slots, n_keep=n_keep)

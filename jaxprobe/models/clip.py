@@ -1,11 +1,13 @@
-"""CLIP in Flax linen, equal to transformers' `CLIPTextModel` (the Stable Diffusion v1 text encoder), its vision
-tower and the two-tower `CLIPModel` (image/text features and the contrastive logits).
+"""CLIP in Flax linen, equal to transformers' `CLIPTextModel` (the Stable Diffusion v1 text encoder),
+`CLIPTextModelWithProjection` (SDXL's second text encoder), its vision tower and the two-tower `CLIPModel`
+(image/text features and the contrastive logits).
 
 Parameter paths mirror the transformers 5 state dict, where `CLIPTextModel` holds `embeddings`, `encoder.layers.N`
 and `final_layer_norm` directly (`encoder/layers_0/self_attn/q_proj/kernel` <-> `encoder.layers.0.self_attn.q_proj
 .weight`), and `CLIPModel` nests the same tree under `text_model`, the vision tower under `vision_model`
 (`vision_model/embeddings/patch_embedding/kernel`, `vision_model/pre_layrnorm/scale`, ...) next to
-`visual_projection/kernel`, `text_projection/kernel` and the scalar `logit_scale`. Checkpoints written by
+`visual_projection/kernel`, `text_projection/kernel` and the scalar `logit_scale`; `CLIPTextModelWithProjection`
+nests it under `text_model` beside `text_projection/kernel`. Checkpoints written by
 transformers 4 (SD v1-4's `text_encoder/` among them) carry an extra `text_model.` prefix on every text-encoder key.
 
 Images are NHWC float arrays [B, image_size, image_size, num_channels], already resized and normalised by the caller:
@@ -104,6 +106,13 @@ class CLIPVisionConfig(Config):
     def num_positions(self) -> int:
         """Sequence length of the vision tower: the (image_size // patch_size)**2 patches plus the class token."""
         return (self.image_size // self.patch_size) ** 2 + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextWithProjectionConfig(CLIPTextConfig):
+    """The config of transformers' `CLIPTextModelWithProjection`: a `CLIPTextConfig` written under that class."""
+
+    EXPORT: ClassVar[dict] = {"architectures": ["CLIPTextModelWithProjection"], "model_type": "clip_text_model"}
 
 
 def _sub_config(cls, value, owner: str):
@@ -273,9 +282,14 @@ class CLIPEncoder(nn.Module):
                        for _ in range(self.config.num_hidden_layers)]
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.hidden_states(x)[-1]
+
+    def hidden_states(self, x: jax.Array) -> tuple[jax.Array, ...]:
+        """The input and every layer's output (transformers' `hidden_states`), num_hidden_layers + 1 of them."""
+        out = (x,)
         for layer in self.layers:
-            x = layer(x)
-        return x
+            out += (layer(out[-1]),)
+        return out
 
 
 class CLIPTextModel(nn.Module):
@@ -296,9 +310,17 @@ class CLIPTextModel(nn.Module):
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         return self.final_layer_norm(self.encoder(self.embeddings(input_ids)))
 
+    def hidden_states(self, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+        """transformers' `hidden_states` (output_hidden_states=True): the embeddings' output and every layer's,
+        each [B, T, hidden], without final_layer_norm; SDXL conditions on `[-2]`."""
+        return self.encoder.hidden_states(self.embeddings(input_ids))
+
     def pooled(self, input_ids: jax.Array) -> jax.Array:
         """transformers' `pooler_output` [B, hidden]: the last_hidden_state row of each sequence's EOS token."""
-        hidden = self(input_ids)
+        return self.pool(input_ids, self(input_ids))
+
+    def pool(self, input_ids: jax.Array, hidden: jax.Array) -> jax.Array:
+        """The row of `hidden` [B, T, hidden] at each sequence's EOS token -> [B, hidden]."""
         if self.config.eos_token_id == LEGACY_EOS_TOKEN_ID:
             position = jnp.argmax(input_ids, axis=-1)
         else:
@@ -308,6 +330,33 @@ class CLIPTextModel(nn.Module):
     def dummy_inputs(self) -> tuple:
         """Arguments for `init`: one full-length sequence of ids, int32 [1, max_position_embeddings]."""
         return (jnp.zeros((1, self.config.max_position_embeddings), jnp.int32),)
+
+
+class CLIPTextModelWithProjection(nn.Module):
+    """transformers `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`): int ids [B, T] -> text_embeds
+    [B, projection_dim], the pooled output through `text_projection` (no bias). Params and dtype as
+    `CLIPTextModel`."""
+
+    config: CLIPTextConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.text_model = CLIPTextModel(c, self.dtype)
+        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                                        kernel_init=nn.initializers.normal(c.hidden_size ** -0.5
+                                                                           * c.initializer_factor))
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        return self.embeds_and_hidden_states(input_ids)[0]
+
+    def embeds_and_hidden_states(self, input_ids: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """(text_embeds [B, projection_dim], `CLIPTextModel.hidden_states`) from one pass of the encoder."""
+        hidden = self.text_model.hidden_states(input_ids)
+        pooled = self.text_model.pool(input_ids, self.text_model.final_layer_norm(hidden[-1]))
+        return self.text_projection(pooled), hidden
+
+    dummy_inputs = CLIPTextModel.dummy_inputs
 
 
 def preprocess(images: jax.Array, size: int) -> jax.Array:

@@ -26,7 +26,7 @@ class Config:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in names}
+        kept = {k: _frozen(v) for k, v in config.items() if k in names}
         out = cls(**kept)
         for name, allowed in cls.SUPPORTED.items():
             check_supported(f"{cls.__name__}: {name}", getattr(out, name), allowed)
@@ -38,6 +38,11 @@ class Config:
     def to_dict(self) -> dict:
         fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
         return {**self.EXPORT, **fields}
+
+
+def _frozen(value):
+    """JSON lists as (nested) tuples: configs are hashable, since Flax modules holding them key jit caches."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def read_json(path: str | os.PathLike, what: str) -> dict:

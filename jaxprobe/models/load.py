@@ -149,8 +149,11 @@ def build_vae(config: dict, *, dtype=None):
 
 
 def build_text_encoder(config: dict, *, dtype=None):
-    """CLIPTextModel from a transformers config.json dict (no weights)."""
+    """CLIPTextModel, or CLIPTextModelWithProjection where config.json's `architectures` names it (SDXL's
+    text_encoder_2), from a transformers config.json dict (no weights)."""
     from jaxprobe.models import clip
+    if "CLIPTextModelWithProjection" in (config.get("architectures") or ()):
+        return clip.CLIPTextModelWithProjection(clip.CLIPTextWithProjectionConfig.from_dict(config), **_dt(dtype))
     return clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(config), **_dt(dtype))
 
 
@@ -201,7 +204,8 @@ def load_vae(directory, *, dtype=None, variant=None):
 
 
 def load_text_encoder(directory, *, dtype=None, variant=None):
-    """CLIPTextModel from a transformers `text_encoder/` dir -> (module, params); `variant` as in `read_weights`."""
+    """CLIPTextModel (or CLIPTextModelWithProjection: `build_text_encoder`) from a transformers `text_encoder/` dir
+    -> (module, params); `variant` as in `read_weights`."""
     return _load(directory, build_text_encoder, "text encoder", dtype, variant)
 
 

@@ -1,14 +1,15 @@
-"""UNet2DConditionModel (Stable Diffusion v1/v2 UNet) in Flax linen, NHWC, with diffusers' parameter names.
+"""UNet2DConditionModel (Stable Diffusion v1/v2/XL UNet) in Flax linen, NHWC, with diffusers' parameter names.
 
 Module paths mirror diffusers (`down_blocks_0/attentions_1/transformer_blocks_0/attn1/to_out_0` is diffusers'
 `down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0`), so layers are picked by the names people
 know, and `capture_intermediates` records each module's output under that path. Everything is driven by the
-component's config.json, from the tiny test configs to SD v1-4 (859,520,964 parameters).
+component's config.json, from the tiny test configs to SD v1-4 (859,520,964 parameters) and SDXL, whose
+`addition_embed_type="text_time"` conditions on a `TextTimeConditioning` instead of a plain context array.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -19,16 +20,21 @@ from jaxprobe.models.config import Config
 
 DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
+TIME_IDS = 6  # SDXL's micro-conditioning per image: original size (h, w), crop top-left (y, x), target size (h, w)
 
 
 @dataclasses.dataclass(frozen=True)
 class UNetConfig(Config):
-    """The config.json fields of diffusers' UNet2DConditionModel that SD v1/v2 use (same names and defaults)."""
+    """The config.json fields of diffusers' UNet2DConditionModel that SD v1/v2/XL use (same names and defaults).
+
+    `transformer_layers_per_block` is one int, one per block, or one tuple per block (one depth per resnet layer);
+    up blocks take `reverse_transformer_layers_per_block`, or else the reversed per-block depths, as diffusers.
+    """
 
     EXPORT = {"_class_name": "UNet2DConditionModel"}
     SUPPORTED = {
         "act_fn": ("silu",), "mid_block_type": ("UNetMidBlock2DCrossAttn",), "only_cross_attention": (False,),
-        "dual_cross_attention": (False,), "class_embed_type": (None,), "addition_embed_type": (None,),
+        "dual_cross_attention": (False,), "class_embed_type": (None,), "addition_embed_type": (None, "text_time"),
         "resnet_time_scale_shift": ("default",), "time_embedding_type": ("positional",),
         "conv_in_kernel": (3,), "conv_out_kernel": (3,), "encoder_hid_dim": (None,),
     }
@@ -51,7 +57,8 @@ class UNetConfig(Config):
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     cross_attention_dim: int = 1280
-    transformer_layers_per_block: int | tuple[int, ...] = 1
+    transformer_layers_per_block: int | tuple = 1
+    reverse_transformer_layers_per_block: tuple | None = None
     encoder_hid_dim: int | None = None
     # diffusers' historical naming: `attention_head_dim` holds the number of heads unless num_attention_heads is set.
     attention_head_dim: int | tuple[int, ...] = 8
@@ -60,6 +67,8 @@ class UNetConfig(Config):
     use_linear_projection: bool = False
     class_embed_type: str | None = None
     addition_embed_type: str | None = None
+    addition_time_embed_dim: int | None = None
+    projection_class_embeddings_input_dim: int | None = None
     upcast_attention: bool = False
     resnet_time_scale_shift: str = "default"
     time_embedding_type: str = "positional"
@@ -74,6 +83,10 @@ class UNetConfig(Config):
             if bad or len(types) != n:
                 raise ValueError(f"UNetConfig.{name}={list(types)}: need {n} blocks (one per block_out_channels) "
                                  f"of {', '.join(valid)}")
+        if self.addition_embed_type == "text_time" and None in (self.addition_time_embed_dim,
+                                                                self.projection_class_embeddings_input_dim):
+            raise ValueError("UNetConfig: addition_embed_type='text_time' needs addition_time_embed_dim and "
+                             "projection_class_embeddings_input_dim")
 
     def per_block(self, name: str) -> tuple:
         """An int-or-per-block field as one value per down block."""
@@ -83,6 +96,24 @@ class UNetConfig(Config):
     @property
     def heads(self) -> tuple[int, ...]:
         return self.per_block("num_attention_heads" if self.num_attention_heads is not None else "attention_head_dim")
+
+    @property
+    def up_transformer_layers(self) -> tuple:
+        """Each up block's transformer depth(s), in up-block order."""
+        if self.reverse_transformer_layers_per_block is not None:
+            return tuple(self.reverse_transformer_layers_per_block)
+        return self.per_block("transformer_layers_per_block")[::-1]
+
+
+class TextTimeConditioning(NamedTuple):
+    """SDXL's conditioning (`addition_embed_type="text_time"`): the two text encoders' penultimate hidden states
+    concatenated [B, T, cross_attention_dim], the second encoder's projected pooled output `text_embeds` [B, P] and
+    `time_ids` [B, 6] (original height, width, crop top, left, target height, width), as diffusers'
+    `added_cond_kwargs`. A pytree, so the sampler, CFG and hooks carry it as they carry a plain context array."""
+
+    encoder_hidden_states: jax.Array
+    text_embeds: jax.Array
+    time_ids: jax.Array
 
 
 class BasicTransformerBlock(nn.Module):
@@ -176,7 +207,7 @@ class UNetBlock(nn.Module):
     out_channels: int
     num_layers: int
     heads: int
-    transformer_layers: int
+    transformer_layers: int | tuple[int, ...]  # one depth for every layer, or one per layer
     cross_attention: bool
     up: bool
     resample: bool
@@ -185,6 +216,7 @@ class UNetBlock(nn.Module):
     @nn.compact
     def __call__(self, x, temb, context, skips):
         c = self.config
+        depths = _depths(self.transformer_layers, self.num_layers)
         outputs = []
         for i in range(self.num_layers):
             if self.up:
@@ -193,7 +225,7 @@ class UNetBlock(nn.Module):
             x = layers.ResnetBlock2D(self.out_channels, c.norm_num_groups, c.norm_eps, dtype=self.dtype,
                                      name=f"resnets_{i}")(x, temb)
             if self.cross_attention:
-                x = Transformer2DModel(self.heads, self.transformer_layers, c.norm_num_groups,
+                x = Transformer2DModel(self.heads, depths[i], c.norm_num_groups,
                                        c.use_linear_projection, dtype=self.dtype, name=f"attentions_{i}")(x, context)
             outputs.append(x)
         if self.resample and self.up:
@@ -205,12 +237,17 @@ class UNetBlock(nn.Module):
         return x, (skips if self.up else tuple(outputs))
 
 
+def _depths(depth: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    """A block's transformer depth per layer, from one int or one per layer (diffusers' asymmetric UNets)."""
+    return tuple(depth) if isinstance(depth, tuple) else (depth,) * n
+
+
 class UNetMidBlock2DCrossAttn(nn.Module):
     """resnet, then (transformer, resnet) pairs: x [B, h, w, C] -> same shape."""
 
     config: UNetConfig
     heads: int
-    transformer_layers: int
+    transformer_layers: int | tuple[int]
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -222,35 +259,49 @@ class UNetMidBlock2DCrossAttn(nn.Module):
                                         dtype=self.dtype, name=f"resnets_{i}")(x, temb)
 
         x = resnet(0, x)
-        x = Transformer2DModel(self.heads, self.transformer_layers, c.norm_num_groups, c.use_linear_projection,
-                               dtype=self.dtype, name="attentions_0")(x, context)
+        x = Transformer2DModel(self.heads, _depths(self.transformer_layers, 1)[0], c.norm_num_groups,
+                               c.use_linear_projection, dtype=self.dtype, name="attentions_0")(x, context)
         return resnet(1, x)
 
 
 class UNet2DConditionModel(nn.Module):
     """Noise prediction eps(x_t, t, text): sample [B, h, w, in_channels], timesteps [B] (or scalar), context
-    [B, S, cross_attention_dim] -> [B, h, w, out_channels]. h and w must be multiples of 2**(num blocks - 1)."""
+    [B, S, cross_attention_dim] (a `TextTimeConditioning` for `addition_embed_type="text_time"`) ->
+    [B, h, w, out_channels]. h and w must be multiples of 2**(num blocks - 1)."""
 
     config: UNetConfig
     dtype: Any = jnp.float32
 
     def dummy_inputs(self) -> tuple:
         c = self.config
+        context = jnp.zeros((1, 1, c.cross_attention_dim), jnp.float32)
+        if c.addition_embed_type == "text_time":
+            text_dim = c.projection_class_embeddings_input_dim - TIME_IDS * c.addition_time_embed_dim
+            context = TextTimeConditioning(context, jnp.zeros((1, text_dim), jnp.float32),
+                                           jnp.zeros((1, TIME_IDS), jnp.float32))
         return (jnp.zeros((1, c.sample_size, c.sample_size, c.in_channels), jnp.float32), jnp.ones((1,), jnp.int32),
-                jnp.zeros((1, 1, c.cross_attention_dim), jnp.float32))
+                context)
 
     @nn.compact
-    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+    def __call__(self, sample: jax.Array, timesteps: jax.Array,
+                 encoder_hidden_states: jax.Array | TextTimeConditioning) -> jax.Array:
         c, n = self.config, len(self.config.block_out_channels)
         factor = 2 ** (n - 1)
         if sample.shape[1] % factor or sample.shape[2] % factor:
             raise ValueError(f"UNet input {sample.shape[1]}x{sample.shape[2]} is not a multiple of {factor} "
                              f"(2 ** (number of blocks - 1)); choose an image size that is {factor}x the VAE factor")
+        if isinstance(encoder_hidden_states, TextTimeConditioning) != (c.addition_embed_type == "text_time"):
+            raise ValueError(f"this UNet (addition_embed_type={c.addition_embed_type!r}) needs "
+                             f"{'a TextTimeConditioning' if c.addition_embed_type else 'a context array'}, got "
+                             f"{type(encoder_hidden_states).__name__}")
         timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (sample.shape[0],))
         emb = layers.timestep_embedding(timesteps, c.block_out_channels[0], flip_sin_to_cos=c.flip_sin_to_cos,
                                         freq_shift=c.freq_shift)
         temb = layers.TimestepEmbedding(c.block_out_channels[0] * 4, dtype=self.dtype,
                                         name="time_embedding")(emb.astype(self.dtype))
+        if c.addition_embed_type == "text_time":
+            temb = temb + self._text_time_embedding(encoder_hidden_states, temb.shape[-1])
+            encoder_hidden_states = encoder_hidden_states.encoder_hidden_states
         x = sample.astype(self.dtype)
         if c.center_input_sample:
             x = 2 * x - 1.0
@@ -258,7 +309,7 @@ class UNet2DConditionModel(nn.Module):
         x = layers.conv(c.block_out_channels[0], 3, dtype=self.dtype, name="conv_in")(x)
 
         heads, per_layer = c.heads, c.per_block("layers_per_block")
-        t_layers = c.per_block("transformer_layers_per_block")
+        t_layers, up_t_layers = c.per_block("transformer_layers_per_block"), c.up_transformer_layers
         skips = (x,)
         for i, kind in enumerate(c.down_block_types):
             x, out = UNetBlock(c, c.block_out_channels[i], per_layer[i], heads[i], t_layers[i],
@@ -268,8 +319,19 @@ class UNet2DConditionModel(nn.Module):
         x = UNetMidBlock2DCrossAttn(c, heads[-1], t_layers[-1], dtype=self.dtype, name="mid_block")(x, temb, context)
         for i, kind in enumerate(c.up_block_types):
             j = n - 1 - i  # the matching down block
-            x, skips = UNetBlock(c, c.block_out_channels[j], per_layer[j] + 1, heads[j], t_layers[j],
+            x, skips = UNetBlock(c, c.block_out_channels[j], per_layer[j] + 1, heads[j], up_t_layers[i],
                                  kind.startswith("CrossAttn"), up=True, resample=i < n - 1, dtype=self.dtype,
                                  name=f"up_blocks_{i}")(x, temb, context, skips)
         x = nn.silu(layers.group_norm(c.norm_num_groups, c.norm_eps, self.dtype, "conv_norm_out")(x))
         return layers.conv(c.out_channels, 3, dtype=self.dtype, name="conv_out")(x)
+
+    def _text_time_embedding(self, cond: TextTimeConditioning, features: int) -> jax.Array:
+        """diffusers' `add_time_proj` (sinusoids of each time id) and `add_embedding` on [text_embeds, those]:
+        -> [B, features], added to the time embedding."""
+        c = self.config
+        ids = jnp.asarray(cond.time_ids)
+        time_embeds = layers.timestep_embedding(ids.reshape(-1), c.addition_time_embed_dim,
+                                                flip_sin_to_cos=c.flip_sin_to_cos, freq_shift=c.freq_shift)
+        add_embeds = jnp.concatenate([cond.text_embeds.astype(jnp.float32),
+                                      time_embeds.reshape(ids.shape[0], -1)], axis=-1)
+        return layers.TimestepEmbedding(features, dtype=self.dtype, name="add_embedding")(add_embeds.astype(self.dtype))

@@ -42,6 +42,7 @@ class VAEConfig(Config):
     use_quant_conv: bool = True
     use_post_quant_conv: bool = True
     mid_block_add_attention: bool = True
+    force_upcast: bool = True  # SDXL's pipeline decodes in fp32 where this is set; SD v1/v2's ignore it
 
     def __post_init__(self):
         n = len(self.block_out_channels)

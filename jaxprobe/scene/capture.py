@@ -51,7 +51,8 @@ class CaptureHook(sampling.Hook):
         pred, acts = hooks.apply(unet, params, lat_in, t, context, record=self.paths)
         kept = {"acts": {k: v[-b:] for k, v in acts.items()}}
         if self.randomized:  # the same conditional inputs; only its captured layers are computed (XLA drops the rest)
-            kept["randomized"] = hooks.apply(unet, extra, lat_in[-b:], t[-b:], context[-b:], record=self.paths)[1]
+            kept["randomized"] = hooks.apply(unet, extra, lat_in[-b:], t[-b:], sampling.conditional(context, b),
+                                             record=self.paths)[1]
         hw = lat_in.shape[1:3]
         return pred, {k: {n: _store(a, self.store_dtype, self.store_pool, hw) for n, a in v.items()}
                       for k, v in kept.items()}
@@ -249,13 +250,13 @@ def encode_and_capture(pipe, images, prompts, request: CaptureRequest = CaptureR
     latent_shape = (images.shape[1] // f, images.shape[2] // f, pipe.unet.config.in_channels)
     n = len(prompts)
     pad = mesh.pad_count(n, request.sampler.batch_size)  # copies of the last image: see `sampling.Settings`
-    images, ids, seeds = (mesh.pad_last(x, pad) for x in (images, pipe.tokenize(prompts),
-                                                               sampling.image_seeds(seed, n)))
+    images, prompts, seeds = (mesh.pad_last(x, pad) for x in (images, prompts, sampling.image_seeds(seed, n)))
+    text = sampling.encode_prompts(pipe, prompts, cfg=False, size=images.shape[1:3])
     store_dtype, pool, vae_models = (_store_dtype(request.store_dtype), _check_pool(request.store_pool),
                                      _check_vae(request.vae_baselines))
     run = _compiled_encoded(sampling.modules(pipe), sched, paths, store_dtype, pool,
                             baselines.vae_latents(vae_models))
-    inputs = (mesh.shard(ids), mesh.shard(images), mesh.shard(sampling.initial_noise(seeds, latent_shape)),
+    inputs = (mesh.shard(text), mesh.shard(images), mesh.shard(sampling.initial_noise(seeds, latent_shape)),
               mesh.replicate(plan), mesh.replicate(jnp.asarray(step_idx, jnp.int32)))
     params = sampling.params_for(pipe, jnp.float32)
 
@@ -285,11 +286,11 @@ def _store_dtype(name):
 def _compiled_encoded(modules, sched, paths, store_dtype, store_pool=1, keep: tuple[str, ...] = ()):
     """The encoded capture: (params, ...) -> ({layer: [B, S, ...]}, {latent in `keep` ('xt', 'x0'): [B, S, h, w,
     c]}). XLA computes only what is returned: without 'x0' the UNet runs up to its last captured layer."""
-    unet, text, vae = modules
+    unet, vae = modules.unet, modules.vae
 
     @jax.jit
-    def run(params, ids, images, noise, plan, steps):
-        context = text.apply({"params": params["text_encoder"]}, ids)
+    def run(params, text, images, noise, plan, steps):
+        context = sampling.encode_text(modules, params, text)
         x = images.astype(jnp.float32) / 255.0 * 2.0 - 1.0  # diffusers' VaeImageProcessor normalisation
         mean, _ = vae.apply({"params": params["vae"]}, x, method="encode")
         clean = mean * vae.config.scaling_factor

@@ -153,6 +153,21 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
         load_pipeline(broken)
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline directory"):
         load_pipeline(tmp_path / "nowhere")
+    (broken / "unet" / "config.json").write_text((directory / "unet" / "config.json").read_text())
+    index = json.loads((directory / "model_index.json").read_text())
+    shutil.rmtree(broken / "text_encoder")
+    with pytest.raises(FileNotFoundError, match="not a diffusers StableDiffusionPipeline directory: missing "
+                                                "text_encoder/$"):
+        load_pipeline(broken)
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
+    shutil.copytree(directory / "text_encoder", broken / "text_encoder")
+    with pytest.raises(FileNotFoundError, match="StableDiffusionXLPipeline directory: missing text_encoder_2/, "
+                                                "tokenizer_2/"):
+        load_pipeline(broken)
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(ValueError, match="pipeline class 'StableDiffusion3Pipeline' is not supported; supported: "
+                                         "StableDiffusionPipeline, StableDiffusionXLPipeline"):
+        load_pipeline(broken)
 
 
 def test_weights_of_another_config_are_rejected(tiny, tmp_path):

@@ -21,8 +21,10 @@ from jaxprobe.models.unet import TIME_IDS
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 XL_COMPONENTS = COMPONENTS + ("text_encoder_2", "tokenizer_2")
-# model_index.json `_class_name` -> the sub-directories that pipeline needs.
-PIPELINE_CLASSES = {"StableDiffusionPipeline": COMPONENTS, "StableDiffusionXLPipeline": XL_COMPONENTS}
+# model_index.json `_class_name` -> the sub-directories that pipeline needs (an image-to-image pipeline saves the
+# same models as its text-to-image one).
+PIPELINE_CLASSES = {"StableDiffusionPipeline": COMPONENTS, "StableDiffusionImg2ImgPipeline": COMPONENTS,
+                    "StableDiffusionXLPipeline": XL_COMPONENTS, "StableDiffusionXLImg2ImgPipeline": XL_COMPONENTS}
 
 
 class XLTextInputs(NamedTuple):
@@ -139,7 +141,7 @@ def load_pipeline(directory, *, dtype=None, variant=None) -> Pipeline:
               (("unet", load.load_unet), ("vae", load.load_vae), ("text_encoder", load.load_text_encoder),
                ("text_encoder_2", load.load_text_encoder)) if name in PIPELINE_CLASSES[kind]}
     xl = {}
-    if kind == "StableDiffusionXLPipeline":
+    if "text_encoder_2" in PIPELINE_CLASSES[kind]:
         xl = {"text_encoder_2": models["text_encoder_2"][0], "tokenizer_2": load_tokenizer(directory / "tokenizer_2"),
               "force_zeros_for_empty_prompt": bool(load.read_json(directory / "model_index.json", "pipeline index")
                                                    .get("force_zeros_for_empty_prompt", True))}

@@ -166,8 +166,11 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
         load_pipeline(broken)
     (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusion3Pipeline"}))
     with pytest.raises(ValueError, match="pipeline class 'StableDiffusion3Pipeline' is not supported; supported: "
-                                         "StableDiffusionPipeline, StableDiffusionXLPipeline"):
+                                         "StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, "
+                                         "StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline"):
         load_pipeline(broken)
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionImg2ImgPipeline"}))
+    assert load_pipeline(broken).text_encoder_2 is None  # the same models as the text-to-image pipeline
 
 
 def test_weights_of_another_config_are_rejected(tiny, tmp_path):

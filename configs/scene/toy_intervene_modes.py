@@ -8,11 +8,12 @@ scenes and seeds of its own (disjoint from configs/scene/toy_intervene.py's eval
       --config.probes=runs/toy_probe_encoded --workdir=runs/toy_intervene_modes
 
 Writes ablation.csv, figures/ablation.png and figures/tradeoff.png (transfer against colour kept and background
-change; the paper's setting starred). Machine: the 2-core x86_64 CPU. Time: about 20 min for the 17 settings
-(2026-12-07, cores shared with a training job). Result: one trade-off curve; no setting reaches transfer 0.5 with
-the scene kept (m12, min_norm margin 10: +0.553 at colour 34%, unedited 81%); min_norm + local keeps the scene
-(colour 80-81%, background change 0.08-0.09 vs the paper's 0.129) at transfer +0.16 to +0.21 (paper's +0.226).
-Table: docs/intervention.md#edit-modes.
+change; the paper's setting starred). Machine: the 2-core x86_64 CPU. Time: about 20 min for m01-m17 and 30 min for
+m18-m35 (2026-12-07, cores shared with other jobs). Result: one trade-off curve; no setting reaches transfer 0.5 with
+the object's colour kept. Holding the background (m18-m28) keeps it (background change 0.04-0.07 vs the paper's
+0.129) and lifts transfer, but the object still loses its colour as it moves (m25, chosen as toy_intervene.py's
+default: +0.528 at colour 62%, unedited 81%; +0.291 on the held-out edits); the edit on both CFG halves hardly
+moves it (m29-m32: +0.09 to +0.11). Table: docs/intervention.md#edit-modes.
 """
 from pathlib import Path
 

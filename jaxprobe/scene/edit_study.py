@@ -6,7 +6,8 @@ probes, and measure that it moved, against controls run with the same seeds and 
 2. Edits: edit k edits image k // shifts_per_image (a toy-world caption, seed `seed + image`) towards its own
    salient mask translated by a drawn (dx, dy) (`intervene.draw_shifts`; the paper's 5 shifts per image), or its
    depth shifted the same way, or a user's target file.
-3. Per batch of edits: the plain sample ('no_edit'); its labels (the toy labelers, as the sweep's); the targets;
+3. Per batch of edits: the plain sample ('no_edit'; with config.hold_background, keeping its latents, which the edit
+   and its controls blend with outside the region); its labels (the toy labelers, as the sweep's); the targets;
    then the edit and each control, every one a sample with the same seeds and prompts:
    - 'null': the same optimisation towards the image's own label (shift 0), same lr and iterations;
    - 'random': the edit's per-image step norm at every edited layer and step, in a random direction;

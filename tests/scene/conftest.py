@@ -44,3 +44,27 @@ def probes_dir(tiny_dir, tmp_path_factory):
         meta={"resolution": 16, "num_inference_steps": EDIT_STEPS,
               "pipeline_sha256": jobs.weights_fingerprint(tiny_dir)}))
     return directory, layers
+
+
+@pytest.fixture
+def paper_config_on(tmp_path):
+    """make(build, paper, **fixed) -> (prompts, config(**changes)): a structured stand-in built by `build`
+    (`jaxprobe.testing`) in tmp_path/pipeline, 8 prompts, and `paper`'s get_config() with only the directories, a
+    64^2 size, 4/1/4 images, 3 probe epochs, `fixed` and the call's changes set, as a user of that paper config would
+    run it on a small machine."""
+    def make(build, paper, **fixed):
+        build(tmp_path / "pipeline")
+        prompts = [f"a photo of object {i}" for i in range(8)]
+        (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+        def config(**changes):
+            c = paper.get_config()
+            c.pipeline_dir, c.prompts_file, c.resolution = str(tmp_path / "pipeline"), str(tmp_path / "prompts.txt"), 64
+            c.num_train, c.num_val, c.num_test, c.probe.epochs = 4, 1, 4, 3
+            for key, value in {**fixed, **changes}.items():
+                c[key] = value
+            return c
+
+        return prompts, config
+
+    return make

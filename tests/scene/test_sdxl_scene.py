@@ -13,18 +13,9 @@ from jaxprobe.scene import edit_study, image_index, sweep
 pytestmark = pytest.mark.slow  # a whole staged sweep and an intervention
 
 
-def test_the_sdxl_paper_config_sweeps_and_intervenes_on_an_sdxl_structured_pipeline(tmp_path):
-    pipe_dir = tmp_path / "sdxl"
-    testing.sdxl_structured_pipeline(pipe_dir)
-    prompts = [f"a photo of object {i}" for i in range(8)]
-    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
-
-    def config(**changes):
-        c = sdxl_paper.get_config()
-        c.pipeline_dir, c.prompts_file, c.resolution = str(pipe_dir), str(tmp_path / "prompts.txt"), 64
-        c.num_train, c.num_val, c.num_test, c.batch_size, c.probe.epochs = 4, 1, 4, 4, 3
-        c.update(changes)
-        return c
+def test_the_sdxl_paper_config_sweeps_and_intervenes_on_an_sdxl_structured_pipeline(tmp_path, paper_config_on):
+    _, config = paper_config_on(testing.sdxl_structured_pipeline, sdxl_paper, batch_size=4)
+    pipe_dir = tmp_path / "pipeline"
 
     workdir = tmp_path / "run"
     sweep.run(config(stage="capture"), workdir)

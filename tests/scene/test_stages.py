@@ -56,20 +56,9 @@ def test_labels_made_from_the_exported_images_reproduce_the_in_sweep_results(tmp
     assert len(index) == 12 and np.isfinite(np.load(staged / "labels" / "depth.npy")).all()
 
 
-def test_the_paper_config_runs_in_stages_on_an_sd_v1_structured_pipeline(tmp_path):
+def test_the_paper_config_runs_in_stages_on_an_sd_v1_structured_pipeline(tmp_path, paper_config_on):
     """configs/scene/sd_v1_paper.py with only the directories, the size and the image count changed."""
-    pipe_dir = tmp_path / "sd_v1"
-    testing.sd_v1_structured_pipeline(pipe_dir)
-    prompts = [f"a photo of object {i}" for i in range(8)]
-    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
-
-    def config(**changes):
-        c = sd_v1_paper.get_config()
-        c.pipeline_dir, c.prompts_file, c.resolution = str(pipe_dir), str(tmp_path / "prompts.txt"), 64
-        c.num_train, c.num_val, c.num_test, c.probe.epochs = 4, 1, 4, 3
-        for key, value in changes.items():
-            c[key] = value
-        return c
+    prompts, config = paper_config_on(testing.sd_v1_structured_pipeline, sd_v1_paper)
 
     workdir = tmp_path / "run"
     sweep.run(config(stage="capture"), workdir)

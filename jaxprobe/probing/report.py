@@ -45,6 +45,10 @@ def _better(metric: str):
 LayerNamer = Callable[[Sequence[str]], Mapping[str, tuple[str, int | None]]]
 # A styler takes layer paths and returns {path: matplotlib line keyword arguments} for `curves_figure`.
 LayerStyler = Callable[[Sequence[str]], Mapping[str, dict]]
+# A grouper takes layer paths and returns {path: group name} (e.g. the transformer a block of it belongs to): above
+# MAX_LAYER_LABELS layers, figures label groups instead of layers (SDXL's 70 attn1 layers).
+LayerGrouper = Callable[[Sequence[str]], Mapping[str, str]]
+MAX_LAYER_LABELS = 32
 
 
 def name_layers(layers: Sequence[str], namer: LayerNamer | None = None) -> dict[str, tuple[str, int | None]]:
@@ -56,6 +60,18 @@ def name_layers(layers: Sequence[str], namer: LayerNamer | None = None) -> dict[
 def _short(layers: Sequence[str], namer: LayerNamer | None) -> list[str]:
     names = name_layers(layers, namer)
     return [names[l][0] for l in layers]
+
+
+def _groups(layers: Sequence[str], grouper: LayerGrouper | None) -> dict[str, list[str]] | None:
+    """{group: its layers, in order} when `grouper` is given and there are more than MAX_LAYER_LABELS layers; None
+    (one label per layer) otherwise."""
+    if grouper is None or len(layers) <= MAX_LAYER_LABELS:
+        return None
+    named = grouper(list(layers))
+    groups: dict[str, list[str]] = {}
+    for l in layers:
+        groups.setdefault(named.get(l, l), []).append(l)
+    return groups
 
 
 def _ordered(layers, layer_order: Sequence[str]) -> list[str]:
@@ -338,10 +354,12 @@ def _title(task: str, metric: str, split: str, what: str) -> str:
 
 def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str],
                    models: Sequence[str], split: str = "test", xlabel: str = "denoising step",
-                   what: str = "per layer and step", layer_names: LayerNamer | None = None) -> None:
+                   what: str = "per layer and step", layer_names: LayerNamer | None = None,
+                   layer_groups: LayerGrouper | None = None) -> None:
     """One layer x step heatmap per model of `models` (stacked in that order, sharing the step axis and one colour
     scale), cell values printed; the colour map is flipped for lower-is-better metrics so that bright always means
-    better. Models absent from `rows` are left out; a model with one layer (a baseline) is a one-row panel."""
+    better. Models absent from `rows` are left out; a model with one layer (a baseline) is a one-row panel. Above
+    MAX_LAYER_LABELS layers (with `layer_groups`), rows are labelled and ruled off by group, without values."""
     picked = _by_model(_select(rows, task, metric, split))
     shown = [m for m in models if m in picked]
     if not shown:
@@ -353,15 +371,24 @@ def heatmap_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_
     vmin = min(np.nanmin(g) for g in grids.values())
     vmax = max(np.nanmax(g) for g in grids.values())
     cmap = "viridis_r" if LOWER_IS_BETTER[metric] else "viridis"
-    heights = [len(layers[m]) + 1.2 for m in shown]  # +1.2: room for each panel's title
-    fig = Figure(figsize=(1.0 + 0.55 * len(steps) + 1.6, 0.3 * sum(heights) + 1.2), layout="constrained")
+    groups = {m: _groups(layers[m], layer_groups) for m in shown}
+    row = 0.12 if any(groups.values()) else 0.3  # inches per layer
+    heights = [len(layers[m]) + 1.2 / row * 0.3 for m in shown]  # room for each panel's title
+    fig = Figure(figsize=(1.0 + 0.55 * len(steps) + 1.6, row * sum(heights) + 1.2), layout="constrained")
     axes = fig.subplots(len(shown), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
     for ax, m in zip(axes, shown):
         g = grids[m]
         im = ax.imshow(g, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-        ax.set_yticks(range(len(layers[m])), _short(layers[m], layer_names), fontsize=8)
         ax.set_title(m, fontsize=10, loc="left")
         ax.set_ylabel("layer")
+        if groups[m]:
+            starts = np.cumsum([0] + [len(v) for v in groups[m].values()])
+            ax.set_yticks((starts[:-1] + starts[1:] - 1) / 2, [f"{k} ({len(v)})" if len(v) > 1 else k
+                                                               for k, v in groups[m].items()], fontsize=7)
+            for y in starts[1:-1]:
+                ax.axhline(y - 0.5, color="white", linewidth=0.6)
+            continue
+        ax.set_yticks(range(len(layers[m])), _short(layers[m], layer_names), fontsize=8)
         mid = (vmin + vmax) / 2
         for (i, j), v in np.ndenumerate(g):
             if np.isfinite(v):  # dark text on the bright half of viridis, white on the dark half
@@ -387,19 +414,23 @@ def _best_per_step(rows: Sequence[dict], metric: str) -> tuple[list[int], list[f
 
 def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_order: Sequence[str], model: str,
                   split: str = "test", layer_names: LayerNamer | None = None,
-                  layer_styles: LayerStyler | None = None) -> None:
+                  layer_styles: LayerStyler | None = None, layer_groups: LayerGrouper | None = None) -> None:
     """`metric` vs denoising step, one line per layer of `model` (styled by `layer_styles`, default matplotlib's
-    colour cycle); every other model in `rows` is one dashed reference line, its best layer at each step."""
+    colour cycle), or above MAX_LAYER_LABELS layers (with `layer_groups`) one per group, its best layer at each
+    step; every other model in `rows` is one dashed reference line, its best layer at each step."""
     picked = _by_model(_select(rows, task, metric, split))
     if model not in picked:
         raise ValueError(f"no {task}/{metric} rows of model {model!r}; rows hold models {sorted(picked)}")
     layers = _ordered([r["layer"] for r in picked[model]], layer_order)
     styles = layer_styles(layers) if layer_styles is not None else {l: {"marker": "o"} for l in layers}
+    groups = _groups(layers, layer_groups)
+    lines = ({f"{k} (best of {len(v)})" if len(v) > 1 else k: v for k, v in groups.items()} if groups else
+             {short: [l] for l, short in zip(layers, _short(layers, layer_names))})
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.subplots()
-    for l, short in zip(layers, _short(layers, layer_names)):
-        pts = sorted((r["step"], r["value"]) for r in picked[model] if r["layer"] == l)
-        ax.plot(*zip(*pts), label=short, markersize=4, linewidth=1.2, **styles[l])
+    for label, members in lines.items():
+        ax.plot(*_best_per_step([r for r in picked[model] if r["layer"] in members], metric), label=label,
+                markersize=4, linewidth=1.2, **styles[members[0]])
     for other, colour in zip([m for m in picked if m != model], _REF_COLOURS):
         ax.plot(*_best_per_step(picked[other], metric), linestyle="--", color=colour, linewidth=1.8,
                 label=f"{other} (best layer per step)")
@@ -408,7 +439,7 @@ def curves_figure(rows: Sequence[dict], task: str, metric: str, path, *, layer_o
     ax.set_ylabel(f"{metric} ({_direction(metric)})")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title=f"{model} layer",
-              title_fontsize=8, ncols=1 + len(layers) // 20)
+              title_fontsize=8, ncols=1 + len(lines) // 20)
     ax.set_title(_title(task, metric, split, "vs step"))
     save_figure(fig, path)
 

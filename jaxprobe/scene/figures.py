@@ -33,9 +33,10 @@ def level_styles(layers: Sequence[str]) -> dict[str, dict]:
     return styles
 
 
-heatmap_figure = functools.partial(report.heatmap_figure, layer_names=scene_layers.names)
+heatmap_figure = functools.partial(report.heatmap_figure, layer_names=scene_layers.names,
+                                   layer_groups=scene_layers.groups)
 curves_figure = functools.partial(report.curves_figure, model=REFERENCE_MODEL, layer_names=scene_layers.names,
-                                  layer_styles=level_styles)
+                                  layer_styles=level_styles, layer_groups=scene_layers.groups)
 layer_profile_figure = functools.partial(report.layer_profile_figure, layer_names=scene_layers.names)
 
 

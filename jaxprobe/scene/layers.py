@@ -61,6 +61,12 @@ def resolution_levels(layers: Sequence[str]) -> dict[str, int | None]:
     return out
 
 
+def groups(layers: Sequence[str]) -> dict[str, str]:
+    """The report's layer grouper: {path: the short name of its block's transformer ('down2.a1' for each of
+    SDXL's 'down2.a1.t0' .. 'down2.a1.t9')} for the UNet/VAE block paths among `layers`."""
+    return {l: re.sub(r"\.t\d+", "", short_layer_name(l), count=1) for l in layers if _match_block(l)}
+
+
 def names(layers: Sequence[str]) -> dict[str, tuple[str, int | None]]:
     """The report's layer namer: {path: (short name, level)} for the UNet/VAE block paths among `layers`."""
     levels = resolution_levels(layers)

@@ -57,3 +57,22 @@ def test_scene_figures_write_pngs(tmp_path):
     figures.layer_profile_figure(rows, "saliency", "dice", tmp_path / "profile.png", layer_order=order, step=2)
     for name in ("heat.png", "curves.png", "profile.png"):
         _assert_png(tmp_path / name)
+
+
+def test_sdxl_sized_layer_sets_are_drawn_by_transformer_group(tmp_path):
+    from jaxprobe.probing import report
+    from jaxprobe.scene import layers
+    paths = [f"down_blocks_2/attentions_{a}/transformer_blocks_{t}/attn1/to_out_0" for a in (0, 1) for t in range(10)]
+    paths += [f"mid_block/attentions_0/transformer_blocks_{t}/attn1/to_out_0" for t in range(10)]
+    paths += [f"up_blocks_0/attentions_{a}/transformer_blocks_{t}/attn1/to_out_0" for a in range(3) for t in range(10)]
+    groups = report._groups(paths, layers.groups)  # 60 layers, over MAX_LAYER_LABELS
+    assert list(groups) == ["down2.a0", "down2.a1", "mid", "up0.a0", "up0.a1", "up0.a2"]
+    assert groups["mid"] == paths[20:30]
+    assert report._groups(paths[:report.MAX_LAYER_LABELS], layers.groups) is None  # few enough to label each
+    rng = np.random.default_rng(0)
+    rows = [dict(model="trained", task="saliency", metric="dice", split="test", layer=l, step=s,
+                 value=float(rng.random())) for l in paths for s in range(3)]
+    figures.heatmap_figure(rows, "saliency", "dice", tmp_path / "heatmap.png", layer_order=paths, models=("trained",))
+    figures.curves_figure(rows, "saliency", "dice", tmp_path / "curves.png", layer_order=paths)
+    for name in ("heatmap.png", "curves.png"):
+        _assert_png(tmp_path / name)

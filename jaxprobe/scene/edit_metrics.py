@@ -15,7 +15,8 @@ from jaxprobe.probing import metrics
 IMAGE_METRICS = {
     "transfer": "salient centroid's displacement along v / |v|^2 (1 = moved as far as asked)",
     "transfer_clipped": "transfer / the target's own centroid shift along v (a target the border clips cannot "
-                        "reach 1 in `transfer`; here 1 = as far as the target moved)",
+                        "reach 1 in `transfer`; here 1 = as far as the target moved); NaN where the target moved "
+                        "less than MIN_REACH of v, whose ratio would be noise",
     "drift": "the displacement's part orthogonal to v, / |v|",
     "iou": "IoU of the salient mask with the target mask",
     "delta_iou": "IoU with the target minus the plain sample's IoU with it (paired)",
@@ -33,6 +34,7 @@ CHANGE_METRICS = {
     "change_out": "the same outside it (0: a local edit)",
 }
 METRICS = {**IMAGE_METRICS, **CHANGE_METRICS}  # the CSV columns and the summary, in this order
+MIN_REACH = 0.25  # transfer_clipped needs the clipped target itself to move this fraction of the asked shift
 
 
 def centroids(masks: np.ndarray) -> np.ndarray:
@@ -85,7 +87,7 @@ def edit_scores(*, plain_image, image, plain_mask, mask, target_mask, shifts, fo
     reach = displacement(plain_mask, target_mask, shifts)[0]  # how far the (clipped) target itself moved along v
     nan = np.full(len(shifts), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        clipped = np.where(reach > 0, transfer / reach, np.nan)
+        clipped = np.where(reach >= MIN_REACH, transfer / reach, np.nan)
     out = {"transfer": transfer, "transfer_clipped": clipped, "drift": drift, "iou": metrics.iou(mask, target_mask),
            "delta_iou": metrics.iou(mask, target_mask) - metrics.iou(plain_mask, target_mask),
            "found": np.asarray(found, np.float64), "colour": np.asarray(colour, np.float64),

@@ -74,3 +74,9 @@ def test_a_target_clipped_by_the_border_counts_as_reached_and_the_old_place_as_v
                                      target_mask=np.zeros_like(target), shifts=np.array([[6, 0]] * 2), found=[1, 1],
                                      colour=[1, 1])
     assert np.isnan(empty["transfer_clipped"]).all()  # a target the border removed entirely has no reach
+    # a target whose centroid moved 1 of the 6 asked (< MIN_REACH): no ratio, rather than 6x the transfer
+    short = np.stack([intervene.translate_mask(_square(4, 4), 1, 0)] * 2)
+    near = edit_metrics.edit_scores(plain_image=image, image=image, plain_mask=np.stack([_square(4, 4)] * 2),
+                                    mask=short, target_mask=short, shifts=np.array([[6, 0]] * 2), found=[1, 1],
+                                    colour=[1, 1])
+    assert np.isnan(near["transfer_clipped"]).all() and np.isfinite(near["transfer"]).all()

@@ -46,6 +46,15 @@ class Settings:
     scaling_devices: tuple = (1, 2, 4, 8)  # XLA host device counts
     concept_config: dict = dataclasses.field(default_factory=dict)  # overrides of configs/concepts/toy.py
     dpt_config: dict = dataclasses.field(default_factory=lambda: dict(DPT_LARGE))  # transformers DPTConfig fields
+    # the kernels benchmark's work: MobileNetV2 batch and resolution; probe-fit images, steps, epochs; the
+    # flattened-map MLPs' input width (features_0 of the toy concept sweep)
+    kernel_config: dict = dataclasses.field(default_factory=lambda: dict(batch=32, resolution=64, images=210,
+                                                                         steps=15, epochs=2, flat_width=16384))
+    # the device benchmark: 'sd_v1' (full size) or 'tiny' (jaxprobe.testing's tiny pipeline), images per batch,
+    # denoising steps, probe-fit images and epochs, and whether each row runs in a fresh process
+    device_config: dict = dataclasses.field(default_factory=lambda: dict(size="sd_v1", batch=8, steps=15,
+                                                                         probe_images=16, probe_epochs=2,
+                                                                         isolate=True))
 
 
 def smoke(out, tiny) -> Settings:
@@ -62,7 +71,9 @@ def smoke(out, tiny) -> Settings:
                     dpt_config={"hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
                                 "intermediate_size": 32, "image_size": 32, "patch_size": 16,
                                 "backbone_out_indices": [0, 1, 2, 3], "neck_hidden_sizes": [8, 8, 16, 16],
-                                "fusion_hidden_size": 8, "readout_type": "project"})
+                                "fusion_hidden_size": 8, "readout_type": "project"},
+                    kernel_config=dict(batch=2, resolution=16, images=8, steps=1, epochs=1, flat_width=64),
+                    device_config=dict(size="tiny", batch=1, steps=1, probe_images=2, probe_epochs=1, isolate=False))
 
 
 def best_time(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1) -> float:
@@ -112,7 +123,8 @@ def write_section(path, name: str, body: str) -> None:
 GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
          "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x",
          "scaling": "measured (no goal on a 2-core CPU)",
-         "dpt": "measured (label stage cost)"}
+         "dpt": "measured (label stage cost)", "kernels": "> 1x for every CPU rewrite (on CPU)",
+         "device": "UNet bf16 images/s: faster than diffusers fp16 on the same GPU, >= 40 % MFU"}
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "diffusers", "transformers")
 
 

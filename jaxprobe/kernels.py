@@ -6,9 +6,10 @@ which is what XLA's GPU and TPU backends are tuned for. Models and probes ask `c
 never test the backend themselves.
 
 Override (e.g. to measure one path against the other, or to try a CPU rewrite on a GPU) with the environment
-variable `JAXPROBE_KERNELS="depthwise_conv=lax,probe_fit=vmap"`, or `with kernels.use(depthwise_conv="lax"):`,
-which wins over the variable. A choice is read when a program is traced: a jitted function already compiled keeps
-the path it was traced with.
+variable `JAXPROBE_KERNELS="depthwise_conv=lax,probe_fit=vmap"` (set before the process traces anything: a choice
+is read when a program is traced, and a compiled program keeps its path), or `with kernels.use(depthwise_conv=
+"lax"):`, which wins over the variable and clears JAX's in-memory compile caches on entry and exit, so that
+programs traced before it (jitted functions keyed on their arguments only) are traced again with its choice.
 """
 from __future__ import annotations
 
@@ -68,11 +69,13 @@ def use(**choices: str) -> Iterator[None]:
     """Run the block with these implementations (for programs traced inside it)."""
     old = dict(_override)
     _override.update({_checked(n, i): i for n, i in choices.items()})
+    jax.clear_caches()
     try:
         yield
     finally:
         _override.clear()
         _override.update(old)
+        jax.clear_caches()
 
 
 def _checked(name: str, impl: str) -> str:

@@ -11,6 +11,7 @@ every headline figure, its goal, the machine and the versions at the top). The b
   python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)
   python launch/bench.py scaling     # capture and probe-fit throughput on 1, 2, 4, 8 XLA host devices
   python launch/bench.py dpt         # the label stage's depth model: Flax DPT-Large vs transformers PyTorch
+  python launch/bench.py kernels     # each CPU-only rewrite (jaxprobe/kernels.py) against its plain lax/optax form
 
   python launch/bench.py --smoke --out=/tmp/smoke.md all   # every benchmark at a tiny size: does it run?
 """

@@ -6,6 +6,7 @@ intervention, probe fits at SD v1's layer sizes and DPT-Large, each with its pea
 same code at a tiny size on a CPU (tests/benchmarks/test_smoke.py)."""
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import tempfile
@@ -298,7 +299,7 @@ def report(out: dict, k: dict, s: Settings, devices) -> str:
              "every row in one process, so a peak is the run's so far")
     return f"""Device: {device.device_kind} ({device.platform}, {len(devices)} device(s) seen, one used). {size},
 random weights written by diffusers' `save_pretrained`, {res}x{res} images, batch {b}, bf16 compute unless said;
-{where}; best of {s.repeats} after a warm-up that compiles. Peak memory: the device's
+{where}; best of {s.repeats} after a warm-up that compiles. Measured {datetime.date.today()}. Peak memory: the device's
 `memory_stats()['peak_bytes_in_use']` (PyTorch: `max_memory_allocated`), GiB; n/a where the backend keeps none.
 
 | what | s / call | images / s | vs | peak GiB |

@@ -121,7 +121,7 @@ def write_section(path, name: str, body: str) -> None:
 # Each benchmark (a module of this package with `run(settings) -> section`) and its goal (issues 5-21), shown
 # beside its headline figure in the summary.
 GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
-         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x",
+         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x (above this CPU's roofline ceiling, in the section)",
          "scaling": "measured (no goal on a 2-core CPU)",
          "dpt": "measured (label stage cost)", "kernels": "> 1x for every CPU rewrite (on CPU)",
          "device": "UNet bf16 images/s: faster than diffusers fp16 on the same GPU, >= 40 % MFU"}
@@ -153,7 +153,7 @@ def run(requested, settings: Settings) -> Iterator[str]:
 
 def write_summary(path) -> None:
     """The file's header: machine, versions, and one row per section present: its headline figure (the first bold
-    one), its goal and its command."""
+    one), its goal, its command and its date (a 'Measured YYYY-MM-DD' in the section)."""
     from importlib import metadata
     path = Path(path)
     text = path.read_text()
@@ -163,16 +163,17 @@ def write_summary(path) -> None:
     for name in GOALS:
         if name in sections:
             figure = re.search(r"\*\*([^*]+)\*\*", sections[name])
+            measured = re.search(r"Measured (\d{4}-\d\d-\d\d)", sections[name])
             rows.append(f"| [{name}](#{name}) | {figure[1] if figure else '-'} | {GOALS[name]} | "
-                        f"`python launch/bench.py {name}` |")
+                        f"`python launch/bench.py {name}` | {measured[1] if measured else '-'} |")
     versions = ", ".join(f"{p} {_version(metadata, p)}" for p in VERSIONED)
     header = f"""# jaxprobe benchmarks
 
 Written by `python launch/bench.py all` (or one name); each section states its setting and was measured in one run,
 both sides together. Machine: {machine()}. Versions: {versions}.
 
-| benchmark | headline | goal | command |
-| --- | --- | --- | --- |
+| benchmark | headline | goal | command | measured (where the section dates it) |
+| --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 """
     with io.atomic_path(path) as tmp:

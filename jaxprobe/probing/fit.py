@@ -114,6 +114,8 @@ def fit_group(x: jax.Array, labels, task: Task, *, kind: str = "linear", epochs:
       checkpoint_dir: if given, the state is saved there after every epoch (orbax) and a later call resumes from
         the newest checkpoint; the result is bit-identical to an uninterrupted fit.
       stop_after_epoch: stop once this many epochs are done (after checkpointing); simulates a kill in tests.
+
+    On CPU a group too large for the cache is fit a chunk of probes at a time (`chunk_size`), with the same result.
     """
     task = check_task(task)
     labels = check_group_labels(labels, task, x.shape[1])

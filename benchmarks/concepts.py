@@ -95,8 +95,8 @@ FLOPs, and Adam over every parameter,
 {ADAM_BYTES} bytes each: the gradient written, then XLA's three passes for the two moments and the update) at this
 machine's measured rates in this run: {peak_flops / 1e9:.0f} GFLOP/s for the first layer's matmul (batch
 {c.probe.batch_size} x 16384 x {c.probe.hidden}, jitted) and {adam_bw / 1e9:.1f} GB/s for optax's Adam update of one
-16384 x {c.probe.hidden} kernel. PyTorch does the same FLOPs and at least the same bytes, so its time over that floor is the
-most any implementation of this protocol can gain on this machine.
+16384 x {c.probe.hidden} kernel. PyTorch does the same FLOPs and at least the same bytes, so its time over that
+floor is the most any implementation of this protocol can gain on this machine.
 
 | family | GFLOP | GB (Adam) | floor s | jaxprobe s | PyTorch s | ceiling (PyTorch s / floor) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -124,7 +124,6 @@ def machine_peaks(hidden: int, batch: int = 32, width: int = 16384) -> tuple[flo
     """(FLOP/s of the flattened-map probes' first-layer matmul, bytes/s of optax's Adam update of its kernel),
     measured here: the rates the roofline divides by."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     x = jax.random.normal(jax.random.key(0), (batch, width))

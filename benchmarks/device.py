@@ -32,7 +32,6 @@ SD_V1_TEXT = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_head
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
              ("L4", 121e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12),
              ("TPU v6 lite", 918e12))
-ROWS = ("unet", "unet_torch", "sample", "capture", "intervene", "probe", "dpt")
 GUIDANCE = 7.5
 
 
@@ -51,8 +50,9 @@ def run(s: Settings) -> str:
 
 
 def write_pipeline(directory, k: dict):
-    """A random StableDiffusionPipeline of `k`'s size ('sd_v1', or 'tiny': `jaxprobe.testing`'s tiny pipeline with one
-    layer per block and one text layer, 16x16 images: what compiles fastest), saved by diffusers' `save_pretrained` to `directory`."""
+    """A random StableDiffusionPipeline of `k`'s size, saved by diffusers' `save_pretrained` to `directory`:
+    'sd_v1', or 'tiny' (`jaxprobe.testing`'s tiny pipeline with one layer per block and one text layer, 16x16
+    images: what compiles fastest)."""
     import diffusers
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -232,7 +232,7 @@ def _probe(directory, k, repeats, *_):
             "groups": ", ".join(f"{count * steps}x {side}x{side}x{ch}" for (side, ch), count in groups.items())}
 
 
-def _dpt(directory, k, repeats, iterations, dpt_config):
+def _dpt(directory, k, repeats, _, dpt_config):
     """A random DPT (DPT-Large at full size) saved by transformers, jaxprobe's Flax DPT in one jit, fp32."""
     import jax
     import numpy as np
@@ -254,6 +254,7 @@ def _dpt(directory, k, repeats, iterations, dpt_config):
 
 ROW_FNS = {"unet": _unet, "unet_torch": _unet_torch, "sample": _sample, "capture": _capture,
            "intervene": _intervene, "probe": _probe, "dpt": _dpt}
+ROWS = tuple(ROW_FNS)
 
 
 def peak_flops(device_kind: str) -> float | None:

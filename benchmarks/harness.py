@@ -121,7 +121,8 @@ def write_section(path, name: str, body: str) -> None:
 # Each benchmark (a module of this package with `run(settings) -> section`) and its goal (issues 5-21), shown
 # beside its headline figure in the summary.
 GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
-         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x (above this CPU's roofline ceiling, in the section)",
+         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)",
+         "concepts": ">= 20x (above this CPU's roofline ceiling, in the section)",
          "scaling": "measured (no goal on a 2-core CPU)",
          "dpt": "measured (label stage cost)", "kernels": "> 1x for every CPU rewrite (on CPU)",
          "device": "UNet bf16 images/s: faster than diffusers fp16 on the same GPU, >= 40 % MFU"}

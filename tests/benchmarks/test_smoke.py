@@ -70,12 +70,12 @@ def test_device_benchmark_reports_every_row(tmp_path):
     (section,) = harness.run(["device"], harness.smoke(out, tmp_path))
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith(("| what", "| ---"))]
     assert len(rows) == len(device.ROWS), section
-    for label in ("jaxprobe UNet bf16", "diffusers PyTorch fp16 UNet", "plain sampling", "+ capture of 4 attn1 layers x 1 steps",
-                  "+ the paper's edit", "probe fits", "DPT fp32"):
+    for label in ("jaxprobe UNet bf16", "diffusers PyTorch fp16 UNet", "plain sampling",
+                  "+ capture of 4 attn1 layers x 1 steps", "+ the paper's edit", "probe fits", "DPT fp32"):
         assert sum(label in r for r in rows) == 1, (label, section)
     assert "skipped: torch" in section and "has no CUDA" in section
     assert "utilisation unknown" in section
     numbers = table_numbers(section)
     assert len(numbers) >= 10 and all(math.isfinite(v) and v > 0 for v, _ in numbers), numbers
     assert re.search(r"UNet bf16: \*\*\d+\.\d+\*\* images/s", section), section
-    assert f"| [device](#device) |" in out.read_text()
+    assert "| [device](#device) |" in out.read_text()

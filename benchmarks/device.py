@@ -300,13 +300,14 @@ def report(out: dict, k: dict, s: Settings, devices) -> str:
              "every row in one process, so a peak is the run's so far")
     return f"""Device: {device.device_kind} ({device.platform}, {len(devices)} device(s) seen, one used). {size},
 random weights written by diffusers' `save_pretrained`, {res}x{res} images, batch {b}, bf16 compute unless said;
-{where}; best of {s.repeats} after a warm-up that compiles. Measured {datetime.date.today()}. Peak memory: the device's
-`memory_stats()['peak_bytes_in_use']` (PyTorch: `max_memory_allocated`), GiB; n/a where the backend keeps none.
+{where}; best of {s.repeats} after a warm-up that compiles. Measured {datetime.date.today()}.
+Peak memory: the device's `memory_stats()['peak_bytes_in_use']` (PyTorch: `max_memory_allocated`), GiB; n/a where
+the backend keeps none.
 
 | what | s / call | images / s | vs | peak GiB |
 | --- | ---: | ---: | --- | ---: |
 {chr(10).join(rows)}
 
-UNet bf16: **{b / unet['seconds']:.2f}** images/s per call, {vs_torch}; model FLOPs utilisation {mfu}
-({unet['flops'] / 1e9:.4g} GFLOP per call from XLA's cost analysis). Goals: faster than diffusers fp16 on the same
-GPU, >= 40 % MFU. Command: `python launch/bench.py device` (docs/scale-out.md)."""
+UNet bf16: **{b / unet['seconds']:.2f}** images/s per call, {vs_torch}; model FLOPs utilisation
+{mfu} ({unet['flops'] / 1e9:.4g} GFLOP per call from XLA's cost analysis). Goals: faster than diffusers
+fp16 on the same GPU, >= 40 % MFU. Command: `python launch/bench.py device` (docs/scale-out.md)."""

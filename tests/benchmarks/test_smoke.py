@@ -74,7 +74,7 @@ def test_device_benchmark_reports_every_row(tmp_path):
                   "+ capture of 4 attn1 layers x 1 steps", "+ the paper's edit", "probe fits", "DPT fp32"):
         assert sum(label in r for r in rows) == 1, (label, section)
     assert "skipped: torch" in section and "has no CUDA" in section
-    assert "utilisation unknown" in section
+    assert "unknown (no peak listed for this device)" in section
     numbers = table_numbers(section)
     assert len(numbers) >= 10 and all(math.isfinite(v) and v > 0 for v, _ in numbers), numbers
     assert re.search(r"UNet bf16: \*\*\d+\.\d+\*\* images/s", section), section

@@ -169,6 +169,8 @@ def _fit_stacked(x, target, keys, *, task, kind, epochs, batch_size, lr, seed, h
     n, g = x.shape[:2]
     if mesh.current() is not None:
         x, target, keys = _pad_for_mesh(x, target, keys, per_probe)
+    else:  # on the device once, not once per epoch call (a host array is transferred at every call)
+        x, target = jnp.asarray(x), jnp.asarray(target)
     state = init_state(keys, kind, task, x.shape[-1], lr=lr, hidden=hidden)
     if mesh.current() is not None:  # images over the data axis, probes over the probe axis
         x = mesh.shard(x, P("data", "probe"))

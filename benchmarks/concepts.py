@@ -42,7 +42,7 @@ def run(s: Settings) -> str:
         kind, how = sweep.FAMILIES[family]
         c.families = (family,)
         t_ours = best_time(lambda: sweep.probe_checkpoint(acts, concept_sets, c, step=step), repeats=1)
-        with kernels.use(probe_fit="vmap"):  # every probe of a group in one stack: the path before 2026-12-07
+        with kernels.use(probe_fit="vmap"):  # every probe of a group in one stack (the plain path)
             t_stack = best_time(lambda: sweep.probe_checkpoint(acts, concept_sets, c, step=step), repeats=1)
         feats = {l: sweep.features(acts[l], how) for l in layers}
         inputs = [(sweep.standardise(feats[l][cs.train], feats[l][cs.test])[0], cs.train_y)
@@ -77,8 +77,8 @@ per family, {len(concept_sets[0].train)} train images per probe, batch {c.probe.
 exact-label sets. Every probe is timed on both sides (no scaling). jaxprobe: the sweep's own `probe_checkpoint`
 (concepts x equal-width modules stacked, vmapped, one scan per epoch; on CPU a stack whose first-layer kernels
 exceed {fit.CHUNK_BYTES >> 20} MiB is fit a cache-sized chunk of probes at a time, `kernels` 'probe_fit'; fitting and
-scoring, timed after one warm-up run that compiles), and the same with every group in one stack (`probe_fit=vmap`,
-the path before 2026-12-07; same results); PyTorch {torch.__version__}, 1 thread, one probe at a time.
+scoring, timed after one warm-up run that compiles), and the same with every group in one stack (`probe_fit=vmap`;
+same results); PyTorch {torch.__version__}, 1 thread, one probe at a time.
 {machine()}.
 
 | family | probes | jaxprobe s | jaxprobe s, one stack | PyTorch s | speed-up | one stack's |
@@ -91,12 +91,11 @@ Share of jaxprobe's time: {', '.join(f'{f} {100 * v:.0f} %' for f, v in share.it
 
 Roofline: the least time jaxprobe's fits could take here (scoring, a few % of its time, not counted), from the
 work both sides must do (per probe-step: the first layer's forward and weight gradient, 4 x batch x inputs x width
-FLOPs, and Adam over every parameter,
-{ADAM_BYTES} bytes each: the gradient written, then XLA's three passes for the two moments and the update) at this
-machine's measured rates in this run: {peak_flops / 1e9:.0f} GFLOP/s for the first layer's matmul (batch
-{c.probe.batch_size} x 16384 x {c.probe.hidden}, jitted) and {adam_bw / 1e9:.1f} GB/s for optax's Adam update of one
-16384 x {c.probe.hidden} kernel. PyTorch does the same FLOPs and at least the same bytes, so its time over that
-floor is the most any implementation of this protocol can gain on this machine.
+FLOPs, and Adam over every parameter, {ADAM_BYTES} bytes each: the gradient written, then XLA's three passes for the
+two moments and the update) at this machine's measured rates in this run: {peak_flops / 1e9:.0f} GFLOP/s for the first layer's matmul (batch
+{c.probe.batch_size} x 16384 x {c.probe.hidden}, two independent ones in one jitted program) and {adam_bw / 1e9:.1f} GB/s
+for optax's Adam update of 16384 x {c.probe.hidden} kernels (two likewise). PyTorch does the same FLOPs and at least
+the same bytes, so its time over that floor is the most any implementation of this protocol can gain here.
 
 | family | GFLOP | GB (Adam) | floor s | jaxprobe s | PyTorch s | ceiling (PyTorch s / floor) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -120,28 +119,31 @@ def step_cost(kind: str, widths, hidden: int, batch: int) -> tuple[int, int]:
     return flops, params
 
 
-def machine_peaks(hidden: int, batch: int = 32, width: int = 16384) -> tuple[float, float]:
+def machine_peaks(hidden: int, batch: int = 32, width: int = 16384, copies: int = 2) -> tuple[float, float]:
     """(FLOP/s of the flattened-map probes' first-layer matmul, bytes/s of optax's Adam update of its kernel),
-    measured here: the rates the roofline divides by."""
+    measured here: the rates the roofline divides by. Each program holds `copies` independent problems, as a fit's
+    step holds independent probes and layers, which XLA:CPU runs on different cores."""
     import jax
     import optax
 
-    x = jax.random.normal(jax.random.key(0), (batch, width))
-    w = jax.random.normal(jax.random.key(1), (width, hidden))
-    dot = jax.jit(lambda x, w: x @ w)
-    t_dot = best_time(lambda: jax.block_until_ready(dot(x, w)), repeats=20)
+    keys = jax.random.split(jax.random.key(0), 2 * copies)
+    xs = [jax.random.normal(k, (batch, width)) for k in keys[:copies]]
+    ws = [jax.random.normal(k, (width, hidden)) for k in keys[copies:]]
+    dots = jax.jit(lambda xs, ws: [x @ w for x, w in zip(xs, ws)])
+    t_dot = best_time(lambda: jax.block_until_ready(dots(xs, ws)), repeats=20)
     adam = optax.adam(1e-2)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))  # updated in place, as in the fit's scan
-    def update(w, state, g):
-        u, state = adam.update(g, state, w)
-        return optax.apply_updates(w, u), state
+    def update(ws, states, grads):
+        steps = [adam.update(g, state, w) for w, state, g in zip(ws, states, grads)]
+        return [optax.apply_updates(w, u) for w, (u, _) in zip(ws, steps)], [state for _, state in steps]
 
-    carry = [w + 0, adam.init(w)]
+    carry = [[w + 0 for w in ws], [adam.init(w) for w in ws]]
 
     def step():
-        carry[:] = update(*carry, w)
+        carry[:] = update(*carry, ws)
         jax.block_until_ready(carry)
 
     t_adam = best_time(step, repeats=20)
-    return 2 * batch * width * hidden / t_dot, (ADAM_BYTES - 4) * width * hidden / t_adam
+    return (copies * 2 * batch * width * hidden / t_dot,
+            copies * (ADAM_BYTES - 4) * width * hidden / t_adam)

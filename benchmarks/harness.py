@@ -47,6 +47,15 @@ class Settings:
     scaling_devices: tuple = (1, 2, 4, 8)  # XLA host device counts
     concept_config: dict = dataclasses.field(default_factory=dict)  # overrides of configs/concepts/toy.py
     dpt_config: dict = dataclasses.field(default_factory=lambda: dict(DPT_LARGE))  # transformers DPTConfig fields
+    # the kernels benchmark's work: MobileNetV2 batch and resolution; probe-fit images, steps, epochs; the
+    # flattened-map MLPs' input width (features_0 of the toy concept sweep)
+    kernel_config: dict = dataclasses.field(default_factory=lambda: dict(batch=32, resolution=64, images=210,
+                                                                         steps=15, epochs=2, flat_width=16384))
+    # the device benchmark: 'sd_v1' (full size) or 'tiny' (jaxprobe.testing's tiny pipeline), images per batch,
+    # denoising steps, probe-fit images and epochs, and whether each row runs in a fresh process
+    device_config: dict = dataclasses.field(default_factory=lambda: dict(size="sd_v1", batch=8, steps=15,
+                                                                         probe_images=16, probe_epochs=2,
+                                                                         isolate=True))
 
 
 def smoke(out, tiny) -> Settings:
@@ -63,7 +72,9 @@ def smoke(out, tiny) -> Settings:
                     dpt_config={"hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
                                 "intermediate_size": 32, "image_size": 32, "patch_size": 16,
                                 "backbone_out_indices": [0, 1, 2, 3], "neck_hidden_sizes": [8, 8, 16, 16],
-                                "fusion_hidden_size": 8, "readout_type": "project"})
+                                "fusion_hidden_size": 8, "readout_type": "project"},
+                    kernel_config=dict(batch=2, resolution=16, images=8, steps=1, epochs=1, flat_width=64),
+                    device_config=dict(size="tiny", batch=1, steps=1, probe_images=2, probe_epochs=1, isolate=False))
 
 
 def best_time(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1) -> float:
@@ -111,9 +122,11 @@ def write_section(path, name: str, body: str) -> None:
 # Each benchmark (a module of this package with `run(settings) -> section`) and its goal (issues 5-21), shown
 # beside its headline figure in the summary.
 GOALS = {"sample": "faster than diffusers PyTorch (> 1x)", "intervene": ">= 10x", "probe": ">= 20x",
-         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)", "concepts": ">= 20x",
+         "capture": "<= 1.15x", "train": "> 1x (toy recipe: <= 40 min, docs/toy_models.md)",
+         "concepts": ">= 20x (above this CPU's roofline ceiling, in the section)",
          "scaling": "measured (no goal on a 2-core CPU)",
-         "dpt": "measured (label stage cost)"}
+         "dpt": "measured (label stage cost)", "kernels": "> 1x for every CPU rewrite (on CPU)",
+         "device": "UNet bf16 images/s: faster than diffusers fp16 on the same GPU, >= 40 % MFU"}
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "diffusers", "transformers")
 
 
@@ -142,7 +155,7 @@ def run(requested, settings: Settings) -> Iterator[str]:
 
 def write_summary(path) -> None:
     """The file's header: machine, versions, and one row per section present: its headline figure (the first bold
-    one), its goal and its command."""
+    one), its goal, its command and its date (a 'Measured YYYY-MM-DD' in the section)."""
     from importlib import metadata
     path = Path(path)
     text = path.read_text()
@@ -152,16 +165,17 @@ def write_summary(path) -> None:
     for name in GOALS:
         if name in sections:
             figure = re.search(r"\*\*([^*]+)\*\*", sections[name])
+            measured = re.search(r"Measured (\d{4}-\d\d-\d\d)", sections[name])
             rows.append(f"| [{name}](#{name}) | {figure[1] if figure else '-'} | {GOALS[name]} | "
-                        f"`python launch/bench.py {name}` |")
+                        f"`python launch/bench.py {name}` | {measured[1] if measured else '-'} |")
     versions = ", ".join(f"{p} {_version(metadata, p)}" for p in VERSIONED)
     header = f"""# jaxprobe benchmarks
 
 Written by `python launch/bench.py all` (or one name); each section states its setting and was measured in one run,
 both sides together. Machine: {machine()}. Versions: {versions}.
 
-| benchmark | headline | goal | command |
-| --- | --- | --- | --- |
+| benchmark | headline | goal | command | measured (where the section dates it) |
+| --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 """
     with io.atomic_path(path) as tmp:

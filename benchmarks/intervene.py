@@ -35,6 +35,9 @@ def edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
 
 
 def run(s: Settings) -> str:
+    import datetime
+    import os
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -102,7 +105,8 @@ work); best of {s.repeats} after a warm-up (jit compile excluded).
 
 Intervention, jaxprobe / eager PyTorch: **{t_theirs / t_ours:.2f}x** (goal >= 10x). Agreement of the two edits:
 final latents differ by at most {diff:.2g} (the edit moved them by up to {effect:.2g}), uint8 images by at most
-{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`.
+{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`. Measured
+{datetime.date.today()}; 1-min load average {os.getloadavg()[0]:.1f}.
 
 The edit's modes (`configs/scene/toy_intervene.py` options; docs/intervention.md#edit-modes), jaxprobe only, in the
 same run on the same batch; the region is the target square dilated by {REGION_RADIUS} pixels:

@@ -1,7 +1,8 @@
 r"""Benchmarks, each side by side with its reference in one run; results go to BENCHMARKS.md (with a summary of
 every headline figure, its goal, the machine and the versions at the top). The benchmarks live in benchmarks/.
 
-  python launch/bench.py all         # every benchmark below, one after another (about 18 min on 2 CPU cores)
+  python launch/bench.py all         # every benchmark below, one after another (about 18 min on 2 CPU cores, plus
+                                     # kernels ~2 min and device, which is for an accelerator)
 
   python launch/bench.py sample      # jaxprobe vs diffusers PyTorch, same tiny SD and SDXL-structured pipelines, CPU
   python launch/bench.py intervene   # the probe-guided edit in one jit vs the paper's eager PyTorch hook loop
@@ -11,6 +12,9 @@ every headline figure, its goal, the machine and the versions at the top). The b
   python launch/bench.py train       # toy LDM training step on 1 CPU device vs one device per core (data parallel)
   python launch/bench.py scaling     # capture and probe-fit throughput on 1, 2, 4, 8 XLA host devices
   python launch/bench.py dpt         # the label stage's depth model: Flax DPT-Large vs transformers PyTorch
+  python launch/bench.py kernels     # each CPU-only rewrite (jaxprobe/kernels.py) against its plain lax/optax form
+  python launch/bench.py device      # on an accelerator: full-size SD v1 UNet vs diffusers fp16, MFU, capture, edit,
+                                     # probe fits, DPT-Large, peak memory (<= 8 min on one H100; docs/scale-out.md)
 
   python launch/bench.py --smoke --out=/tmp/smoke.md all   # every benchmark at a tiny size: does it run?
 """

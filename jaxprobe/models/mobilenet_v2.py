@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxprobe import kernels
 from jaxprobe.models import convert
 from jaxprobe.models.config import Config
 
@@ -145,11 +146,13 @@ def _conv(features: int, kernel: int, stride: int, groups: int, name: str, dtype
 
 
 class DepthwiseConv(nn.Module):
-    """Depthwise conv [B, H, W, C] -> [B, H', W', C] as k*k shifted multiply-adds, PyTorch padding.
+    """Depthwise conv [B, H, W, C] -> [B, H', W', C], PyTorch padding, with the parameter of
+    `nn.Conv(feature_group_count=C)` (`kernel` [k, k, 1, C]), so checkpoints do not depend on the path.
 
-    Same parameter as `nn.Conv(feature_group_count=C)` (`kernel` [k, k, 1, C], so checkpoints do not change) and
-    the same result up to float summation order, but XLA:CPU runs its grouped conv 5-20x slower than this (forward
-    and backward; measured on the MobileNetV2 shapes), which dominated a training step.
+    XLA:CPU runs its grouped convolution (forward and backward) several times slower than k*k shifted
+    multiply-adds on the MobileNetV2 shapes, which dominated a training step there; `kernels.choose
+    ('depthwise_conv')` picks the shifted form on CPU and lax's grouped convolution elsewhere. The two agree up to
+    float summation order.
     """
 
     features: int
@@ -159,20 +162,30 @@ class DepthwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k, s = self.kernel, self.stride
+        k = self.kernel
         weight = self.param("kernel", _KAIMING_FAN_OUT, (k, k, 1, self.features), jnp.float32)
         x, weight = x.astype(self.dtype), weight.astype(self.dtype)
         pad = (k - 1) // 2
-        batch, height, width, channels = x.shape
-        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        out_h, out_w = (height + 2 * pad - k) // s + 1, (width + 2 * pad - k) // s + 1
-        out = None
-        for i in range(k):
-            for j in range(k):
-                window = jax.lax.slice(x, (0, i, j, 0), (batch, i + (out_h - 1) * s + 1, j + (out_w - 1) * s + 1,
-                                                         channels), (1, s, s, 1))
-                out = window * weight[i, j, 0] if out is None else out + window * weight[i, j, 0]
-        return out
+        if kernels.choose("depthwise_conv") == "lax":
+            return jax.lax.conv_general_dilated(x, weight, (self.stride, self.stride), ((pad, pad), (pad, pad)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                                feature_group_count=self.features)
+        return _shifted_depthwise(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), weight, self.stride)
+
+
+def _shifted_depthwise(x: jax.Array, weight: jax.Array, s: int) -> jax.Array:
+    """Valid depthwise conv of padded x [B, H, W, C] with weight [k, k, 1, C], stride s, as k*k strided slices
+    times their tap, summed in row-major tap order."""
+    k = weight.shape[0]
+    batch, height, width, channels = x.shape
+    out_h, out_w = (height - k) // s + 1, (width - k) // s + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            window = jax.lax.slice(x, (0, i, j, 0), (batch, i + (out_h - 1) * s + 1, j + (out_w - 1) * s + 1,
+                                                     channels), (1, s, s, 1))
+            out = window * weight[i, j, 0] if out is None else out + window * weight[i, j, 0]
+    return out
 
 
 def _bn(name: str, dtype) -> nn.BatchNorm:

@@ -21,7 +21,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import PartitionSpec as P
 
-from jaxprobe import mesh, train
+from jaxprobe import kernels, mesh, train
 from jaxprobe.probing.probes import (
     KINDS,
     Params,
@@ -39,6 +39,9 @@ from jaxprobe.probing.probes import (
 )
 from jaxprobe.probing.tasks import Task, check_task
 from jaxprobe.validate import check_choice
+
+# The 'cpu_chunked' fit (`chunk_size`) keeps a chunk's stacked first-layer kernels within this many bytes.
+CHUNK_BYTES = 8 << 20
 
 
 @flax.struct.dataclass
@@ -111,6 +114,8 @@ def fit_group(x: jax.Array, labels, task: Task, *, kind: str = "linear", epochs:
       checkpoint_dir: if given, the state is saved there after every epoch (orbax) and a later call resumes from
         the newest checkpoint; the result is bit-identical to an uninterrupted fit.
       stop_after_epoch: stop once this many epochs are done (after checkpointing); simulates a kill in tests.
+
+    On CPU a group too large for the cache is fit a chunk of probes at a time (`chunk_size`), with the same result.
     """
     task = check_task(task)
     labels = check_group_labels(labels, task, x.shape[1])
@@ -134,9 +139,38 @@ def _fit(x, labels, task, *, kind, epochs, batch_size, lr, seed, label_mode, hid
         target = jax.vmap(lambda y: prepare_targets(y, hw, task, label_mode), 1, 1)(labels)
     else:
         target = prepare_targets(labels, hw, task, label_mode)
+    fit = functools.partial(_fit_stacked, task=task, kind=kind, epochs=epochs, batch_size=batch_size, lr=lr,
+                            seed=seed, hidden=hidden, per_probe=per_probe)
+    g = x.shape[1]
+    chunk = g if checkpoint_dir is not None or mesh.current() is not None else chunk_size(kind, task, x.shape[-1],
+                                                                                          hidden, g)
+    if chunk == g:
+        return fit(x, target, keys, checkpoint_dir=checkpoint_dir, stop_after_epoch=stop_after_epoch)
+    parts = [fit(x[:, i:i + chunk], target[:, i:i + chunk] if per_probe else target, keys[i:i + chunk],
+                 stop_after_epoch=stop_after_epoch) for i in range(0, g, chunk)]
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
+
+
+def chunk_size(kind: str, task: Task, channels: int, hidden: int, probes: int) -> int:
+    """How many of a group's probes one stack fits at a time. All of them, except where the kernel 'probe_fit' is
+    'cpu_chunked' (`jaxprobe.kernels`; CPU): as many as keep their stacked first-layer kernels within
+    `CHUNK_BYTES`, and at least one. Each chunk runs all its epochs before the next starts, so its parameters and
+    Adam moments stay in the CPU's cache from step to step instead of streaming through memory; the probes are
+    independent and share their epochs' image order, so the results are those of one stack."""
+    if kernels.choose("probe_fit") != "cpu_chunked":
+        return probes
+    width = hidden if kind == "mlp" else task.outputs
+    return max(1, min(probes, CHUNK_BYTES // (4 * channels * width)))
+
+
+def _fit_stacked(x, target, keys, *, task, kind, epochs, batch_size, lr, seed, hidden, per_probe,
+                 checkpoint_dir=None, stop_after_epoch=None) -> Params:
+    """The probes stacked in x [N, G, ...] fit together, one `run_epoch` call per epoch."""
     n, g = x.shape[:2]
     if mesh.current() is not None:
         x, target, keys = _pad_for_mesh(x, target, keys, per_probe)
+    else:  # on the device once, not once per epoch call (a host array is transferred at every call)
+        x, target = jnp.asarray(x), jnp.asarray(target)
     state = init_state(keys, kind, task, x.shape[-1], lr=lr, hidden=hidden)
     if mesh.current() is not None:  # images over the data axis, probes over the probe axis
         x = mesh.shard(x, P("data", "probe"))

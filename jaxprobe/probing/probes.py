@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxprobe import kernels
 from jaxprobe.hooks import all_finite
 from jaxprobe.probing import metrics
 from jaxprobe.probing.tasks import Task, check_task
@@ -154,7 +155,8 @@ def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x [..., C] @ kernel [C, out], whose kernel gradient is formed as g^T x -> [out, C], then transposed.
 
     XLA's CPU dot for the plain x^T g -> [C, out] (contraction over the tokens, `out` = 2 logits) is ~20x slower
-    and was the largest cost of a vmapped probe step."""
+    and was the largest cost of a vmapped probe step; the kernel 'probe_logits' (`jaxprobe.kernels`) uses this on
+    CPU only."""
     return x @ kernel
 
 
@@ -174,20 +176,25 @@ _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def _logits(params: Params, acts: jax.Array) -> jax.Array:
-    """`apply_probe` for the losses: the same values, with `_matmul`'s faster kernel gradient for the logits layer
-    (not for an MLP's wide hidden layer: transposing its [hidden, C] gradient costs more than it saves)."""
+    """`apply_probe` for the losses: the same values, with `_matmul`'s kernel gradient for the logits layer where
+    the kernel 'probe_logits' picks it (not for an MLP's wide hidden layer: transposing its [hidden, C] gradient
+    costs more than it saves)."""
     x = _checked_input(params, acts)
     if "hidden" in params:
         x = jax.nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
         params = params["out"]
-    y = _matmul(x, params["kernel"])
+    matmul = _matmul if kernels.choose("probe_logits") == "cpu_transposed_vjp" else jnp.matmul
+    y = matmul(x, params["kernel"])
     return y + params["bias"] if "bias" in params else y
 
 
 def _soft_ce(logits: jax.Array, target: jax.Array) -> jax.Array:
-    """`optax.softmax_cross_entropy` over a short last (class) axis, written class by class: the same arithmetic
-    (max-shifted log-softmax, stop-gradient on the max) as elementwise ops on per-class planes, which XLA's CPU
-    backend fuses into one loop; its reductions over a length-2 minor axis were ~3x slower (5x for the gradient)."""
+    """Softmax cross-entropy over a short last (class) axis: optax's, or, where the kernel 'class_ce' picks it (CPU),
+    the same arithmetic (max-shifted log-softmax, stop-gradient on the max) written class by class as elementwise
+    ops on per-class planes, which XLA's CPU backend fuses into one loop; its reductions over a length-2 minor axis
+    were ~3x slower (5x for the gradient)."""
+    if kernels.choose("class_ce") == "optax":
+        return optax.softmax_cross_entropy(logits, target)
     ls = [logits[..., k] for k in range(logits.shape[-1])]
     m = jax.lax.stop_gradient(functools.reduce(jnp.maximum, ls))
     shifted = [l - m for l in ls]

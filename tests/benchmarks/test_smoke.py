@@ -32,11 +32,12 @@ def tiny(tmp_path_factory):
     return directory
 
 
-SLOW = ("capture", "train", "scaling", "intervene", "concepts")
+SLOW = ("capture", "train", "scaling", "intervene", "concepts", "kernels")
+OWN_TEST = ("device",)  # test_device_benchmark_reports_every_row
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in harness.GOALS])
+                                  for n in harness.GOALS if n not in OWN_TEST])
 def test_benchmark_runs_and_reports_finite_figures(name, tiny, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     # sample's SDXL row builds and compiles a pipeline of its own: test_the_sample_benchmark_has_an_sdxl_row
@@ -67,3 +68,25 @@ def test_an_unknown_benchmark_is_refused_before_any_runs(tmp_path):
     with pytest.raises(ValueError, match="benchmark.*sample"):
         harness.run(["sample", "nonesuch"], harness.smoke(tmp_path / "b.md", tmp_path))
     assert not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.slow  # four sampling programs compile even at this size: 32-55 s on the loaded 2-core CPU
+def test_device_benchmark_reports_every_row(tmp_path):
+    """The accelerator benchmark's code at its tiny size on this CPU: every row measured (the PyTorch fp16 side
+    skipped for want of CUDA, and saying so), every figure a finite number, memory 'n/a' (XLA:CPU keeps no
+    statistics), MFU 'unknown' (no peak for a CPU)."""
+    from benchmarks import device
+
+    out = tmp_path / "BENCHMARKS.md"
+    (section,) = harness.run(["device"], harness.smoke(out, tmp_path))
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith(("| what", "| ---"))]
+    assert len(rows) == len(device.ROWS), section
+    for label in ("jaxprobe UNet bf16", "diffusers PyTorch fp16 UNet", "plain sampling",
+                  "+ capture of 4 attn1 layers x 1 steps", "+ the paper's edit", "probe fits", "DPT fp32"):
+        assert sum(label in r for r in rows) == 1, (label, section)
+    assert "skipped: torch" in section and "has no CUDA" in section
+    assert "unknown (no peak listed for this device)" in section
+    numbers = table_numbers(section)
+    assert len(numbers) >= 10 and all(math.isfinite(v) and v > 0 for v, _ in numbers), numbers
+    assert re.search(r"UNet bf16: \*\*\d+\.\d+\*\* images/s", section), section
+    assert "| [device](#device) |" in out.read_text()

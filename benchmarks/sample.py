@@ -7,8 +7,12 @@ from benchmarks.pipelines import Pair, load_pair
 
 
 def run(s: Settings) -> str:
+    import datetime
+    import os
+
     import torch
 
+    load = os.getloadavg()[0]
     sd = _times(load_pair(s.batch, s.tiny), s)
     rows = [f"| jaxprobe (one jit, lax.scan) | {sd[0]:.4f} | {s.batch / sd[0]:.1f} |",
             f"| diffusers PyTorch {torch.__version__} | {sd[1]:.4f} | {s.batch / sd[1]:.1f} |"]
@@ -30,7 +34,8 @@ excluded).
 | --- | ---: | ---: |
 {chr(10).join(rows)}
 
-Speed-up jaxprobe / diffusers: **{sd[1] / sd[0]:.2f}x**.{xl_note} Command: `python launch/bench.py sample`."""
+Speed-up jaxprobe / diffusers: **{sd[1] / sd[0]:.2f}x**.{xl_note} Command: `python launch/bench.py sample`. Measured
+{datetime.date.today()}; 1-min load average {load:.1f} at the start."""
 
 
 def _times(pair: Pair, s: Settings) -> tuple[float, float]:

@@ -136,12 +136,12 @@ def _mode_rows(s: Settings, pipe, prompts, noise, hook, extra, target, t_plain: 
     import jax.numpy as jnp
 
     from jaxprobe.diffusion import sampling
-    from jaxprobe.scene import edit_modes, edit_study
+    from jaxprobe.scene import edit_modes, intervene
 
     kept = sampling.sample(pipe, prompts, num_inference_steps=s.steps, guidance_scale=GUIDANCE, latents=noise,
-                           hook=edit_study.KEEP_LATENTS, keep_steps=None)
+                           hook=intervene.KEEP_LATENTS, keep_steps=None)
     extra = {**extra, "region": jnp.asarray(edit_modes.edit_region(target, target, REGION_RADIUS)),
-             "reference": jnp.concatenate([kept.kept["xt"][:, 1:], kept.latents[:, None]], axis=1)}
+             "reference": intervene.held_reference(kept)}
     rows = []
     for name, options in MODES.items():
         mode_hook = dataclasses.replace(hook, **options)

@@ -47,14 +47,6 @@ __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
 SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1, "shuffled": 1}
 
 
-class _KeepLatents(sampling.Hook):
-    """The plain sample, keeping the latent entering every step: the reference a held background blends with."""
-
-    keep_latents = ("xt",)
-
-
-KEEP_LATENTS = _KeepLatents()
-
 
 def edit_list(c) -> list[dict]:
     """Every edit: k, its image (index), that image's prompt and seed, dx, dy (0, 0 for a user's target)."""
@@ -94,11 +86,9 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
     'target': [B,H,W]} (empty without labelers)."""
     prompts, seeds = [e["prompt"] for e in edits], [e["seed"] for e in edits]
     plain = sampling.sample(pipe, prompts, setup.sampler, seed=seeds,
-                            **({"hook": KEEP_LATENTS, "keep_steps": None} if c.hold_background else {}))
+                            **({"hook": intervene.KEEP_LATENTS, "keep_steps": None} if c.hold_background else {}))
     images = {"no_edit": plain.images}
-    if c.hold_background:  # the plain sample's latent after each step: the one entering the next, and the last
-        xt, last = mesh.gather(plain.kept["xt"]), mesh.gather(plain.latents)
-        reference = np.concatenate([xt[:, 1:], last[:, None]], axis=1)
+    reference = intervene.held_reference(plain) if c.hold_background else None
     labelled = {"no_edit": _label(setup, images["no_edit"])} if setup.labelers else {}
     salient, depth = labelled.get("no_edit", (None, None))
     if setup.plain_labels is not None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe import hooks
+from jaxprobe import hooks, mesh
 from jaxprobe.diffusion import sampling
 from jaxprobe.probing import probes, saved
 from jaxprobe.probing.tasks import Task
@@ -236,6 +236,22 @@ class EditHook(sampling.Hook):
             return lat
         inside = edit_modes.token_region(extra["region"], lat.shape[1:3])[..., None]
         return jnp.where(inside, lat, extra["reference"][:, i].astype(lat.dtype))
+
+
+class _KeepLatents(sampling.Hook):
+    """The plain sample, keeping the latent entering every step: what a held background blends with."""
+
+    keep_latents = ("xt",)
+
+
+KEEP_LATENTS = _KeepLatents()  # sample(..., hook=KEEP_LATENTS, keep_steps=None), then `held_reference`
+
+
+def held_reference(plain: sampling.SampleOutput) -> np.ndarray:
+    """extra['reference'] of a held background, [B, steps, h, w, c]: the plain sample's latent after each step (the
+    one entering the next, and the last), from a sample with `KEEP_LATENTS` at every step; on every process."""
+    xt, last = mesh.gather(plain.kept["xt"]), mesh.gather(plain.latents)
+    return np.concatenate([xt[:, 1:], last[:, None]], axis=1)
 
 
 def _equal_norm(direction: jax.Array, like: jax.Array) -> jax.Array:

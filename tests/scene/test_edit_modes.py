@@ -314,7 +314,7 @@ def test_a_held_background_samples_the_plain_latents_outside_the_region(tiny_dir
     from jaxprobe.diffusion import sampling
     from jaxprobe.models import load_pipeline
     from jaxprobe.probing import saved
-    from jaxprobe.scene import capture, edit_study
+    from jaxprobe.scene import capture
     from jaxprobe.testing import random_linear_probes
 
     pipe = load_pipeline(tiny_dir)
@@ -325,9 +325,10 @@ def test_a_held_background_samples_the_plain_latents_outside_the_region(tiny_dir
     region = np.zeros((2, 16, 16), bool)
     region[:, 0:8, 4:12] = True
     sample = functools.partial(sampling.sample, pipe, ["a red ball", "a blue cube"], num_inference_steps=3, seed=3)
-    plain, kept = sample(), sample(hook=edit_study.KEEP_LATENTS, keep_steps=None)
+    plain, kept = sample(), sample(hook=intervene.KEEP_LATENTS, keep_steps=None)
     np.testing.assert_array_equal(kept.images, plain.images)  # keeping the latents changes nothing
-    reference = jnp.concatenate([kept.kept["xt"][:, 1:], kept.latents[:, None]], axis=1)
+    reference = intervene.held_reference(kept)
+    np.testing.assert_array_equal(reference[:, -1], np.asarray(plain.latents))
     extra = {"probes": stacked, "active": active, "target": jnp.asarray(~region), "region": jnp.asarray(region),
              "reference": reference}
     edited = sample(hook=intervene.EditHook(layers, SALIENCY, iterations=16, lr=0.5, hold_background=True),

@@ -47,7 +47,6 @@ __all__ = ["run", "run_batch", "ablate", "check", "headline", "edit_list"]
 SIGNS = {"edited": 1, "null": 0, "random": 1, "opposite": -1, "roll": 1, "shuffled": 1}
 
 
-
 def edit_list(c) -> list[dict]:
     """Every edit: k, its image (index), that image's prompt and seed, dx, dy (0, 0 for a user's target)."""
     n = c.num_images * c.shifts_per_image
@@ -102,14 +101,14 @@ def run_batch(c, setup: EditSetup, pipe, edits: list[dict], batch: int, workdir:
             extra = {"active": setup.active, "shift": (shifts / c.resolution).astype(np.float32)}
         else:
             hook = intervene.EditHook(setup.layers, BY_NAME[c.task], lr=c.lr, iterations=c.iterations,
-                                      random_direction=run == "random", random_scale=c.random_scale, mode=c.mode, relative=c.relative,
-                                      stop_loss=c.stop_loss, local=c.local, margin=c.margin,
+                                      random_direction=run == "random", random_scale=c.random_scale, mode=c.mode,
+                                      relative=c.relative, stop_loss=c.stop_loss, local=c.local, margin=c.margin,
                                       hold_background=c.hold_background, uncond_too=c.uncond_too)
             extra = {"probes": setup.control_probes if run == "shuffled" else setup.probes, "active": setup.active,
                      "target": target, "key": jax.random.fold_in(jax.random.key(c.seed), batch)}
             if salient is not None:
                 extra["region"] = _region(c, setup, edits, salient, SIGNS[run])
-            if c.hold_background:
+            if reference is not None:
                 extra["reference"] = reference
         out = sampling.sample(pipe, prompts, setup.sampler, seed=seeds, hook=hook, extra=extra,
                               keep_steps=() if run == "roll" else None)

@@ -139,8 +139,9 @@ class EditHook(sampling.Hook):
     'target': [B, H, W] labels the probes should read (a mask or a depth map)}, plus 'key' (a PRNG key) when
     `random_direction`: the control that moves each image's activation as far as the edit would (the same L2 norm
     per image, times `random_scale`: > 1 to match the edit's damage rather than its norm), in a random direction;
-    plus 'region' (bool [B, H, W] at label resolution; a token is inside if
-    any of its label pixels is) when `local`, and optionally otherwise, to split the reported change by it.
+    plus 'region' (bool [B, H, W] at label resolution; a token is inside if any of its label pixels is) when `local`
+    or `hold_background`, and optionally otherwise, to split the reported change by it; plus 'reference' when
+    `hold_background`.
 
     Modes (combinable unless noted):
     - mode 'adam' (the paper's): `optimise_activation`, `iterations` of Adam at `lr` on every token;
@@ -187,7 +188,8 @@ class EditHook(sampling.Hook):
     def step(self, unet, params, extra, lat_in, t, context, i, b):
         hw = lat_in.shape[1:3]
         if (self.local or self.hold_background) and "region" not in extra:
-            raise ValueError("a local edit or a held background needs extra['region'] (bool [B, H, W] at label resolution)")
+            raise ValueError("a local edit or a held background needs extra['region'] (bool [B, H, W] at label "
+                             "resolution)")
         if self.hold_background and "reference" not in extra:
             raise ValueError("holding the background needs extra['reference'] (the unedited latents after each "
                              "step, [B, steps, h, w, c])")

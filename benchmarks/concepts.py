@@ -3,12 +3,11 @@ every family x module x concept probe, jaxprobe's grouped vmapped fit vs a PyTor
 (`references.concept_probes`), both timed on every probe."""
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 
 from benchmarks import references
-from benchmarks.harness import Settings, best_time, machine
+from benchmarks.harness import Settings, best_time, machine, measured
 
 # Bytes of memory traffic per parameter per Adam step in jaxprobe's fit: the weight gradient written (4), then
 # XLA:CPU's three loops for optax's adam (first moment 12, second moment 12, update 16).
@@ -86,8 +85,8 @@ same results); PyTorch {torch.__version__}, 1 thread, one probe at a time.
 {rows}
 | all | {sum(line[1] for line in lines)} | {totals['ours']:.1f} | {totals['stack']:.1f} | {totals['torch']:.1f} | **{totals['torch'] / totals['ours']:.1f}x** | {totals['torch'] / totals['stack']:.1f}x |
 
-Share of jaxprobe's time: {', '.join(f'{f} {100 * v:.0f} %' for f, v in share.items())}. Measured {datetime.date.today()};
-1-min load average {load:.1f} at the start (the cores are shared).
+Share of jaxprobe's time: {', '.join(f'{f} {100 * v:.0f} %' for f, v in share.items())}. {measured(load)}
+(the cores are shared).
 
 Roofline: the least time jaxprobe's fits could take here (scoring, a few % of its time, not counted), from the
 work both sides must do (per probe-step: the first layer's forward and weight gradient, 4 x batch x inputs x width

@@ -3,6 +3,7 @@ header, fresh worker processes, and running benchmarks by name."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import importlib
 import json
 import os
@@ -87,6 +88,12 @@ def best_time(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1) ->
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def measured(load: float) -> str:
+    """A section's date and the 1-min load average `load` taken at its start (`os.getloadavg()[0]`): the summary
+    table reads the date back ('Measured YYYY-MM-DD')."""
+    return f"Measured {datetime.date.today()}; 1-min load average {load:.1f} at the start"
 
 
 def machine() -> str:

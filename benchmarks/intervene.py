@@ -3,7 +3,7 @@ same pipeline, noise, probes and targets; the two edits must agree."""
 from __future__ import annotations
 
 from benchmarks import references
-from benchmarks.harness import Settings, best_time, machine
+from benchmarks.harness import Settings, best_time, machine, measured
 from benchmarks.pipelines import describe, load_pair
 
 # The paper (intervention_binary_depth.py) edits up-block attn1 outputs at the first 5 of 15 LMS steps, 128 Adam
@@ -35,7 +35,6 @@ def edit_problem(pipe, batch: int, num_steps: int, seed: int = 0):
 
 
 def run(s: Settings) -> str:
-    import datetime
     import os
 
     import jax
@@ -47,6 +46,7 @@ def run(s: Settings) -> str:
     from jaxprobe.scene import intervene as scene_intervene
     from jaxprobe.scene.tasks import SALIENCY
 
+    load = os.getloadavg()[0]
     pair = load_pair(s.batch, s.pipeline, captions=s.captions)
     pipe, prompts, noise, n, iterations = pair.pipe, pair.prompts, pair.noise, s.batch, s.edit_iterations
     layers, probe_set, target = edit_problem(pipe, n, s.steps)
@@ -105,8 +105,8 @@ work); best of {s.repeats} after a warm-up (jit compile excluded).
 
 Intervention, jaxprobe / eager PyTorch: **{t_theirs / t_ours:.2f}x** (goal >= 10x). Agreement of the two edits:
 final latents differ by at most {diff:.2g} (the edit moved them by up to {effect:.2g}), uint8 images by at most
-{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`. Measured
-{datetime.date.today()}; 1-min load average {os.getloadavg()[0]:.1f}.
+{image_diff} (the edit changed them by up to {image_effect}). Command: `python launch/bench.py intervene`.
+{measured(load)}.
 
 The edit's modes (`configs/scene/toy_intervene.py` options; docs/intervention.md#edit-modes), jaxprobe only, in the
 same run on the same batch; the region is the target square dilated by {REGION_RADIUS} pixels:

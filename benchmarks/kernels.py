@@ -2,10 +2,9 @@
 side on this machine, on the work it was written for."""
 from __future__ import annotations
 
-import datetime
 import os
 
-from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine
+from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine, measured
 
 WHY = {"depthwise_conv": "XLA:CPU's grouped convolution and its gradient are slow; GPU/TPU convolution libraries "
                          "have fast depthwise kernels",
@@ -47,8 +46,8 @@ for (not measured here: no accelerator).
 {uses}
 
 Each CPU rewrite against its plain form on this CPU, both traced and compiled in this run, best of {s.repeats}
-after a warm-up (compile excluded); {machine()}. Measured {datetime.date.today()}; 1-min load average {load:.1f}
-at the start (the cores are shared).
+after a warm-up (compile excluded); {machine()}. {measured(load)}
+(the cores are shared).
 
 | kernel | work | CPU rewrite s | plain s | rewrite speed-up |
 | --- | --- | ---: | ---: | ---: |

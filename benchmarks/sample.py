@@ -2,12 +2,11 @@
 SDXL-structured stand-in), prompts and noise."""
 from __future__ import annotations
 
-from benchmarks.harness import Settings, best_time, machine
+from benchmarks.harness import Settings, best_time, machine, measured
 from benchmarks.pipelines import Pair, load_pair
 
 
 def run(s: Settings) -> str:
-    import datetime
     import os
 
     import torch
@@ -34,8 +33,8 @@ excluded).
 | --- | ---: | ---: |
 {chr(10).join(rows)}
 
-Speed-up jaxprobe / diffusers: **{sd[1] / sd[0]:.2f}x**.{xl_note} Command: `python launch/bench.py sample`. Measured
-{datetime.date.today()}; 1-min load average {load:.1f} at the start."""
+Speed-up jaxprobe / diffusers: **{sd[1] / sd[0]:.2f}x**.{xl_note} Command: `python launch/bench.py sample`.
+{measured(load)}."""
 
 
 def _times(pair: Pair, s: Settings) -> tuple[float, float]:

@@ -98,29 +98,41 @@ def steps(c) -> tuple[int, ...]:
 
 
 
-def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype) -> int:
-    """Refuse, before anything compiles, a sampling request whose UNet or VAE call cannot fit: the params at
-    `dtype` plus the largest single array one call makes (a lower bound on what it needs, so a refusal is sure)
-    against the memory of a device (device.memory_stats()'s limit on an accelerator; on a CPU the host's RAM
-    shared by its devices). `batch` images are split over the mesh's data axis and doubled for CFG. Returns the
-    estimate in bytes."""
-    per_device = 2 * math.ceil(batch / mesh.axis_size("data"))
+def check_memory(pipe: Pipeline, height: int, width: int, batch: int, dtype, *,
+                 holds: Callable[[int], dict[str, int]] | None = None) -> int:
+    """Say what memory a sampling job needs, and refuse one that cannot fit, before anything compiles: the params at
+    `dtype`, the largest single array one UNet or VAE call makes and what `holds(images per device)` names ({what:
+    bytes} the job keeps besides, e.g. a second UNet and a batch's captured activations). Every part exists at
+    once, so the sum is a lower bound and a refusal is sure. It is checked against the memory of a device
+    (device.memory_stats()'s limit on an accelerator; on a CPU the host's RAM shared by its devices). `batch`
+    images are split over the mesh's data axis and doubled for CFG. Prints the estimate; returns it in bytes."""
+    images = math.ceil(batch / mesh.axis_size("data"))
     params = _at_dtype(pipe.params, jnp.dtype(dtype))
     size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor, pipe.unet.config.in_channels)
-    text = jax.tree.map(lambda x: jax.ShapeDtypeStruct((per_device, *x.shape[1:]), x.dtype),
+    text = jax.tree.map(lambda x: jax.ShapeDtypeStruct((2 * images, *x.shape[1:]), x.dtype),
                         sampling.encode_prompts(pipe, [""], cfg=False, size=(height, width)))
-    largest = _largest_call_array(sampling.modules(pipe), text, (per_device, *size), jnp.dtype(dtype))
-    need = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params)) + largest
+    parts = {"params": sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params)),
+             "largest array": _largest_call_array(sampling.modules(pipe), text, (2 * images, *size),
+                                                  jnp.dtype(dtype)),
+             **(holds(images) if holds else {})}
+    need = sum(parts.values())
     device = jax.local_devices()[0]
     limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
     if limit is None and device.platform == "cpu":
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+        limit = host_memory() // jax.local_device_count()
+    where = f"a {device.platform} device here has {limit / 2**30:.1f} GiB" if limit else "no device limit known"
+    tqdm.write(f"memory estimate: {need / 2**30:.1f} GiB per device at least ("
+               + ", ".join(f"{what} {n / 2**30:.1f}" for what, n in parts.items()) + f"); {where}")
     if limit is not None and need > limit:
-        raise ValueError(f"config.height/width/batch_size: sampling {height}x{width} images, {per_device // 2} per "
-                         f"device, in {jnp.dtype(dtype).name} needs at least {need / 2**30:.1f} GiB (params and its "
-                         f"largest array) per device; a {device.platform} device here has {limit / 2**30:.1f} GiB: "
-                         "choose a smaller size or batch")
+        raise ValueError(f"config.height/width/batch_size: sampling {height}x{width} images, {images} per device, in "
+                         f"{jnp.dtype(dtype).name} needs at least {need / 2**30:.1f} GiB ("
+                         + ", ".join(parts) + f") per device; {where}: choose a smaller size or batch")
     return need
+
+
+def host_memory() -> int:
+    """Bytes of this host's RAM."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @functools.lru_cache(maxsize=16)

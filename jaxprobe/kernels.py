@@ -34,6 +34,10 @@ KERNELS = {
     "class_ce": {"cpu_planes": ("cpu",), "optax": ()},
     # a group of probes: fit in chunks whose first-layer parameters fit the cache, or all stacked at once
     "probe_fit": {"cpu_chunked": ("cpu",), "vmap": ()},
+    # attention whose scores would be large: its queries a chunk at a time so that one chunk's scores exist at once
+    # (host memory, not speed: SD v1 at 512x512), or one `jax.nn.dot_product_attention` call, which on a GPU may
+    # pick a fused kernel that never holds the scores
+    "attention": {"cpu_query_chunks": ("cpu",), "plain": ()},
 }
 _override: dict[str, str] = {}
 

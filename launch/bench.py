@@ -15,6 +15,8 @@ every headline figure, its goal, the machine and the versions at the top). The b
   python launch/bench.py kernels     # each CPU-only rewrite (jaxprobe/kernels.py) against its plain lax/optax form
   python launch/bench.py device      # on an accelerator: full-size SD v1 UNet vs diffusers fp16, MFU, capture, edit,
                                      # probe fits, DPT-Large, peak memory (<= 8 min on one H100; docs/scale-out.md)
+  python launch/bench.py rehearsal   # configs/scene/sd_v1_paper.py stage by stage on a full-width random SD v1 and
+                                     # DPT-Large: time, compile, peak RSS, estimate, store bytes (docs/scale-out.md)
 
   python launch/bench.py --smoke --out=/tmp/smoke.md all   # every benchmark at a tiny size: does it run?
 """

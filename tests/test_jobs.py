@@ -54,13 +54,14 @@ def toy_pipe():
     return load_pipeline(ROOT / "assets" / "toy_pipeline")
 
 
-def test_the_memory_estimate_refuses_a_size_no_machine_has_before_anything_compiles(toy_pipe):
-    with pytest.raises(ValueError) as e:
-        jobs.check_memory(toy_pipe, 65536, 64, 1, jnp.float32)  # 16384x16 latent tokens: a 256 GiB attention matrix
+def test_the_memory_estimate_refuses_a_size_no_machine_has_before_anything_compiles(toy_pipe, capsys):
+    with pytest.raises(ValueError) as e:  # the VAE decodes 16 images of 8192^2 pixels: its activations > 100 GiB
+        jobs.check_memory(toy_pipe, 8192, 8192, 16, jnp.float32, holds=lambda n: {"a batch's activations": n})
     message = str(e.value)
-    assert message.startswith("config.height/width/batch_size: sampling 65536x64 images, 1 per device, in float32 "
-                              "needs at least ")
-    assert "GiB (params and its largest array) per device; a cpu device here has " in message
+    assert message.startswith("config.height/width/batch_size: sampling 8192x8192 images, 16 per device, in "
+                              "float32 needs at least ")
+    assert ("GiB (params, largest array, a batch's activations) per device; a cpu device here has " in message)
+    assert capsys.readouterr().out.startswith("memory estimate: ")
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     assert float(message.split("needs at least ")[1].split(" GiB")[0]) > ram
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxprobe import kernels
-from jaxprobe.models import mobilenet_v2
+from jaxprobe.models import layers, mobilenet_v2
 from jaxprobe.probing import fit, probes
 from jaxprobe.probing.tasks import Task
 
@@ -32,9 +32,10 @@ def assert_close(results, atol):
 def test_cpu_gets_its_rewrites_and_overrides_win(monkeypatch):
     assert {n: kernels.choose(n) for n in kernels.KERNELS} == {
         "depthwise_conv": "cpu_shifted", "probe_logits": "cpu_transposed_vjp", "class_ce": "cpu_planes",
-        "probe_fit": "cpu_chunked"}
+        "probe_fit": "cpu_chunked", "attention": "cpu_query_chunks"}
     assert {n: kernels.default(n, "gpu") for n in kernels.KERNELS} == {
-        "depthwise_conv": "lax", "probe_logits": "plain", "class_ce": "optax", "probe_fit": "vmap"}
+        "depthwise_conv": "lax", "probe_logits": "plain", "class_ce": "optax", "probe_fit": "vmap",
+        "attention": "plain"}
     monkeypatch.setenv(kernels.ENV, "depthwise_conv=lax, probe_fit=vmap")
     assert kernels.choose("depthwise_conv") == "lax" and kernels.choose("class_ce") == "cpu_planes"
     with kernels.use(depthwise_conv="cpu_shifted"):
@@ -83,3 +84,19 @@ def test_chunked_fit_equals_one_stack(monkeypatch):
     results = both("probe_fit", lambda: fit.fit_group(x, y, CONCEPT, kind="mlp", hidden=4, epochs=2, batch_size=4),
                    jit=False)
     assert_close(results, atol=1e-6)
+
+
+def test_attention_in_query_chunks_equals_one_call_with_its_gradients(monkeypatch):
+    """Scores over the chunk budget run in the fewest equal query chunks under it (12 queries, 2 images x 2 heads x
+    5 keys x 4 bytes = 80 bytes per query, 256 bytes allowed: 3 per chunk, 4 chunks); values and the gradients
+    the intervention takes agree with one call."""
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, n, 2, 4)) for i, n in enumerate((12, 5, 5)))
+    monkeypatch.setattr(layers, "ATTENTION_CHUNK_BYTES", 256)
+    with kernels.use(attention="cpu_query_chunks"):
+        jaxpr = str(jax.make_jaxpr(layers.attention)(q, k, v))
+    assert "f32[4,2,3,2,4] = scan" in jaxpr  # 4 chunks of [B, 3 queries, H, D]
+
+    def value_and_grads(q, k, v):
+        return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(layers.attention(*a))), (0, 1, 2))(q, k, v)
+
+    assert_close(both("attention", value_and_grads, q, k, v), atol=1e-6)

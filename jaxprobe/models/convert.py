@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -108,7 +109,9 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], template, *, source: s
 
 def state_dict_to_variables(state: Mapping[str, np.ndarray], template, *, source: str, model: str,
                             module_key: Callable[[tuple[str, ...]], str] = path_to_torch_key) -> dict:
-    """A PyTorch state dict -> Flax variables shaped like `template` ({collection: tree}), all float32.
+    """A PyTorch state dict -> Flax variables shaped like `template` ({collection: tree}), all float32 arrays on the
+    default device: each leaf is put there as it is converted, because a jitted call given numpy copies every leaf
+    again at each call (4.3 GB per sampling batch for SD v1), and a host copy kept beside a device one doubles them.
 
     The key table comes from the template: each Flax path's torch key (`module_key` names its module; torch
     BatchNorm's running_mean/var are `batch_stats` mean/var). Raises WeightMismatchError (every missing, unexpected
@@ -121,7 +124,7 @@ def state_dict_to_variables(state: Mapping[str, np.ndarray], template, *, source
         value = _to_flax(path[-1], np.asarray(state[key]), target)
         if value.dtype.kind in "biu":
             raise ValueError(f"{source}: {key} has dtype {value.dtype}, expected floating point")
-        out[path] = value.astype(np.float32) if value.dtype != np.float32 else value
+        out[path] = jnp.asarray(value, jnp.float32)
     return traverse_util.unflatten_dict(out)
 
 

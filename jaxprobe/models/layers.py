@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprobe import kernels
+
 Dtype = Any
 
 
@@ -108,8 +110,29 @@ class Upsample2D(nn.Module):
         return conv(self.out_channels, 3, dtype=self.dtype, name="conv")(x)
 
 
+# The fp32 scores one chunk of `attention`'s queries may make on a backend that chunks them (kernels.py).
+ATTENTION_CHUNK_BYTES = 1 << 28
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """`jax.nn.dot_product_attention` of q [B, T, H, D] with k, v [B, S, H, D] -> [B, T, H, D]. Where the kernel
+    choice is 'cpu_query_chunks' and the scores [B, H, T, S] would exceed `ATTENTION_CHUNK_BYTES`, the queries run
+    in the fewest equal chunks under it (`lax.map`), so a call holds one chunk's scores instead of all: SD v1's
+    64x64-token layers make 1 GiB per image with CFG at 512x512."""
+    b, t, h, _ = q.shape
+    scores = b * h * t * k.shape[1] * 4  # bytes, as fp32 (the softmax's dtype)
+    chunks = 1
+    if kernels.choose("attention") == "cpu_query_chunks":
+        chunks = next(n for n in range(1, t + 1) if t % n == 0 and (scores // n <= ATTENTION_CHUNK_BYTES or n == t))
+    if chunks == 1:
+        return jax.nn.dot_product_attention(q, k, v)
+    parts = jnp.moveaxis(q.reshape(b, chunks, t // chunks, *q.shape[2:]), 1, 0)
+    out = jax.lax.map(lambda part: jax.nn.dot_product_attention(part, k, v), parts)
+    return jnp.moveaxis(out, 0, 1).reshape(b, t, h, v.shape[-1])
+
+
 class Attention(nn.Module):
-    """diffusers' `Attention`: multi-head (cross-)attention through `jax.nn.dot_product_attention`.
+    """diffusers' `Attention`: multi-head (cross-)attention through `attention` (`jax.nn.dot_product_attention`).
 
     x [B, T, C] (or [B, H, W, C], flattened to tokens and back), context [B, S, D] or None (self-attention)
     -> same shape as x. `to_out_0` is the projection before any residual add (the paper's probe site).
@@ -138,6 +161,6 @@ class Attention(nn.Module):
             return y.reshape(y.shape[:2] + (self.heads, self.dim_head))
 
         q, k, v = project("to_q", x), project("to_k", context), project("to_v", context)
-        out = jax.nn.dot_product_attention(q, k, v).reshape(x.shape[:2] + (inner,))
+        out = attention(q, k, v).reshape(x.shape[:2] + (inner,))
         out = nn.Dense(shape[-1], dtype=self.dtype, name="to_out_0")(out).reshape(shape)
         return out + residual if self.residual_connection else out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Sequence
 
 import jax
@@ -180,16 +181,44 @@ def _pool(x: jax.Array, k: int, latent_hw: tuple[int, int]) -> jax.Array:
 def token_grids(pipe, paths, height: int, width: int) -> dict[str, tuple[int, int] | None]:
     """{UNet layer path: its (h, w) token grid for height x width images, or None for an output without one}.
     Shapes only: one `jax.eval_shape` of the UNet, nothing is computed."""
+    return {k: tuple(s.shape[1:3]) if len(s.shape) == 4 else None
+            for k, s in _layer_shapes(pipe, tuple(paths), height, width).items()}
+
+
+def kept_bytes(pipe, request: CaptureRequest, batch: int) -> int:
+    """Bytes that the capture of `batch` images keeps until the batch is written: each selected layer at each selected
+    step of the trained UNet (and of the randomized one), pooled and cast as stored, each VAE baseline's layer and
+    the latents it decodes. Shapes only (`jax.eval_shape`), nothing is computed."""
+    height, width = sampling.check_size(pipe, request.sampler.height, request.sampler.width)
+    paths = hooks.select_layers(pipe.unet, request.layers)
+    steps = len(sampling.select_steps(request.steps, request.sampler.num_inference_steps))
+    pool, dtype = _check_pool(request.store_pool), _store_dtype(request.store_dtype)
+
+    def stored(shapes):
+        return sum(math.prod(s.shape[1:]) // pool ** 2 * (dtype or jnp.dtype(s.dtype)).itemsize for s in shapes)
+
+    unet = stored(_layer_shapes(pipe, paths, height, width).values()) * (1 + (request.randomized_seed is not None))
+    latent = jax.ShapeDtypeStruct((1, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor,
+                                   pipe.unet.config.in_channels), jnp.float32)
+    vae = jax.eval_shape(functools.partial(baselines.vae_decoder_activations, pipe.vae), pipe.params["vae"], latent)
+    models = len(_check_vae(request.vae_baselines))
+    per_image = unet + models * (stored(vae.values()) + math.prod(latent.shape) * 4)
+    return batch * steps * per_image
+
+
+@functools.lru_cache(maxsize=16)
+def _layer_shapes(pipe, paths: tuple[str, ...], height: int, width: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """{UNet layer path: the shape of its output for one height x width image, spatial [1, h, w, C] where it has a
+    token grid}, from one `jax.eval_shape`."""
     latent_hw = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     x, t, context = pipe.unet.dummy_inputs()
     x = jnp.zeros((1, *latent_hw, x.shape[-1]), x.dtype)
 
-    def grids(params):
-        acts = hooks.apply(pipe.unet, params, x, t, context, record=tuple(paths))[1]
-        return {k: hooks.to_spatial(a, latent_hw) if a.ndim == 3 else a for k, a in acts.items()}
+    def acts(params):
+        out = hooks.apply(pipe.unet, params, x, t, context, record=paths)[1]
+        return {k: hooks.to_spatial(a, latent_hw) if a.ndim == 3 else a for k, a in out.items()}
 
-    shapes = jax.eval_shape(grids, pipe.params["unet"])
-    return {k: tuple(s.shape[1:3]) if len(s.shape) == 4 else None for k, s in shapes.items()}
+    return jax.eval_shape(acts, pipe.params["unet"])
 
 
 def _check_vae(models) -> tuple[str, ...]:

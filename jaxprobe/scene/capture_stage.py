@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
@@ -26,6 +27,18 @@ def capture_request(c, layers: Sequence[str], steps: Sequence[int]) -> capture.C
         jnp.dtype(c.store_dtype), store_pool=c.store_pool,
         randomized_seed=c.randomized_seed if "randomized" in c.models else None,
         vae_baselines=baselines.vae_models(c.models))
+
+
+def capture_holds(pipe, request: capture.CaptureRequest) -> Callable[[int], dict[str, int]]:
+    """What a batch of the capture holds besides the pipeline's params (`jobs.check_memory`'s `holds`): the
+    randomized UNet's params at the compute dtype and the batch's captured activations."""
+    unet = sum(p.size * jnp.dtype(request.sampler.dtype).itemsize for p in jax.tree.leaves(pipe.params["unet"]))
+
+    def holds(images: int) -> dict[str, int]:
+        return {**({"randomized UNet": unet} if request.randomized_seed is not None else {}),
+                "a batch's activations": capture.kept_bytes(pipe, request, images)}
+
+    return holds
 
 
 def capture_all(c, pipe, request: capture.CaptureRequest, data: Dataset, act_store: store.ProcessStores) -> None:

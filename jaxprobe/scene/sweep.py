@@ -32,7 +32,7 @@ from jaxprobe import jobs, mesh
 from jaxprobe.probing import store
 from jaxprobe.scene import image_index
 from jaxprobe.scene.baselines import VAE_LAYER
-from jaxprobe.scene.capture_stage import capture_all, capture_request, export_images
+from jaxprobe.scene.capture_stage import capture_all, capture_holds, capture_request, export_images
 from jaxprobe.scene.fit_stage import fit_and_score, layer_parts, scores_path, split_rows
 from jaxprobe.scene.label_stage import label, labels_for
 from jaxprobe.scene.reference_stage import REFERENCES, probed_grids, write_references
@@ -52,14 +52,17 @@ def run(c, workdir) -> dict:
     jobs.check_workdir(workdir)
     pipe = jobs.load_checked_pipeline(c)
     layers, steps = check_config(c, pipe)
-    jobs.check_memory(pipe, c.resolution, c.resolution, c.batch_size, jnp.float32)
+    request, capturing = capture_request(c, layers, steps), c.stage in ("all", "capture")
+    if capturing:
+        jobs.check_memory(pipe, c.resolution, c.resolution, c.batch_size, jnp.float32,
+                          holds=capture_holds(pipe, request))
     workdir = jobs.claim(workdir, {**c.to_dict(), "weights_sha256": jobs.weights_fingerprint(c.pipeline_dir)},
                          kind="sweep", may_change=STAGE_KEYS)
     data = make_dataset(c)
     act_store = store.ProcessStores(workdir / "activations", jax.process_index(), jax.process_count())
     every = c.stage == "all"
-    if every or c.stage == "capture":
-        capture_all(c, pipe, capture_request(c, layers, steps), data, act_store)
+    if capturing:
+        capture_all(c, pipe, request, data, act_store)
         mesh.barrier("capture")  # every part of every chunk is written
         export_images(c, workdir, data, act_store)
         if not every:

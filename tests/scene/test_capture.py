@@ -102,6 +102,17 @@ def test_pooled_capture_is_the_average_pool_of_the_unpooled_one(tiny, noise, swe
     np.testing.assert_array_equal(pooled.images, sweep.images)  # pooling only touches what is stored
 
 
+def test_kept_bytes_are_what_a_capture_returns_and_the_latents_it_decodes(tiny, sweep):
+    """The memory estimate's 'a batch's activations' (`jobs.check_memory`), from shapes only."""
+    request = capture.CaptureRequest(sampling.Settings(num_inference_steps=STEPS), **{
+        k: v for k, v in SWEEP.items() if k != "num_inference_steps"})
+    returned = sum(a.nbytes for kind in (sweep.acts, sweep.randomized, sweep.vae, sweep.vae_x0) for a in kind.values())
+    latents = 2 * STEPS * np.asarray(sweep.latents).nbytes  # x_t and x0 at every step, for the two VAE baselines
+    assert capture.kept_bytes(tiny[1], request, B) == returned + latents
+    smaller = capture.kept_bytes(tiny[1], request.override(store_pool=2, store_dtype=jnp.bfloat16), B)
+    assert smaller == returned // 8 + latents  # pooled 2x2 and half the bytes; the latents are kept as sampled
+
+
 def test_attn1_outputs_match_diffusers_forward_hooks(tiny, noise, sweep):
     torch_pipe, pipe = tiny
     recorded, handles = {}, []

@@ -87,6 +87,8 @@ BAD = {  # id: (changes, exception, the message must match)
     "steps": ({"steps": (0, 7)}, ValueError, r"config.steps: step 7 is out of range"),
     "guidance_scale": ({"guidance_scale": math.nan}, ValueError, r"config.guidance_scale: .*finite"),
     "layers": ({"layers": ("*attn3/to_out_0",)}, ValueError, r"config.layers: .* matches no UNet module"),
+    "fit_memory_gb": ({"fit_memory_gb": 1e9}, ValueError, r"config.fit_memory_gb=1000000000.0 is more than this "
+                                                           r"host's [\d.]+ GB of RAM"),
 }
 
 

@@ -2,11 +2,14 @@
 sampling, on the toy LDM (SD v1 block layout, 16 attn1 layers)."""
 from __future__ import annotations
 
-from benchmarks.harness import Settings, best_time, machine
+import os
+
+from benchmarks.harness import Settings, best_time, machine, measured
 from benchmarks.pipelines import describe, prompts_for
 
 
 def run(s: Settings) -> str:
+    load = os.getloadavg()[0]
     import jax
     import numpy as np
 
@@ -43,7 +46,9 @@ def run(s: Settings) -> str:
     times = [(name, best_time(fn, repeats=s.repeats)) for name, fn in rows]
     base = times[0][1]
     table = "\n".join(f"| {name} | {t:.3f} | {t / base:.2f}x |" for name, t in times)
-    return f"""{describe(s.pipeline)}, batch {n}, LMS {s.steps} steps, CFG 7.5, fp32; {machine()}; best of
+    return f"""{measured(load)}.
+
+{describe(s.pipeline)}, batch {n}, LMS {s.steps} steps, CFG 7.5, fp32; {machine()}; best of
 {s.repeats} after a warm-up.
 
 | pass | s / batch | vs sampling |

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import Settings, best_time, worker
+from benchmarks.harness import Settings, best_time, measured, worker
 
 # SD v1's components as diffusers / transformers configs (the v1-4 checkpoint's config.json files). The text
 # encoder keeps SD v1's shape with a character-level vocabulary (`jaxprobe.testing.write_char_tokenizer`), since
@@ -36,6 +36,7 @@ GUIDANCE = 7.5
 
 
 def run(s: Settings) -> str:
+    load = os.getloadavg()[0]
     """Every row (`measure`), each in a fresh process at full size so that its peak memory is its own."""
     import jax
 
@@ -298,7 +299,9 @@ def report(out: dict, k: dict, s: Settings, devices) -> str:
     size = "full-size SD v1 (UNet 860 M parameters)" if k["size"] == "sd_v1" else "a tiny random SD pipeline"
     where = ("each row in a fresh process, so each peak is its own" if k["isolate"] else
              "every row in one process, so a peak is the run's so far")
-    return f"""Device: {device.device_kind} ({device.platform}, {len(devices)} device(s) seen, one used). {size},
+    return f"""{measured(load)}.
+
+Device: {device.device_kind} ({device.platform}, {len(devices)} device(s) seen, one used). {size},
 random weights written by diffusers' `save_pretrained`, {res}x{res} images, batch {b}, bf16 compute unless said;
 {where}; best of {s.repeats} after a warm-up that compiles. Measured {datetime.date.today()}.
 Peak memory: the device's `memory_stats()['peak_bytes_in_use']` (PyTorch: `max_memory_allocated`), GiB; n/a where

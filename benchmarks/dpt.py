@@ -2,12 +2,14 @@
 Flax DPT under one jit and by transformers' PyTorch model on the same batch."""
 from __future__ import annotations
 
+import os
 import tempfile
 
-from benchmarks.harness import Settings, best_time, machine
+from benchmarks.harness import Settings, best_time, machine, measured
 
 
 def run(s: Settings) -> str:
+    load = os.getloadavg()[0]
     import jax
     import numpy as np
     import torch
@@ -35,7 +37,9 @@ def run(s: Settings) -> str:
     err, scale = float(np.abs(np.asarray(ours()) - depth).max()), float(np.abs(depth).max())
     t_ours, t_torch = best_time(ours, repeats=s.repeats), best_time(theirs, repeats=s.repeats)
     minutes = 617 * t_ours / s.batch / 60  # the paper's image count
-    return f"""Random DPT ({cfg['num_hidden_layers']} x {cfg['hidden_size']} ViT, '{cfg['readout_type']}' readout, {sum(p.numel() for p in ref.parameters()) / 1e6:.0f}M
+    return f"""{measured(load)}.
+
+Random DPT ({cfg['num_hidden_layers']} x {cfg['hidden_size']} ViT, '{cfg['readout_type']}' readout, {sum(p.numel() for p in ref.parameters()) / 1e6:.0f}M
 parameters; DPT-Large's is 24 x 1024) saved by transformers and loaded by `jaxprobe.models.load_dpt`; batch {s.batch} at {size}x{size}, fp32,
 both on {machine()}, PyTorch on {torch.get_num_threads()} threads; best of {s.repeats} after a warm-up (jit compile
 excluded). Max abs depth difference between the two: {err:.1e} (max |depth| {scale:.2f}).

@@ -181,16 +181,16 @@ def write_summary(path) -> None:
     for name in GOALS:
         if name in sections:
             figure = re.search(r"\*\*([^*]+)\*\*", sections[name])
-            measured = re.search(r"Measured (\d{4}-\d\d-\d\d)", sections[name])
+            measured = re.search(r"Measured\s+(\d{4}-\d\d-\d\d)", sections[name])
             rows.append(f"| [{name}](#{name}) | {figure[1] if figure else '-'} | {GOALS[name]} | "
-                        f"`python launch/bench.py {name}` | {measured[1] if measured else '-'} |")
+                        f"`python launch/bench.py {name}` | {measured[1] if measured else 'undated: stale'} |")
     versions = ", ".join(f"{p} {_version(metadata, p)}" for p in VERSIONED)
     header = f"""# jaxprobe benchmarks
 
 Written by `python launch/bench.py all` (or one name); each section states its setting and was measured in one run,
 both sides together. Machine: {machine()}. Versions: {versions}.
 
-| benchmark | headline | goal | command | measured (where the section dates it) |
+| benchmark | headline | goal | command | measured (a section without a date was written before sections carried one, by older code: rerun it) |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from benchmarks import references
-from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine
+from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine, measured
 
 
 def run(s: Settings) -> str:
@@ -44,10 +44,12 @@ def run(s: Settings) -> str:
         t_theirs = best_time(theirs, repeats=s.repeats, warmup=0)
     finally:
         torch.set_num_threads(threads)
-    return f"""Saliency probes for the toy LDM's 16 attn1 layers x {steps} steps = {num_probes} probes (toy token
+    return f"""{measured(load)}.
+
+Saliency probes for the toy LDM's 16 attn1 layers x {steps} steps = {num_probes} probes (toy token
 grids 16x16x32 .. 2x2x64, labels 64x64), {n} images, batch {batch}, {epochs} epochs, Adam 1e-3; random
-activations (timing only). Both sides train all {num_probes} probes (no scaling). {machine()}
-(1-min load average {load:.1f} at the start), torch on 1 thread; each side best of {s.repeats} after a warm-up (jit
+activations (timing only). Both sides train all {num_probes} probes (no scaling). {machine()},
+torch on 1 thread; each side best of {s.repeats} after a warm-up (jit
 compile excluded).
 
 | implementation | s for all probes | ms / probe-epoch |

@@ -102,10 +102,11 @@ def report(rows: list[dict], k: dict, dpt_config: dict, load: float) -> str:
         status = f"killed (signal {r['killed']})" if r["killed"] else "ok"
         store = f"{r['store_per_image'] / 1e6:.1f}" if r["store_per_image"] is not None else "-"
         estimate = f"{r['estimate']:.1f}" if r["estimate"] is not None else "-"
-        rss = f"{r['peak_rss'] / gib:.1f}"
         return (f"| {r['stage']} | {r['resolution']}² | {r['images']} | {r['seconds'] / 60:.1f} | "
-                f"{r['compile']:.0f} | {f'**{rss}**' if r is rows[-1] else rss} | {estimate} | {store} | {status} |")
+                f"{r['compile']:.0f} | {r['peak_rss'] / gib:.1f} | {estimate} | {store} | {status} |")
 
+    big = rows[-1]
+    said = "none printed" if big["estimate"] is None else f"at least {big['estimate']:.1f} GiB"
     width = "full-width SD v1 (860 M UNet)" if k["size"] == "sd_v1" else "the tiny test pipeline"
     return f"""{measured(load)}. Machine: {machine()}, {_ram() / gib:.1f} GiB RAM.
 
@@ -113,7 +114,7 @@ def report(rows: list[dict], k: dict, dpt_config: dict, load: float) -> str:
 diffusers' `save_pretrained`, a random DPT ({dpt_config['num_hidden_layers']} layers x {dpt_config['hidden_size']},
 {dpt_config['image_size']}²) for depth, random segmentations for the salient object; the first four rows on
 {k['images']} images (batch {k['batch']}, every attn1 layer x 15 steps, both baselines, bf16 store), the last
-one capture batch of {k['big_batch']} at {k['big_resolution']}² (its peak RSS in bold). Each stage in a fresh process: wall minutes
+one capture batch of {k['big_batch']} at {k['big_resolution']}². Each stage in a fresh process: wall minutes
 (loading included), XLA compile seconds (summed over the stage's programs), peak resident memory, the capture's
 own estimate printed before it compiles (`jobs.check_memory`: a lower bound), and the activation store's bytes per image (MB = 10⁶ bytes). Command:
 `python launch/bench.py rehearsal` (docs/scale-out.md).
@@ -121,6 +122,9 @@ own estimate printed before it compiles (`jobs.check_memory`: a lower bound), an
 | stage | size | images | wall min | compile s | peak RSS GiB | estimate GiB | store MB/image | result |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(line(r) for r in rows)}
+
+The {big['resolution']}² capture, one batch of {big['images']}: **{big['peak_rss'] / gib:.1f} GiB peak RSS** on a
+{_ram() / gib:.1f} GiB host ({'killed' if big['killed'] else 'it fits'}; the estimate before it compiled: {said}).
 """
 
 

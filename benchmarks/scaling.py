@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine, worker
+from benchmarks.harness import TOY_LAYERS, Settings, best_time, machine, measured, worker
 from benchmarks.pipelines import describe, prompts_for
 
 
@@ -39,6 +39,7 @@ def time_scaling(repeats: int, steps: int, pipeline: str, captions: bool) -> dic
 
 
 def run(s: Settings) -> str:
+    load = os.getloadavg()[0]
     from jaxprobe import train as training
 
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
@@ -49,7 +50,9 @@ def run(s: Settings) -> str:
     rows = "\n".join(f"| {r['devices']} | {r['images'] / r['capture_s']:.2f} | "
                      f"{one['capture_s'] / r['capture_s']:.2f}x | {r['probe_epochs'] / r['fit_s']:.0f} | "
                      f"{one['fit_s'] / r['fit_s']:.2f}x |" for r in runs)
-    return f"""Capture ({describe(s.pipeline)}, batch {one['images']} split over the data axis, LMS {s.steps} steps, every attn1 layer x
+    return f"""{measured(load)}.
+
+Capture ({describe(s.pipeline)}, batch {one['images']} split over the data axis, LMS {s.steps} steps, every attn1 layer x
 step) and probe fitting (`fit.fit_group`, {one['probes']} linear saliency probes of the 16x16x32 toy group split over
 the probe axis, 64 images, 2 epochs, incl. placing the inputs) on {s.scaling_devices[0]} to {s.scaling_devices[-1]} XLA host devices, each count in a fresh
 process; {one['machine']}; best of {s.repeats} after a warm-up.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.harness import Settings, best_time, machine, worker
+from benchmarks.harness import Settings, best_time, machine, measured, worker
 
 
 def time_train_step(repeats: int, overrides: dict) -> dict:
@@ -39,6 +39,7 @@ def time_train_step(repeats: int, overrides: dict) -> dict:
 
 
 def run(s: Settings) -> str:
+    load = os.getloadavg()[0]
     from jaxprobe import train as training
 
     flags = os.environ.get("XLA_FLAGS", "")
@@ -47,7 +48,9 @@ def run(s: Settings) -> str:
     one, many = runs
     rows = "\n".join(f"| {r['devices']} | {r['seconds']:.3f} | {r['batch'] / r['seconds']:.1f} |" for r in runs)
     changed = f" with {s.train_config}" if s.train_config else ""
-    return f"""Toy LDM training step (configs/toy/ldm.py{changed} via `recipes.ldm_setup`: UNet + text encoder, loss, optimizer, EMA), batch {one['batch']},
+    return f"""{measured(load)}.
+
+Toy LDM training step (configs/toy/ldm.py{changed} via `recipes.ldm_setup`: UNet + text encoder, loss, optimizer, EMA), batch {one['batch']},
 fp32; {one['machine']}; best of {s.repeats} x 5 steps after a warm-up. The CPU is split into XLA devices with
 `train.host_device_flags` (what `recipes.train` does) and `train.fit` splits each batch over them.
 

@@ -20,11 +20,12 @@ from jaxprobe.models import Pipeline, load, load_pipeline
 from jaxprobe.models.pipeline import COMPONENTS
 
 
-def load_checked_pipeline(c, key: str = "pipeline_dir") -> Pipeline:
-    """config.<key> checked to be a diffusers pipeline directory (its components present), then loaded."""
+def load_checked_pipeline(c, key: str = "pipeline_dir", *, weights: bool = True) -> Pipeline:
+    """config.<key> checked to be a diffusers pipeline directory (its components present), then loaded (`weights`
+    as in `load_pipeline`)."""
     path = validate.existing_path(c, key, "a diffusers Stable Diffusion directory", COMPONENTS)
-    tqdm.write(f"loading pipeline {path}")
-    return load_pipeline(path)
+    tqdm.write(f"loading pipeline {path}{'' if weights else ' (configs and shapes only)'}")
+    return load_pipeline(path, weights=weights)
 
 
 def weights_fingerprint(*paths) -> str:

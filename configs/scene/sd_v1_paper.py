@@ -15,7 +15,10 @@ paper reports Dice ~0.85 and depth RMSE ~0.47). Measured instead, on the 2-core 
 commands on `jaxprobe.testing.sd_v1_structured_pipeline` (SD v1's blocks and module paths at small widths, random
 weights) at --config.resolution=64 with all 617 prompts and random label files: capture 3 min 8 s, label 11 s, fit
 4 min 50 s, report 17 s. Its scores are chance by construction (depth RMSE 1.000, best saliency Dice 0.29-0.31 for
-masks covering 26%); tests/scene/test_stages.py runs the same flow in the slow tier.
+masks covering 26%); tests/scene/test_stages.py runs the same flow in the slow tier. At full width with random
+weights (`python launch/bench.py rehearsal`, 2026-12-07, 23.5 GiB RAM): 256x256 capture 5.2 min a batch of 4
+(11.9 GiB peak RSS), label 1.1 min, fit 4.8 min for 8 images; 512x512 capture 14.4 min for a batch of 2 (11.8 GiB
+peak), so 617 images would take about 74 hours on this CPU (docs/scale-out.md#the-full-width-rehearsal).
 """
 from pathlib import Path
 

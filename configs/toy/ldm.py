@@ -3,8 +3,9 @@ CLIPTextModel trained jointly on the toy VAE's 16x16x4 latents; logit-normal tim
 
   python launch/train.py --config=configs/toy/ldm.py --config.vae_dir=runs/toy_vae/vae --workdir=runs/toy_ldm
 
-Machine: the 2-core x86_64 CPU, data parallel. Time: 33.9 min (2.2 steps/s, with three quality evaluations;
-2026-12-01, the machine 1.1-1.4x slower than idle); 26:37 on an idle machine (2026-11-25, the previous palette).
+Machine: the 2-core x86_64 CPU, data parallel. Time: 34:51 on an idle machine (2026-12-07, 0.52 s/step, three
+quality evaluations 75 s; the end monitor 96.9% found, 82.8% colour on 64 captions), 33.9 min (2026-12-01); 26:37
+(2026-11-25, 0.341 s/step, the previous palette): the machine's step time moves 1.5x between days.
 Result: runs/toy_ldm/pipeline (= assets/toy_pipeline); on 128 unseen captions (LMS 15, CFG 7.5) the labelers find a
 salient object in 99.2% and the caption's colour in 85.9% (goals 90% / 80%); Euler 95.3%. Train the VAE and the
 labelers first (configs/toy/vae.py, labelers.py). Resumable. A rerun builds its own tokenizer, so compare its

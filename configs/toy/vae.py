@@ -3,9 +3,9 @@ r"""The shipped toy VAE: AutoencoderKL (16, 32, 64), 64x64 toy-world images -> 1
 
   python launch/train.py --config=configs/toy/vae.py --workdir=runs/toy_vae   # -> runs/toy_vae/vae/
 
-Machine: the 2-core x86_64 CPU, data parallel over its two cores. Time: 8.1 min + 2.7 min for the decoder phase
-(2026-12-01, the machine 1.1-1.4x slower than idle); the first phase took 7:01 on an idle machine (2026-11-25, the
-previous palette). Result: PSNR 24.67 dB on 256 held-out scenes after the first phase, 25.19 dB after the decoder
+Machine: the 2-core x86_64 CPU, data parallel over its two cores. Time: 12:00 with the decoder phase (2026-12-07,
+beside `nice 19` test runs), 8.1 + 2.7 min (2026-12-01); the first phase took 7:01 on an idle machine (2026-11-25,
+the previous palette). The 2026-12-07 rerun reproduced both PSNRs below to the hundredth. Result: PSNR 24.67 dB on 256 held-out scenes after the first phase, 25.19 dB after the decoder
 phase (goal >= 25 dB); this is assets/toy_pipeline/vae. Resumable: rerun the same command after a kill. Recipe:
 docs/toy_models.md.
 """

@@ -128,9 +128,11 @@ def param_shapes(module) -> Any:
     return variable_shapes(module)["params"]
 
 
-def _load(directory, build: Callable[..., Any], what: str, dtype=None, variant=None):
+def _load(directory, build: Callable[..., Any], what: str, dtype=None, variant=None, weights: bool = True):
     directory = Path(os.path.abspath(directory))
     module = build(read_config(directory, what=what), dtype=dtype)
+    if not weights:
+        return module, param_shapes(module)
     state = read_weights(directory, variant=variant, what=what)
     return module, convert.state_dict_to_params(state, param_shapes(module), source=str(directory),
                                                 model=f"{what} built from its config.json")
@@ -193,20 +195,21 @@ def _check_dpt_config(config: dict, where: str):
                          f"(architectures={config.get('architectures')!r})")
 
 
-def load_unet(directory, *, dtype=None, variant=None):
-    """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params); `variant` as in `read_weights`."""
-    return _load(directory, build_unet, "UNet", dtype, variant)
+def load_unet(directory, *, dtype=None, variant=None, weights: bool = True):
+    """UNet2DConditionModel from a diffusers `unet/` directory -> (module, params); `variant` as in `read_weights`;
+    `weights=False` reads the config alone and returns the params' ShapeDtypeStructs (as the VAE and text encoder)."""
+    return _load(directory, build_unet, "UNet", dtype, variant, weights)
 
 
-def load_vae(directory, *, dtype=None, variant=None):
+def load_vae(directory, *, dtype=None, variant=None, weights: bool = True):
     """AutoencoderKL from a diffusers `vae/` directory -> (module, params); `variant` as in `read_weights`."""
-    return _load(directory, build_vae, "VAE", dtype, variant)
+    return _load(directory, build_vae, "VAE", dtype, variant, weights)
 
 
-def load_text_encoder(directory, *, dtype=None, variant=None):
+def load_text_encoder(directory, *, dtype=None, variant=None, weights: bool = True):
     """CLIPTextModel (or CLIPTextModelWithProjection: `build_text_encoder`) from a transformers `text_encoder/` dir
     -> (module, params); `variant` as in `read_weights`."""
-    return _load(directory, build_text_encoder, "text encoder", dtype, variant)
+    return _load(directory, build_text_encoder, "text encoder", dtype, variant, weights)
 
 
 def load_clip(directory, *, dtype=None, variant=None):

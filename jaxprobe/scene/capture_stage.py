@@ -47,7 +47,7 @@ def capture_all(c, pipe, request: capture.CaptureRequest, data: Dataset, act_sto
     n, b = len(data.prompts), c.batch_size
     chunks = range(math.ceil(n / b))
     todo = [k for k in chunks if not act_store.has_chunk(k)]
-    # The first batch compiles the sampling program (about 70 s for SD v1): say so while the bar sits at 0.
+    # The first batch compiles the sampling program (tens of seconds at full width): say so while the bar sits at 0.
     bar = tqdm(todo, desc="capture", unit="batch", initial=len(chunks) - len(todo), total=len(chunks),
                postfix="compiling…" if todo else None)
     for k in bar:

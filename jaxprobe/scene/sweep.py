@@ -50,7 +50,7 @@ def run(c, workdir) -> dict:
     Multi-host (`--distributed`): every process runs this; each stores the rows its devices captured
     (`store.ProcessStores`), the fits run on the global mesh, and process 0 writes probes, scores and the report."""
     jobs.check_workdir(workdir)
-    pipe = jobs.load_checked_pipeline(c)
+    pipe = jobs.load_checked_pipeline(c, weights=c.stage in ("all", "capture"))  # later stages need shapes only
     layers, steps = check_config(c, pipe)
     request, capturing = capture_request(c, layers, steps), c.stage in ("all", "capture")
     if capturing:

@@ -139,3 +139,19 @@ def test_a_missing_pipeline_directory_says_so(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=f"UNet directory {_q(nowhere)} does not exist"):
         load_unet("nowhere")
     assert load.weight_variants(tmp_path) == {}
+
+
+def test_a_pipeline_without_weights_has_the_loaded_ones_shapes_and_reads_no_weight_file(tiny, tmp_path):
+    """`weights=False` (a sweep's label, fit and report stages): the same modules and tokenizer, params as shapes;
+    a directory whose weight files are gone still loads."""
+    import jax
+
+    root, _, _ = tiny
+    loaded = load_pipeline(root / "plain")
+    shutil.copytree(root / "plain", tmp_path / "configs", ignore=shutil.ignore_patterns("*.safetensors"))
+    shapes = load_pipeline(tmp_path / "configs", weights=False)
+    assert shapes.unet == loaded.unet and shapes.vae == loaded.vae and shapes.text_encoder == loaded.text_encoder
+    assert jax.tree.structure(shapes.params) == jax.tree.structure(loaded.params)
+    assert all(isinstance(s, jax.ShapeDtypeStruct) and (s.shape, s.dtype) == (p.shape, p.dtype)
+               for s, p in zip(jax.tree.leaves(shapes.params), jax.tree.leaves(loaded.params)))
+    assert shapes.tokenize(["a red sphere"]).tolist() == loaded.tokenize(["a red sphere"]).tolist()

@@ -20,7 +20,7 @@ def tiny_pipe(tiny_dir):
 @pytest.fixture
 def loaded(tiny_dir, tiny_pipe, monkeypatch):
     """The tiny pipeline directory, its pipeline loaded once per module: a refused config costs only its checks."""
-    monkeypatch.setattr(jobs, "load_pipeline", lambda directory: tiny_pipe)
+    monkeypatch.setattr(jobs, "load_pipeline", lambda directory, **_: tiny_pipe)
     return tiny_dir
 
 

@@ -6,7 +6,6 @@ intervention, probe fits at SD v1's layer sizes and DPT-Large, each with its pea
 same code at a tiny size on a CPU (tests/benchmarks/test_smoke.py)."""
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 import tempfile
@@ -36,8 +35,8 @@ GUIDANCE = 7.5
 
 
 def run(s: Settings) -> str:
-    load = os.getloadavg()[0]
     """Every row (`measure`), each in a fresh process at full size so that its peak memory is its own."""
+    load = os.getloadavg()[0]
     import jax
 
     k = s.device_config
@@ -47,7 +46,7 @@ def run(s: Settings) -> str:
                             os.environ.get("XLA_FLAGS", ""))
                      if k["isolate"] else measure(row, tmp, k, s.repeats, s.edit_iterations, s.dpt_config))
                for row in ROWS}
-    return report(out, k, s, jax.devices())
+    return report(out, k, s, jax.devices(), load)
 
 
 def write_pipeline(directory, k: dict):
@@ -263,7 +262,7 @@ def peak_flops(device_kind: str) -> float | None:
     return next((peak for name, peak in PEAK_BF16 if name in device_kind), None)
 
 
-def report(out: dict, k: dict, s: Settings, devices) -> str:
+def report(out: dict, k: dict, s: Settings, devices, load: float) -> str:
     """The section: one table row per measurement, with images/s where a row makes images."""
     b, device, res = k["batch"], devices[0], out["sample"]["size"]
 
@@ -303,7 +302,7 @@ def report(out: dict, k: dict, s: Settings, devices) -> str:
 
 Device: {device.device_kind} ({device.platform}, {len(devices)} device(s) seen, one used). {size},
 random weights written by diffusers' `save_pretrained`, {res}x{res} images, batch {b}, bf16 compute unless said;
-{where}; best of {s.repeats} after a warm-up that compiles. Measured {datetime.date.today()}.
+{where}; best of {s.repeats} after a warm-up that compiles.
 Peak memory: the device's `memory_stats()['peak_bytes_in_use']` (PyTorch: `max_memory_allocated`), GiB; n/a where
 the backend keeps none.
 

@@ -50,9 +50,10 @@ def run(c, workdir) -> dict:
     Multi-host (`--distributed`): every process runs this; each stores the rows its devices captured
     (`store.ProcessStores`), the fits run on the global mesh, and process 0 writes probes, scores and the report."""
     jobs.check_workdir(workdir)
-    pipe = jobs.load_checked_pipeline(c, weights=c.stage in ("all", "capture"))  # later stages need shapes only
+    capturing = c.stage in ("all", "capture")
+    pipe = jobs.load_checked_pipeline(c, weights=capturing)  # the later stages need its shapes only
     layers, steps = check_config(c, pipe)
-    request, capturing = capture_request(c, layers, steps), c.stage in ("all", "capture")
+    request = capture_request(c, layers, steps)
     if capturing:
         jobs.check_memory(pipe, c.resolution, c.resolution, c.batch_size, jnp.float32,
                           holds=capture_holds(pipe, request))

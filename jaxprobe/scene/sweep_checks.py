@@ -68,11 +68,11 @@ def check_config(c, pipe) -> tuple[tuple[str, ...], tuple[int, ...]]:
         sweep_prompts(c, tokenize=pipe.tokenize)
     if c.stage in ("all", "label"):
         check_label_sources(c, pipe, layers)
-    if c.stage in ("all", "fit") and c.fit_memory_gb * 1e9 > jobs.host_memory():
-        raise ValueError(f"config.fit_memory_gb={c.fit_memory_gb} is more than this host's "
-                         f"{jobs.host_memory() / 1e9:.1f} GB of RAM, which holds each part of the fit's activations "
-                         f"as it is read: use at most {jobs.host_memory() / 2e9:.0f} (about half: the fit also stacks "
-                         "a part's arrays; docs/scale-out.md)")
+    ram = jobs.host_memory()
+    if c.stage in ("all", "fit") and c.fit_memory_gb * 1e9 > ram:
+        raise ValueError(f"config.fit_memory_gb={c.fit_memory_gb} is more than this host's {ram / 1e9:.1f} GB of RAM, "
+                         f"which holds each part of the fit's activations as it is read: use at most {ram / 2e9:.0f} "
+                         "(about half: the fit also stacks a part's arrays; docs/scale-out.md)")
     return layers, steps
 
 

@@ -118,9 +118,10 @@ def worker(call: str, args, xla_flags: str) -> dict:
             f"print(json.dumps({module}.{fn}(*json.loads(sys.argv[1]))))")
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": path}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], env=env, check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], env=env, capture_output=True, text=True)
+    if done.returncode:  # its traceback, which check=True's CalledProcessError would leave unseen
+        raise RuntimeError(f"benchmark worker {call} exited {done.returncode}; its stderr ends:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_section(path, name: str, body: str) -> None:

@@ -123,7 +123,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     scores = b * h * t * k.shape[1] * 4  # bytes, as fp32 (the softmax's dtype)
     chunks = 1
     if kernels.choose("attention") == "cpu_query_chunks":
-        chunks = next(n for n in range(1, t + 1) if t % n == 0 and (scores // n <= ATTENTION_CHUNK_BYTES or n == t))
+        fewest = min(scores // (ATTENTION_CHUNK_BYTES + 1) + 1, t)  # the least n with scores // n <= the limit
+        chunks = next(n for n in range(fewest, t + 1) if t % n == 0)  # n = t, one query per chunk, at the most
     if chunks == 1:
         return jax.nn.dot_product_attention(q, k, v)
     parts = jnp.moveaxis(q.reshape(b, chunks, t // chunks, *q.shape[2:]), 1, 0)

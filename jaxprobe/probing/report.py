@@ -230,8 +230,8 @@ def _summarize_one(cells: dict, val: dict | None, metric: str, layer_order: Sequ
             "how_early": {"layer": best[0], **how_early(curve, metric)}}
 
 
-def _gap(ref: dict, base: dict, base_val: dict | None, cell: tuple[str, int], metric: str, baseline: str,
-         reference: str) -> dict:
+def paired_gap(ref: dict, base: dict, base_val: dict | None, cell: tuple[str, int], metric: str, baseline: str,
+               reference: str) -> dict:
     """One baseline's entry of `summarize`'s 'gap' (see there): bootstrapping the per-image difference
     resamples the images of both models jointly, which is the paired bootstrap. A baseline without the cell's
     layer is taken at its best layer at that step, chosen as `cell` was: on `base_val`, or on `base` if None."""
@@ -301,8 +301,8 @@ def summarize(scores_by_model: Mapping[str, Mapping[str, Scores]], *, tasks: Seq
                for model, by_task in scores_by_model.items()}
     for task, entry in summary.get(reference, {}).items():
         best = (entry["best"]["layer"], entry["best"]["step"])
-        entry["gap"] = {m: _gap(cells[reference, task], cells[m, task], vals[m, task], best, headline[task], m,
-                                reference)
+        entry["gap"] = {m: paired_gap(cells[reference, task], cells[m, task], vals[m, task], best, headline[task],
+                                      m, reference)
                         for m in scores_by_model if m != reference and (m, task) in cells}
     return summary
 

@@ -3,7 +3,7 @@ sentence and whether the finding holds; across sweeps, a verdict. One model can 
 of one recipe disagree), so the table is built from several sweeps' workdirs, not from one run's summary.
 
 Reads only a finished workdir: summary.json for its config and the cells it chose (on validation), scores/ for the
-per-image values every paired difference is bootstrapped from (`report._gap`: images resampled jointly, which is
+per-image values every paired difference is bootstrapped from (`report.paired_gap`: images resampled jointly, which is
 the bootstrap clustered by image, since a sweep scores each image once; a baseline without the cell's layer is
 taken at its own chosen layer there). Every value is the test split's, every cell is
 chosen on the split that chose the summary's (`selected_on`); a paired difference ('vs_...') is signed so that > 0
@@ -92,16 +92,16 @@ class Sweep:
         return float(self.scores(model, task, "test")[cell][metric or BY_NAME[task].headline].mean())
 
     def versus(self, task: str, cell: tuple[str, int], baseline: str) -> dict:
-        """The trained probe at `cell` against `baseline` on the same test images (`report._gap`): > 0 means the
+        """The trained probe at `cell` against `baseline` on the same test images (`report.paired_gap`): > 0 means the
         probe is better; a baseline without the cell's layer (the prior, the VAE) at its chosen layer there."""
-        return report._gap(self.cells(REFERENCE, task), self.cells(baseline, task), self.chooser(baseline, task),
-                           cell, BY_NAME[task].headline, baseline, REFERENCE)
+        return report.paired_gap(self.cells(REFERENCE, task), self.cells(baseline, task),
+                                 self.chooser(baseline, task), cell, BY_NAME[task].headline, baseline, REFERENCE)
 
     def layer_versus(self, task: str, layer: str, other: str, step: int) -> dict:
         """`layer` against `other` of the trained model at `step`, paired over test images (> 0: `layer` better)."""
         cells = self.cells(REFERENCE, task)
-        return report._gap(cells, {(other, step): cells[other, step]}, None, (layer, step), BY_NAME[task].headline,
-                           other, layer)
+        return report.paired_gap(cells, {(other, step): cells[other, step]}, None, (layer, step),
+                                 BY_NAME[task].headline, other, layer)
 
 
 @dataclasses.dataclass(frozen=True)

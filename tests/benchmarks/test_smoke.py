@@ -70,6 +70,11 @@ def test_an_unknown_benchmark_is_refused_before_any_runs(tmp_path):
     assert not (tmp_path / "b.md").exists()
 
 
+def test_a_failed_worker_shows_its_traceback():
+    with pytest.raises(RuntimeError, match=r"(?s)benchmark worker nonesuch.run exited 1.*ImportError"):
+        harness.worker("nonesuch.run", [], "")
+
+
 @pytest.mark.slow  # four sampling programs compile even at this size: 32-55 s on the loaded 2-core CPU
 def test_device_benchmark_reports_every_row(tmp_path):
     """The accelerator benchmark's code at its tiny size on this CPU: every row measured (the PyTorch fp16 side

@@ -21,9 +21,11 @@ test: install-test
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "not slow" tests
 
 # Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results; a
-# test module per worker, as the fast tier.
+# test module per worker, as the fast tier. Then, in a process of their own, the tests marked 'alone' (the full-width
+# SD v1 peaks at 13 GiB: beside a worker that already holds several, a 24 GiB host ran out of memory).
 test-slow: install-test
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m slow tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "slow and not alone" tests
+	$(PY) -m pytest -q -m alone tests
 
 bench:
 	$(PIP) -e '.[bench]'

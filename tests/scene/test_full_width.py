@@ -14,7 +14,8 @@ from jaxprobe.models import load_pipeline
 from jaxprobe.probing import store
 from jaxprobe.scene import capture, sweep
 
-pytestmark = pytest.mark.slow  # a 4.3 GB pipeline written, loaded and compiled
+# A 4.3 GB pipeline written, loaded twice and compiled: 13 GiB of peak RSS, so it runs after the other slow tests
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def full_width(directory):

@@ -18,13 +18,15 @@ demo: install
 # unchanged. The slow tier, which runs real computations, keeps the default.
 test: install-test
 	XLA_FLAGS="--xla_cpu_enable_fast_math=false --xla_backend_optimization_level=0" \
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "not slow" tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope --max-worker-restart=0 -m "not slow" tests
 
 # Slow tier: quality of the shipped assets, kill-and-resume runs, multi-device runs, the demo's golden results; a
 # test module per worker, as the fast tier. Then, in a process of their own, the tests marked 'alone' (the full-width
-# SD v1 peaks at 13 GiB: beside a worker that already holds several, a 24 GiB host ran out of memory).
+# SD v1 peaks at 13 GiB: beside a worker that already held 7, it ran a 24 GiB host out of memory).
+# In both tiers a worker that dies ends the run as a failure at once (--max-worker-restart=0): xdist 3.8 with
+# --dist loadscope otherwise resends the dead worker's module to a new worker and then waits forever.
 test-slow: install-test
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope -m "slow and not alone" tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope --max-worker-restart=0 -m "slow and not alone" tests
 	$(PY) -m pytest -q -m alone tests
 
 bench:

@@ -99,6 +99,7 @@ def report(rows: list[dict], k: dict, dpt_config: dict, load: float) -> str:
     from jaxprobe.jobs import host_memory
 
     gib = 2 ** 30
+    ram = host_memory() / gib
 
     def line(r):
         status = f"killed (signal {r['killed']})" if r["killed"] else "ok"
@@ -110,7 +111,7 @@ def report(rows: list[dict], k: dict, dpt_config: dict, load: float) -> str:
     big = rows[-1]
     said = "none printed" if big["estimate"] is None else f"at least {big['estimate']:.1f} GiB"
     width = "full-width SD v1 (860 M UNet)" if k["size"] == "sd_v1" else "the tiny test pipeline"
-    return f"""{measured(load)}. Machine: {machine()}, {host_memory() / gib:.1f} GiB RAM.
+    return f"""{measured(load)}. Machine: {machine()}, {ram:.1f} GiB RAM.
 
 `configs/scene/sd_v1_paper.py` run stage by stage by `launch/probe.py` on {width} with random weights written by
 diffusers' `save_pretrained`, a random DPT ({dpt_config['num_hidden_layers']} layers x {dpt_config['hidden_size']},
@@ -126,5 +127,5 @@ own estimate printed before it compiles (`jobs.check_memory`: a lower bound), an
 {chr(10).join(line(r) for r in rows)}
 
 The {big['resolution']}² capture, one batch of {big['images']}: **{big['peak_rss'] / gib:.1f} GiB peak RSS** on a
-{host_memory() / gib:.1f} GiB host ({'killed' if big['killed'] else 'it fits'}; the estimate before it compiled: {said}).
+{ram:.1f} GiB host ({'killed' if big['killed'] else 'it fits'}; the estimate before it compiled: {said}).
 """

@@ -1,6 +1,5 @@
 """The job layer every launcher shares: workdir checks and claims, prompts, and the memory estimate."""
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -62,7 +61,7 @@ def test_the_memory_estimate_refuses_a_size_no_machine_has_before_anything_compi
                               "float32 needs at least ")
     assert ("GiB (params, largest array, a batch's activations) per device; a cpu device here has " in message)
     assert capsys.readouterr().out.startswith("memory estimate: ")
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    ram = jobs.host_memory() / 2**30
     assert float(message.split("needs at least ")[1].split(" GiB")[0]) > ram
 
 
